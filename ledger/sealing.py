@@ -1,0 +1,197 @@
+"""Sealing of personal values: per-subject AES-256-GCM data keys wrapped by a master key.
+
+Values are sealed field by field with a fresh nonce; the associated data binds the subject
+and the field, so a sealed value moved to another subject or field fails to open. Subjects are
+found by a keyed hash (HMAC) of (namespace, account id); an unkeyed hash is never kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import threading
+from collections import OrderedDict
+from typing import Protocol
+from uuid import UUID
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+
+from ledger.errors import KeyShreddedError, SealingError
+
+_NONCE_BYTES = 12
+_KEY_BYTES = 32
+_SEAL_PREFIX = "s1:"
+
+
+class KeyStore(Protocol):
+    """Where wrapped per-subject data keys and account look-ups live, apart from the events."""
+
+    def register(self, lookup: bytes, subject_id: UUID, wrapped_key: bytes) -> UUID:
+        """Store the look-up and key unless the look-up exists; return the subject it names."""
+
+    def find(self, lookup: bytes) -> UUID | None:
+        """The subject a look-up hash names, if any."""
+
+    def wrapped_key(self, subject_id: UUID) -> bytes | None:
+        """The subject's wrapped data key, or None once shredded (or never made)."""
+
+    def shred(self, subject_id: UUID) -> bool:
+        """Destroy the subject's key and look-up; True if there was anything to destroy."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class MemoryKeyStore:
+    """A key store in process memory: for tests and the in-memory back-end."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lookups: dict[bytes, UUID] = {}
+        self._keys: dict[UUID, bytes] = {}
+
+    def register(self, lookup: bytes, subject_id: UUID, wrapped_key: bytes) -> UUID:
+        with self._lock:
+            existing = self._lookups.get(lookup)
+            if existing is not None:
+                return existing
+            self._lookups[lookup] = subject_id
+            self._keys[subject_id] = wrapped_key
+            return subject_id
+
+    def find(self, lookup: bytes) -> UUID | None:
+        with self._lock:
+            return self._lookups.get(lookup)
+
+    def wrapped_key(self, subject_id: UUID) -> bytes | None:
+        with self._lock:
+            return self._keys.get(subject_id)
+
+    def shred(self, subject_id: UUID) -> bool:
+        with self._lock:
+            had_key = self._keys.pop(subject_id, None) is not None
+            stale = [k for k, v in self._lookups.items() if v == subject_id]
+            for k in stale:
+                del self._lookups[k]
+            return had_key or bool(stale)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class MasterKey:
+    """The ledger's root secret; sub-keys for wrapping, look-ups and digests derive from it."""
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) != _KEY_BYTES:
+            msg = f"master key must be {_KEY_BYTES} bytes, got {len(secret)}"
+            raise SealingError(msg)
+        self._wrap = _derive(secret, b"pdl wrap v1")
+        self._lookup = _derive(secret, b"pdl lookup v1")
+        self._digest = _derive(secret, b"pdl digest v1")
+
+    @classmethod
+    def generate(cls) -> MasterKey:
+        return cls(os.urandom(_KEY_BYTES))
+
+    def wrap(self, data_key: bytes) -> bytes:
+        return aes_key_wrap(self._wrap, data_key)
+
+    def unwrap(self, wrapped: bytes) -> bytes:
+        try:
+            return aes_key_unwrap(self._wrap, wrapped)
+        except InvalidUnwrap:
+            raise SealingError("data key does not unwrap under this master key") from None
+
+    def lookup(self, namespace: str, account_id: str) -> bytes:
+        """Keyed hash of (namespace, account id): the only look-up to a subject."""
+        message = namespace.encode() + b"\x00" + account_id.encode()
+        return hmac.new(self._lookup, message, hashlib.sha256).digest()
+
+    def digest(self, data: bytes) -> str:
+        """Keyed digest of a command's canonical bytes, for idempotency comparisons."""
+        return hmac.new(self._digest, data, hashlib.sha256).hexdigest()
+
+    def __repr__(self) -> str:
+        return "MasterKey(<secret>)"
+
+
+def _derive(secret: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=_KEY_BYTES, salt=None, info=info).derive(secret)
+
+
+class Sealer:
+    """Seals and opens personal values with each subject's own data key."""
+
+    def __init__(self, master: MasterKey, store: KeyStore, cache_size: int = 4096) -> None:
+        self._master = master
+        self._store = store
+        self._cache: OrderedDict[UUID, AESGCM] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    @property
+    def master(self) -> MasterKey:
+        return self._master
+
+    @property
+    def store(self) -> KeyStore:
+        return self._store
+
+    def new_wrapped_key(self) -> bytes:
+        return self._master.wrap(AESGCM.generate_key(bit_length=_KEY_BYTES * 8))
+
+    def seal(self, subject_id: UUID, field: str, value: str) -> str:
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = self._cipher(subject_id).encrypt(nonce, value.encode(), _aad(subject_id, field))
+        return _SEAL_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+    def open(self, subject_id: UUID, field: str, sealed: str) -> str:
+        if not sealed.startswith(_SEAL_PREFIX):
+            raise SealingError(f"field {field!r} is not a sealed value")
+        try:
+            raw = base64.urlsafe_b64decode(sealed[len(_SEAL_PREFIX) :])
+        except ValueError:
+            raise SealingError(f"field {field!r} is not valid base64") from None
+        cipher = self._cipher(subject_id)
+        try:
+            plain = cipher.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(subject_id, field))
+        except InvalidTag:
+            raise SealingError(f"field {field!r} does not open for this subject") from None
+        return plain.decode()
+
+    def forget(self, subject_id: UUID) -> None:
+        """Drop a cached key (after shredding)."""
+        with self._lock:
+            self._cache.pop(subject_id, None)
+
+    def shred(self, subject_id: UUID) -> bool:
+        """Destroy the subject's key in the store and in this process's cache."""
+        self.forget(subject_id)
+        return self._store.shred(subject_id)
+
+    def _cipher(self, subject_id: UUID) -> AESGCM:
+        with self._lock:
+            cipher = self._cache.get(subject_id)
+            if cipher is not None:
+                self._cache.move_to_end(subject_id)
+                return cipher
+        wrapped = self._store.wrapped_key(subject_id)
+        if wrapped is None:
+            raise KeyShreddedError(f"no data key for subject {subject_id}")
+        cipher = AESGCM(self._master.unwrap(wrapped))
+        with self._lock:
+            self._cache[subject_id] = cipher
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return cipher
+
+
+def _aad(subject_id: UUID, field: str) -> bytes:
+    return subject_id.bytes + field.encode()
