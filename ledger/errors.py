@@ -19,6 +19,7 @@ class RefusalReason(StrEnum):
     CATEGORY_NOT_NEEDED_FOR_PURPOSE = "CATEGORY_NOT_NEEDED_FOR_PURPOSE"
     SENSITIVE_CATEGORY_WITHOUT_CONSENT = "SENSITIVE_CATEGORY_WITHOUT_CONSENT"
     CONSENT_WITHDRAWN = "CONSENT_WITHDRAWN"
+    CONSENT_METHOD_NOT_DECLARED = "CONSENT_METHOD_NOT_DECLARED"
     DATA_NOT_HELD = "DATA_NOT_HELD"
     RECIPIENT_CLASS_NOT_DECLARED = "RECIPIENT_CLASS_NOT_DECLARED"
     RECIPIENT_CLASS_CATEGORY_NOT_ALLOWED = "RECIPIENT_CLASS_CATEGORY_NOT_ALLOWED"
@@ -67,6 +68,18 @@ class Refused(LedgerError):
     @property
     def detail(self) -> str:
         return self._detail
+
+
+class InvalidCommand(LedgerError):
+    """The command is malformed in a way only the ledger can tell; nothing was written."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self._field = field
+        super().__init__(f"{field}: {problem}")
+
+    @property
+    def field(self) -> str:
+        return self._field
 
 
 class SubjectNotFound(LedgerError):

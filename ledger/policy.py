@@ -22,7 +22,8 @@ Clause = Annotated[
     str,
     Field(
         pattern=_CLAUSE_PATTERN,
-        description="The clause of the policy text this entry comes from, e.g. '§4.2' or '§6.3(2)'.",
+        description="The clause of the policy text this entry comes from, "
+        "e.g. '§4.2' or '§6.3(2)'.",
     ),
 ]
 Identifier = Annotated[
@@ -83,6 +84,11 @@ class LegalBasis(_Entry):
     requires_consent: bool = Field(
         description="True when the basis is the person's consent, so a withdrawal stops it."
     )
+    independent_of_consent: bool = Field(
+        default=False,
+        description="True when processing on this basis does not depend on the person's consent "
+        "(a legal duty, vital interests): neither a missing nor a withdrawn consent stops it.",
+    )
     clause: Clause
 
 
@@ -127,7 +133,8 @@ class RecipientClass(_Entry):
     )
     need_to_know: bool = Field(
         default=False,
-        description="True when members may hold only what their role needs (the purpose's categories).",
+        description="True when members may hold only what their role needs "
+        "(the purpose's categories).",
     )
     clause: Clause
 

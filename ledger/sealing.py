@@ -62,7 +62,7 @@ class MemoryKeyStore:
             if existing is not None:
                 return existing
             self._lookups[lookup] = subject_id
-            self._keys[subject_id] = wrapped_key
+            self._keys.setdefault(subject_id, wrapped_key)
             return subject_id
 
     def find(self, lookup: bytes) -> UUID | None:
@@ -111,7 +111,8 @@ class MasterKey:
 
     def lookup(self, namespace: str, account_id: str) -> bytes:
         """Keyed hash of (namespace, account id): the only look-up to a subject."""
-        message = namespace.encode() + b"\x00" + account_id.encode()
+        ns = namespace.encode()
+        message = len(ns).to_bytes(4, "big") + ns + account_id.encode()
         return hmac.new(self._lookup, message, hashlib.sha256).digest()
 
     def digest(self, data: bytes) -> str:
@@ -159,6 +160,8 @@ class Sealer:
             raw = base64.urlsafe_b64decode(sealed[len(_SEAL_PREFIX) :])
         except ValueError:
             raise SealingError(f"field {field!r} is not valid base64") from None
+        if len(raw) < _NONCE_BYTES + 16:
+            raise SealingError(f"field {field!r} is too short to be a sealed value")
         cipher = self._cipher(subject_id)
         try:
             plain = cipher.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(subject_id, field))

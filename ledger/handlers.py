@@ -1,0 +1,481 @@
+"""Command handlers: turn one validated command into events on the aggregates it concerns.
+
+A handler seals personal values, builds the event payloads with the common envelope, and calls
+the aggregate's command method, which checks the rules before triggering anything. It returns
+what changed; the application saves it, with the idempotency receipt, in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import Aggregate
+
+from ledger import commands as cmd
+from ledger import deadlines
+from ledger import events as ev
+from ledger.errors import InvalidCommand, Refused
+from ledger.policy import Policy, RightKind
+from ledger.policy_book import PolicyBook
+from ledger.rights import RightsRequest, check_close
+from ledger.rules import check_open, check_request_opened
+from ledger.sealing import Sealer
+from ledger.subject import Subject
+
+_NOT_REACHED = (
+    "Exports and reports delivered before the erasure, and copies held by recipients of "
+    "earlier disclosures, are outside the ledger's reach."
+)
+
+
+@dataclass
+class Outcome:
+    """What a handler changed: the aggregates, the event that answers the caller, and
+    what must happen once the events are durable (shredding a key)."""
+
+    aggregates: list[Aggregate]
+    answer: Aggregate
+    subject_id: UUID | None
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+class Context(Protocol):
+    """What a handler may ask of the application while building events."""
+
+    principal: str
+    now: datetime
+    sealer: Sealer
+
+    def policy_at(self, instant: datetime) -> tuple[str, Policy]: ...
+
+    def subject(self, ref: cmd.SubjectRef) -> Subject: ...
+
+    def new_subject_id(self, namespace: str, account_id: str) -> UUID: ...
+
+    def request(self, request_id: UUID) -> RightsRequest: ...
+
+    def book(self) -> PolicyBook: ...
+
+
+def _envelope(ctx: Context, c: cmd._Command, version: str) -> dict[str, Any]:
+    return {
+        "occurred_at": c.occurred_at,
+        "recorded_at": ctx.now,
+        "principal": ctx.principal,
+        "policy_version": version,
+        "idempotency_key": c.idempotency_key,
+    }
+
+
+def register(ctx: Context, c: cmd.RegisterSubject) -> Outcome:
+    version, policy = ctx.policy_at(c.occurred_at)
+    subject_id = ctx.new_subject_id(c.namespace, c.account_id.get_secret_value())
+    seal = ctx.sealer.seal
+    payload = ev.SubjectRegistered(
+        **_envelope(ctx, c, version),
+        subject_id=subject_id,
+        namespace=c.namespace,
+        account_id=seal(subject_id, "account_id", c.account_id.get_secret_value()),
+        birth_year=c.birth_year,
+        minor=c.minor,
+        guardian=(
+            seal(subject_id, "guardian", c.guardian_account_id.get_secret_value())
+            if c.guardian_account_id is not None
+            else None
+        ),
+        guardian_subject_id=c.guardian_subject_id,
+        jurisdiction=c.jurisdiction,
+        storage_region=c.storage_region or policy.storage.region,
+        cross_border_basis=c.cross_border_basis,
+    )
+    subject = Subject.register(policy, payload)
+    return Outcome([subject], subject, subject_id)
+
+
+def collect(ctx: Context, c: cmd.RecordCollection) -> Outcome:
+    version, policy = ctx.policy_at(c.occurred_at)
+    subject = ctx.subject(c.subject)
+    sid = subject.id
+    values = {k: ctx.sealer.seal(sid, k, v.get_secret_value()) for k, v in c.values.items()}
+    payload = ev.DataCollected(
+        **_envelope(ctx, c, version),
+        subject_id=sid,
+        category=c.category,
+        fields=tuple(dict.fromkeys((*c.values, *c.fields))),
+        source=c.source,
+        mode=c.mode,
+        purposes=c.purposes,
+        storage_region=c.storage_region or policy.storage.region,
+        cross_border_basis=c.cross_border_basis,
+        values=values,
+        reference=(
+            ctx.sealer.seal(sid, "reference", c.reference.get_secret_value())
+            if c.reference is not None
+            else None
+        ),
+    )
+    subject.collect(policy, payload)
+    return Outcome([subject], subject, sid)
+
+
+def use(ctx: Context, c: cmd.RecordUse) -> Outcome:
+    version, policy = ctx.policy_at(c.occurred_at)
+    subject = ctx.subject(c.subject)
+    payload = ev.DataUsed(
+        **_envelope(ctx, c, version),
+        subject_id=subject.id,
+        categories=c.categories,
+        purpose=c.purpose,
+        legal_basis=c.legal_basis,
+    )
+    subject.use(policy, payload)
+    return Outcome([subject], subject, subject.id)
+
+
+def share(ctx: Context, c: cmd.RecordShare) -> Outcome:
+    version, policy = ctx.policy_at(c.occurred_at)
+    subject = ctx.subject(c.subject)
+    payload = ev.DataShared(
+        **_envelope(ctx, c, version),
+        subject_id=subject.id,
+        categories=c.categories,
+        recipient=c.recipient,
+        recipient_class=c.recipient_class,
+        purpose=c.purpose,
+        legal_basis=c.legal_basis,
+        legal_ground=c.legal_ground,
+        destination_region=c.destination_region or policy.storage.region,
+        cross_border_basis=c.cross_border_basis,
+        anonymised=c.anonymised,
+    )
+    subject.share(policy, payload, sale=c.sale)
+    return Outcome([subject], subject, subject.id)
+
+
+def give_consent(ctx: Context, c: cmd.GiveConsent) -> Outcome:
+    version, policy = ctx.policy_at(c.occurred_at)
+    subject = ctx.subject(c.subject)
+    payload = ev.ConsentGiven(
+        **_envelope(ctx, c, version),
+        subject_id=subject.id,
+        consent_id=uuid4(),
+        purposes=c.purposes,
+        categories=c.categories,
+        given_by=c.given_by,
+        method=c.method,
+    )
+    subject.give_consent(policy, payload)
+    return Outcome([subject], subject, subject.id)
+
+
+def withdraw_consent(ctx: Context, c: cmd.WithdrawConsent) -> Outcome:
+    version, policy = ctx.policy_at(c.occurred_at)
+    subject = ctx.subject(c.subject)
+    subject.withdraw_consent(policy, _withdrawal(ctx, c, version, subject.id, None))
+    return Outcome([subject], subject, subject.id)
+
+
+def _withdrawal(
+    ctx: Context, c: cmd._Command, version: str, sid: UUID, request: RightsRequest | None
+) -> ev.ConsentWithdrawn:
+    if request is not None:
+        purposes, categories = request.state.purposes, request.state.categories
+        by, method = ev.ConsentGiver.SUBJECT, "request"
+    else:
+        assert isinstance(c, cmd.WithdrawConsent)  # noqa: S101 (narrowing for the type checker)
+        purposes, categories, by, method = c.purposes, c.categories, c.withdrawn_by, c.method
+    return ev.ConsentWithdrawn(
+        **_envelope(ctx, c, version),
+        subject_id=sid,
+        purposes=purposes,
+        categories=categories,
+        withdrawn_by=by,
+        method=method,
+        request_id=request.id if request is not None else None,
+    )
+
+
+def correct(ctx: Context, c: cmd.CorrectData) -> Outcome:
+    version, policy = ctx.policy_at(c.occurred_at)
+    subject = ctx.subject(c.subject)
+    subject.correct(policy, _correction(ctx, c, version, subject.id, c.category, c.values, None))
+    return Outcome([subject], subject, subject.id)
+
+
+def _correction(
+    ctx: Context,
+    c: cmd._Command,
+    version: str,
+    sid: UUID,
+    category: str,
+    values: dict[str, Any],
+    request_id: UUID | None,
+) -> ev.DataCorrected:
+    return ev.DataCorrected(
+        **_envelope(ctx, c, version),
+        subject_id=sid,
+        category=category,
+        values={k: ctx.sealer.seal(sid, k, v.get_secret_value()) for k, v in values.items()},
+        request_id=request_id,
+    )
+
+
+def erase(ctx: Context, c: cmd.EraseSubject) -> Outcome:
+    version, policy = ctx.policy_at(c.occurred_at)
+    subject = ctx.subject(c.subject)
+    out = Outcome([subject], subject, subject.id)
+    _erase(ctx, c, version, policy, subject, c.ground, c.categories, None, out)
+    return out
+
+
+def _erase(
+    ctx: Context,
+    c: cmd._Command,
+    version: str,
+    policy: Policy,
+    subject: Subject,
+    ground: str,
+    categories: tuple[str, ...],
+    request_id: UUID | None,
+    out: Outcome,
+) -> None:
+    env = _envelope(ctx, c, version)
+    erased = ev.DataErased(
+        **env, subject_id=subject.id, ground=ground, categories=categories, request_id=request_id
+    )
+    shredded = (
+        None
+        if categories
+        else ev.KeyShredded(
+            **env, subject_id=subject.id, request_id=request_id, not_reached=_NOT_REACHED
+        )
+    )
+    subject.erase(policy, erased, shredded)
+    if shredded is not None:
+        sid, sealer = subject.id, ctx.sealer
+
+        def shred() -> None:
+            sealer.shred(sid)
+
+        out.after_commit.append(shred)
+
+
+def cancel(ctx: Context, c: cmd.CancelAccount) -> Outcome:
+    version, policy = ctx.policy_at(c.occurred_at)
+    subject = ctx.subject(c.subject)
+    out = Outcome([subject], subject, subject.id)
+    _cancel(ctx, c, version, policy, subject, None, out)
+    return out
+
+
+def _cancel(
+    ctx: Context,
+    c: cmd._Command,
+    version: str,
+    policy: Policy,
+    subject: Subject,
+    request_id: UUID | None,
+    out: Outcome,
+) -> None:
+    subject.cancel(
+        ev.AccountCancelled(**_envelope(ctx, c, version), subject_id=subject.id, request_id=request_id)
+    )
+    _erase(ctx, c, version, policy, subject, "account_cancelled", (), request_id, out)
+
+
+def open_request(ctx: Context, c: cmd.OpenRightsRequest) -> Outcome:
+    version, policy = ctx.policy_at(c.occurred_at)
+    subject = ctx.subject(c.subject)
+    refusal = check_open(subject.state)
+    if refusal is not None:
+        raise Refused(refusal.reason, refusal.clause, refusal.detail)
+    received = c.received_at or c.occurred_at
+    deadline = policy.response_deadline
+    payload = ev.RightsRequestOpened(
+        **_envelope(ctx, c, version),
+        subject_id=subject.id,
+        request_id=uuid4(),
+        kind=c.kind,
+        ground=c.ground,
+        purposes=c.purposes,
+        categories=c.categories,
+        received_at=received,
+        due_at=deadlines.due_at(received, deadline),
+        deadline_kind=deadline.kind,
+        deadline_clause=deadline.clause,
+    )
+    refusal = check_request_opened(policy, payload)
+    if refusal is not None:
+        raise Refused(refusal.reason, refusal.clause, refusal.detail)
+    request = RightsRequest(payload)
+    return Outcome([request], request, subject.id)
+
+
+def extend_request(ctx: Context, c: cmd.ExtendRightsRequest) -> Outcome:
+    version, policy = ctx.policy_at(c.occurred_at)
+    request = ctx.request(c.request_id)
+    s = request.state
+    request.extend(
+        policy,
+        ev.RightsRequestExtended(
+            **_envelope(ctx, c, version),
+            subject_id=s.subject_id,
+            request_id=request.id,
+            days=c.days,
+            reason=c.reason,
+            due_at=deadlines.extend(s.due_at, c.days, policy.response_deadline),
+        ),
+    )
+    return Outcome([request], request, s.subject_id)
+
+
+def pause_request(ctx: Context, c: cmd.PauseRightsRequest) -> Outcome:
+    version, _ = ctx.policy_at(c.occurred_at)
+    request = ctx.request(c.request_id)
+    request.pause(
+        ev.RightsRequestPaused(
+            **_envelope(ctx, c, version),
+            subject_id=request.state.subject_id,
+            request_id=request.id,
+            reason=c.reason,
+        )
+    )
+    return Outcome([request], request, request.state.subject_id)
+
+
+def resume_request(ctx: Context, c: cmd.ResumeRightsRequest) -> Outcome:
+    version, _ = ctx.policy_at(c.occurred_at)
+    request = ctx.request(c.request_id)
+    s = request.state
+    paused_at = s.paused_at or c.occurred_at
+    request.resume(
+        ev.RightsRequestResumed(
+            **_envelope(ctx, c, version),
+            subject_id=s.subject_id,
+            request_id=request.id,
+            due_at=deadlines.resume(s.due_at, paused_at, max(paused_at, c.occurred_at)),
+        )
+    )
+    return Outcome([request], request, s.subject_id)
+
+
+def close_request(ctx: Context, c: cmd.CloseRightsRequest) -> Outcome:
+    """Close a request; fulfilling it carries out what the right asks, in the same save."""
+    version, policy = ctx.policy_at(c.occurred_at)
+    request = ctx.request(c.request_id)
+    s = request.state
+    refusal = check_close(s)
+    if refusal is not None:
+        raise Refused(refusal.reason, refusal.clause, refusal.detail)
+    out = Outcome([request], request, s.subject_id)
+    if c.outcome is ev.RequestOutcome.FULFILLED:
+        subject = ctx.subject(cmd.SubjectRef(subject_id=s.subject_id))
+        _fulfil(ctx, c, version, policy, request, subject, out)
+    request.close(
+        ev.RightsRequestClosed(
+            **_envelope(ctx, c, version),
+            subject_id=s.subject_id,
+            request_id=request.id,
+            outcome=c.outcome,
+            reason=c.reason,
+            late=c.occurred_at > s.due_at,
+        )
+    )
+    return out
+
+
+def _fulfil(
+    ctx: Context,
+    c: cmd.CloseRightsRequest,
+    version: str,
+    policy: Policy,
+    request: RightsRequest,
+    subject: Subject,
+    out: Outcome,
+) -> None:
+    kind = request.state.kind
+    done = subject.state.erased or subject.state.key_shredded
+    if kind is RightKind.DELETION and not done:
+        ground = request.state.ground or "no_consent"
+        _erase(ctx, c, version, policy, subject, ground, (), request.id, out)
+    elif kind is RightKind.ACCOUNT_CANCELLATION and not done:
+        _cancel(ctx, c, version, policy, subject, request.id, out)
+    elif kind is RightKind.CONSENT_WITHDRAWAL:
+        subject.withdraw_consent(policy, _withdrawal(ctx, c, version, subject.id, request))
+    elif kind is RightKind.CORRECTION:
+        if c.correction is None:
+            raise InvalidCommand("correction", "fulfilling a correction request needs its values")
+        subject.correct(
+            policy,
+            _correction(ctx, c, version, subject.id, c.correction.category, c.correction.values,
+                        request.id),
+        )
+    else:
+        return
+    out.aggregates.append(subject)
+
+
+def notify_policy(ctx: Context, c: cmd.NotifyPolicy) -> Outcome:
+    version, _ = ctx.policy_at(c.occurred_at)
+    subject = ctx.subject(c.subject)
+    subject.record_notified(
+        ev.PolicyNotified(
+            **_envelope(ctx, c, version), subject_id=subject.id, version=c.version, method=c.method
+        )
+    )
+    return Outcome([subject], subject, subject.id)
+
+
+def acknowledge_policy(ctx: Context, c: cmd.AcknowledgePolicy) -> Outcome:
+    version, _ = ctx.policy_at(c.occurred_at)
+    subject = ctx.subject(c.subject)
+    subject.acknowledge_policy(
+        ev.PolicyAcknowledged(
+            **_envelope(ctx, c, version), subject_id=subject.id, version=c.version, method=c.method
+        )
+    )
+    return Outcome([subject], subject, subject.id)
+
+
+HANDLERS: dict[type[cmd._Command], Callable[[Context, Any], Outcome]] = {
+    cmd.RegisterSubject: register,
+    cmd.RecordCollection: collect,
+    cmd.RecordUse: use,
+    cmd.RecordShare: share,
+    cmd.GiveConsent: give_consent,
+    cmd.WithdrawConsent: withdraw_consent,
+    cmd.CorrectData: correct,
+    cmd.EraseSubject: erase,
+    cmd.CancelAccount: cancel,
+    cmd.OpenRightsRequest: open_request,
+    cmd.ExtendRightsRequest: extend_request,
+    cmd.PauseRightsRequest: pause_request,
+    cmd.ResumeRightsRequest: resume_request,
+    cmd.CloseRightsRequest: close_request,
+    cmd.NotifyPolicy: notify_policy,
+    cmd.AcknowledgePolicy: acknowledge_policy,
+}
+
+
+def publish_policy(ctx: Context, c: cmd.PublishPolicy) -> Outcome:
+    """Publish a policy version in the book."""
+    book = ctx.book()
+    payload = ev.PolicyPublished(
+        **_envelope(ctx, c, c.policy.version),
+        version=c.policy.version,
+        effective_at=c.effective_at,
+        digest=c.policy.digest(),
+        text_sha256=c.policy.text_sha256,
+        major=c.major,
+        changes=c.changes,
+        document=c.policy.model_dump(mode="json"),
+    )
+    book.publish(payload, ctx.now)
+    return Outcome([book], book, None)
+
+
+HANDLERS[cmd.PublishPolicy] = publish_policy

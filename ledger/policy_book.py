@@ -1,0 +1,90 @@
+"""The policy book: every published policy version, and which was in force at an instant."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+from pydantic import BaseModel, ConfigDict, Field
+
+from ledger import events as ev
+from ledger.errors import RefusalReason as R
+from ledger.errors import Refused
+from ledger.policy import Policy, parse_policy
+
+POLICY_BOOK_ID = uuid5(UUID("0b7e8a52-7a8c-5d7e-8f0e-2a4b6c8d0e1f"), "policy-book")
+_RETROACTIVE_TOLERANCE = timedelta(minutes=5)
+
+
+class PublishedVersion(BaseModel):
+    """One published version, without its document."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str = Field(description="The version.")
+    effective_at: datetime = Field(description="When it takes effect.")
+    digest: str = Field(description="SHA-256 of the canonical document.")
+    text_sha256: str = Field(description="SHA-256 of the human-readable text.")
+    major: bool = Field(description="Major change.")
+    changes: tuple[str, ...] = Field(description="What changed.")
+    published_at: datetime = Field(description="When it was recorded.")
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+class PolicyBook(Aggregate):
+    """All versions of the policy; there is one book per ledger."""
+
+    versions: list[PublishedVersion]
+    documents: dict[str, dict[str, object]]
+
+    @staticmethod
+    def create_id() -> UUID:
+        return POLICY_BOOK_ID
+
+    @event("PolicyBookOpened")
+    def __init__(self) -> None:
+        self.versions = []
+        self.documents = {}
+
+    def publish(self, payload: ev.PolicyPublished, now: datetime) -> None:
+        """Publish a version newer than all others, taking effect no earlier than now (§8);
+        the very first version may reach into the past, since it is the policy already in use."""
+        if self.versions:
+            latest = max(self.versions, key=lambda v: version_key(v.version))
+            if version_key(payload.version) <= version_key(latest.version):
+                raise Refused(
+                    R.POLICY_VERSION_NOT_NEWER, "§8", f"version must be newer than {latest.version}"
+                )
+            if payload.effective_at < now - _RETROACTIVE_TOLERANCE:
+                raise Refused(R.POLICY_RETROACTIVE, "§8", "a new version cannot take effect in the past")
+        self._published(payload)
+
+    @event("PolicyPublished")
+    def _published(self, payload: ev.PolicyPublished) -> None:
+        self.versions.append(
+            PublishedVersion(
+                version=payload.version,
+                effective_at=payload.effective_at,
+                digest=payload.digest,
+                text_sha256=payload.text_sha256,
+                major=payload.major,
+                changes=payload.changes,
+                published_at=payload.recorded_at,
+            )
+        )
+        self.documents[payload.version] = payload.document
+
+    def in_force_at(self, instant: datetime) -> PublishedVersion | None:
+        """The version in force at an instant: the latest effective at or before it."""
+        candidates = [v for v in self.versions if v.effective_at <= instant]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda v: (v.effective_at, version_key(v.version)))
+
+    def policy(self, version: str) -> Policy:
+        """The policy document of a version, validated."""
+        return parse_policy(self.documents[version])

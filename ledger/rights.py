@@ -1,0 +1,156 @@
+"""The rights-request aggregate (§6): open with a due instant, extend or pause, then close.
+
+The lifecycle rules are pure functions beside it; the deadline arithmetic is in `deadlines`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+from pydantic import BaseModel, ConfigDict, Field
+
+from ledger import events as ev
+from ledger.errors import RefusalReason as R
+from ledger.errors import Refused
+from ledger.policy import Policy, RightKind
+from ledger.rules import Refusal
+
+
+class RequestStatus(StrEnum):
+    """Where a request stands."""
+
+    OPEN = "open"
+    PAUSED = "paused"
+    CLOSED = "closed"
+
+
+class RequestState(BaseModel):
+    """A rights request's state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: UUID = Field(description="Id of the request.")
+    subject_id: UUID = Field(description="The person who asked.")
+    kind: RightKind = Field(description="The right exercised.")
+    ground: str | None = Field(description="Deletion ground.")
+    purposes: tuple[str, ...] = Field(description="Purposes a withdrawal covers.")
+    categories: tuple[str, ...] = Field(description="Categories a withdrawal or correction covers.")
+    received_at: datetime = Field(description="When it was received.")
+    due_at: datetime = Field(description="When it must be answered.")
+    deadline_kind: str = Field(description="'calendar' or 'working'.")
+    status: RequestStatus = Field(default=RequestStatus.OPEN, description="Where it stands.")
+    paused_at: datetime | None = Field(default=None, description="When it was paused.")
+    extended_days: int = Field(default=0, description="Days of extension so far.")
+    outcome: ev.RequestOutcome | None = Field(default=None, description="How it closed.")
+    closed_at: datetime | None = Field(default=None, description="When it closed.")
+    late: bool = Field(default=False, description="Closed after its due instant.")
+
+
+def check_extend(policy: Policy, state: RequestState, days: int) -> Refusal | None:
+    """An open request may be extended, within the policy's total extension (§6.4)."""
+    if state.status is RequestStatus.CLOSED:
+        return Refusal(R.REQUEST_CLOSED, "§6", "the request is closed")
+    deadline = policy.response_deadline
+    if state.extended_days + days > deadline.max_extension_days:
+        return Refusal(
+            R.EXTENSION_TOO_LONG,
+            deadline.clause,
+            f"at most {deadline.max_extension_days} days of extension in total",
+        )
+    return None
+
+
+def check_pause(state: RequestState) -> Refusal | None:
+    """Only an open, running request can be paused."""
+    if state.status is RequestStatus.CLOSED:
+        return Refusal(R.REQUEST_CLOSED, "§6", "the request is closed")
+    if state.status is RequestStatus.PAUSED:
+        return Refusal(R.REQUEST_PAUSED, "§6", "the request is already paused")
+    return None
+
+
+def check_resume(state: RequestState) -> Refusal | None:
+    """Only a paused request can be resumed."""
+    if state.status is not RequestStatus.PAUSED:
+        return Refusal(R.REQUEST_NOT_PAUSED, "§6", "the request is not paused")
+    return None
+
+
+def check_close(state: RequestState) -> Refusal | None:
+    """A request closes once, and not while paused (resume it first)."""
+    if state.status is RequestStatus.CLOSED:
+        return Refusal(R.REQUEST_CLOSED, "§6", "the request is already closed")
+    if state.status is RequestStatus.PAUSED:
+        return Refusal(R.REQUEST_PAUSED, "§6", "resume the request before closing it")
+    return None
+
+
+def _refuse_if(refusal: Refusal | None) -> None:
+    if refusal is not None:
+        raise Refused(refusal.reason, refusal.clause, refusal.detail)
+
+
+class RightsRequest(Aggregate):
+    """A person's request to exercise a right."""
+
+    state: RequestState
+
+    @staticmethod
+    def create_id(payload: ev.RightsRequestOpened) -> UUID:
+        return payload.request_id
+
+    @event("RightsRequestOpened")
+    def __init__(self, payload: ev.RightsRequestOpened) -> None:
+        self.state = RequestState(
+            request_id=payload.request_id,
+            subject_id=payload.subject_id,
+            kind=payload.kind,
+            ground=payload.ground,
+            purposes=payload.purposes,
+            categories=payload.categories,
+            received_at=payload.received_at,
+            due_at=payload.due_at,
+            deadline_kind=payload.deadline_kind,
+        )
+
+    def extend(self, policy: Policy, payload: ev.RightsRequestExtended) -> None:
+        _refuse_if(check_extend(policy, self.state, payload.days))
+        self._extended(payload)
+
+    def pause(self, payload: ev.RightsRequestPaused) -> None:
+        _refuse_if(check_pause(self.state))
+        self._paused(payload)
+
+    def resume(self, payload: ev.RightsRequestResumed) -> None:
+        _refuse_if(check_resume(self.state))
+        self._resumed(payload)
+
+    def close(self, payload: ev.RightsRequestClosed) -> None:
+        _refuse_if(check_close(self.state))
+        self._closed(payload)
+
+    @event("RightsRequestExtended")
+    def _extended(self, payload: ev.RightsRequestExtended) -> None:
+        self.state.extended_days += payload.days
+        self.state.due_at = payload.due_at
+
+    @event("RightsRequestPaused")
+    def _paused(self, payload: ev.RightsRequestPaused) -> None:
+        self.state.status = RequestStatus.PAUSED
+        self.state.paused_at = payload.occurred_at
+
+    @event("RightsRequestResumed")
+    def _resumed(self, payload: ev.RightsRequestResumed) -> None:
+        self.state.status = RequestStatus.OPEN
+        self.state.paused_at = None
+        self.state.due_at = payload.due_at
+
+    @event("RightsRequestClosed")
+    def _closed(self, payload: ev.RightsRequestClosed) -> None:
+        self.state.status = RequestStatus.CLOSED
+        self.state.outcome = payload.outcome
+        self.state.closed_at = payload.occurred_at
+        self.state.late = payload.late

@@ -1,0 +1,298 @@
+"""The rules of the policy, as pure functions checked before any event is triggered.
+
+Each function takes the policy in force, the subject's state (if any), the event about to be
+recorded and the current instant, and returns `None` when the event may be recorded or a
+`Refusal` naming the reason and the clause of the policy that forbids it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ledger import events as ev
+from ledger.errors import RefusalReason as R
+from ledger.policy import LegalBasis, Policy, RightKind
+from ledger.subject_state import ConsentStatus, SubjectState
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+"""How far ahead of the ledger's clock an occurred-at may be before it is implausible."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a command is refused, and the clause that says so."""
+
+    reason: R
+    clause: str
+    detail: str = ""
+
+
+def check_occurred_at(occurred_at: datetime, now: datetime) -> Refusal | None:
+    """An event cannot be recorded as having happened in the future (clock skew allowed)."""
+    if occurred_at > now + FUTURE_TOLERANCE:
+        return Refusal(R.OCCURRED_IN_FUTURE, "§0", "occurred-at is ahead of the ledger's clock")
+    return None
+
+
+def check_open(state: SubjectState) -> Refusal | None:
+    """Nothing but closing events is recorded for an erased or cancelled subject (§6.3, §6.4)."""
+    if state.erased or state.key_shredded:
+        return Refusal(R.SUBJECT_ERASED, "§6.3", "the subject's data was erased")
+    if state.cancelled:
+        return Refusal(R.ACCOUNT_CANCELLED, "§6.4", "the subject's account was cancelled")
+    return None
+
+
+def check_registration(policy: Policy, e: ev.SubjectRegistered) -> Refusal | None:
+    """A minor needs a guardian on record (§5); storage stays in the policy's region (§7)."""
+    minor = e.minor or (
+        e.birth_year is not None and e.occurred_at.year - e.birth_year <= policy.minors.age_of_majority
+    )
+    if minor and policy.minors.guardian_required and e.guardian is None and e.guardian_subject_id is None:
+        return Refusal(R.MINOR_WITHOUT_GUARDIAN, policy.minors.clause, "a minor needs a guardian")
+    return _check_region(policy, e.storage_region, e.cross_border_basis)
+
+
+def check_collection(policy: Policy, state: SubjectState, e: ev.DataCollected) -> Refusal | None:
+    """Collect only declared categories from declared sources for purposes that need them (§1-§3);
+    sensitive categories need consent in force at occurred-at (§1); withdrawn purposes stop (§6.5)."""
+    category = policy.category(e.category)
+    if category is None:
+        return Refusal(R.CATEGORY_NOT_DECLARED, "§1", f"category {e.category!r}")
+    if policy.source(e.source) is None:
+        return Refusal(R.SOURCE_NOT_DECLARED, "§3", f"source {e.source!r}")
+    for purpose_id in e.purposes:
+        purpose = policy.purpose(purpose_id)
+        if purpose is None:
+            return Refusal(R.PURPOSE_NOT_DECLARED, "§2", f"purpose {purpose_id!r}")
+        if e.category not in purpose.categories:
+            return Refusal(
+                R.CATEGORY_NOT_NEEDED_FOR_PURPOSE,
+                purpose.clause,
+                f"purpose {purpose_id!r} does not need {e.category!r}",
+            )
+        refusal = _check_consent(policy, state, purpose_id, e.category, e.occurred_at, None)
+        if refusal is not None:
+            return refusal
+    return _check_region(policy, e.storage_region, e.cross_border_basis)
+
+
+def check_use(policy: Policy, state: SubjectState, e: ev.DataUsed) -> Refusal | None:
+    """Use held data only for a declared purpose that needs it, on a basis it allows (§2),
+    with consent in force for sensitive data (§1) and never after a withdrawal (§6.5)."""
+    purpose = policy.purpose(e.purpose)
+    if purpose is None:
+        return Refusal(R.PURPOSE_NOT_DECLARED, "§2", f"purpose {e.purpose!r}")
+    basis = policy.legal_basis(e.legal_basis)
+    if basis is None:
+        return Refusal(R.LEGAL_BASIS_NOT_DECLARED, "§2", f"legal basis {e.legal_basis!r}")
+    if e.legal_basis not in purpose.legal_bases:
+        return Refusal(
+            R.LEGAL_BASIS_NOT_ALLOWED_FOR_PURPOSE,
+            purpose.clause,
+            f"{e.legal_basis!r} does not support {e.purpose!r}",
+        )
+    for category_id in e.categories:
+        refusal = _check_category_for(policy, state, category_id, e.purpose, purpose.categories,
+                                      purpose.clause)
+        if refusal is not None:
+            return refusal
+        refusal = _check_consent(policy, state, e.purpose, category_id, e.occurred_at, basis)
+        if refusal is not None:
+            return refusal
+    return None
+
+
+def check_share(policy: Policy, state: SubjectState, e: ev.DataShared, *, sale: bool) -> Refusal | None:
+    """Disclose only to a declared recipient class, for a purpose it may receive, only the
+    categories that purpose needs (§4.1-§4.5); never sell (§4)."""
+    if sale and policy.sale.prohibited:
+        return Refusal(R.SALE_PROHIBITED, policy.sale.clause, "personal data is never sold")
+    rc = policy.recipient_class(e.recipient_class)
+    if rc is None:
+        return Refusal(R.RECIPIENT_CLASS_NOT_DECLARED, "§4", f"class {e.recipient_class!r}")
+    purpose = policy.purpose(e.purpose)
+    if purpose is None:
+        return Refusal(R.PURPOSE_NOT_DECLARED, "§2", f"purpose {e.purpose!r}")
+    if e.purpose not in rc.purposes:
+        return Refusal(
+            R.RECIPIENT_CLASS_PURPOSE_NOT_ALLOWED,
+            rc.clause,
+            f"{e.recipient_class!r} may not receive data for {e.purpose!r}",
+        )
+    basis = policy.legal_basis(e.legal_basis)
+    if basis is None:
+        return Refusal(R.LEGAL_BASIS_NOT_DECLARED, "§4", f"legal basis {e.legal_basis!r}")
+    if e.legal_basis not in rc.legal_bases:
+        return Refusal(
+            R.LEGAL_BASIS_NOT_ALLOWED_FOR_PURPOSE,
+            rc.clause,
+            f"{e.legal_basis!r} does not support disclosure to {e.recipient_class!r}",
+        )
+    if rc.legal_grounds and e.legal_ground not in rc.legal_grounds:
+        return Refusal(R.LEGAL_GROUND_REQUIRED, rc.clause, "name one of the class's legal grounds")
+    if rc.requires_anonymised and not e.anonymised:
+        return Refusal(R.ANONYMISATION_REQUIRED, rc.clause, "only anonymised aggregates")
+    for category_id in e.categories:
+        if category_id not in rc.categories and policy.category(category_id) is not None:
+            return Refusal(
+                R.RECIPIENT_CLASS_CATEGORY_NOT_ALLOWED,
+                rc.clause,
+                f"{e.recipient_class!r} may not receive {category_id!r}",
+            )
+        refusal = _check_category_for(policy, state, category_id, e.purpose, purpose.categories,
+                                      rc.clause)
+        if refusal is not None:
+            return refusal
+        refusal = _check_consent(policy, state, e.purpose, category_id, e.occurred_at, basis)
+        if refusal is not None:
+            return refusal
+    return _check_region(policy, e.destination_region, e.cross_border_basis)
+
+
+def check_consent_given(policy: Policy, state: SubjectState, e: ev.ConsentGiven) -> Refusal | None:
+    """Consent names declared purposes and categories, each category needed by a purpose
+    (§1, §2); a minor's consent comes from the guardian (§5)."""
+    refusal = _check_declared(policy, e.purposes, e.categories)
+    if refusal is not None:
+        return refusal
+    if e.method not in policy.consent.methods:
+        return Refusal(R.CONSENT_METHOD_NOT_DECLARED, policy.consent.clause, f"method {e.method!r}")
+    needed = {c for p in e.purposes if (pp := policy.purpose(p)) for c in pp.categories}
+    for category_id in e.categories:
+        if category_id not in needed:
+            return Refusal(
+                R.CATEGORY_NOT_NEEDED_FOR_PURPOSE, "§2", f"no purpose named needs {category_id!r}"
+            )
+    if (
+        policy.minors.guardian_consent_required
+        and state.is_minor_at(e.occurred_at, policy.minors.age_of_majority)
+        and e.given_by is not ev.ConsentGiver.GUARDIAN
+    ):
+        return Refusal(
+            R.MINOR_CONSENT_REQUIRES_GUARDIAN, policy.minors.clause, "a minor's consent"
+        )
+    return None
+
+
+def check_consent_withdrawn(policy: Policy, e: ev.ConsentWithdrawn) -> Refusal | None:
+    """A withdrawal names declared purposes and categories (§6.5)."""
+    return _check_declared(policy, e.purposes, e.categories)
+
+
+def check_correction(policy: Policy, state: SubjectState, e: ev.DataCorrected) -> Refusal | None:
+    """Only held data can be corrected (§6.2)."""
+    if policy.category(e.category) is None:
+        return Refusal(R.CATEGORY_NOT_DECLARED, "§1", f"category {e.category!r}")
+    if e.category not in state.held:
+        return Refusal(R.DATA_NOT_HELD, "§6.2", f"{e.category!r} is not held")
+    return None
+
+
+def check_erasure(policy: Policy, state: SubjectState, e: ev.DataErased) -> Refusal | None:
+    """Erasure rests on a declared ground (§6.3, §7); an erased subject cannot be erased again."""
+    if state.erased or state.key_shredded:
+        return Refusal(R.SUBJECT_ERASED, "§6.3", "the subject's data was already erased")
+    if policy.erasure_ground(e.ground) is None:
+        return Refusal(R.ERASURE_GROUND_NOT_DECLARED, "§6.3", f"ground {e.ground!r}")
+    return _check_declared(policy, (), e.categories)
+
+
+def check_request_opened(policy: Policy, e: ev.RightsRequestOpened) -> Refusal | None:
+    """A request exercises a declared right (§6); deletion names one of its grounds (§6.3)."""
+    right = policy.right(e.kind)
+    if right is None:
+        return Refusal(R.RIGHT_NOT_DECLARED, "§6", f"right {e.kind.value!r}")
+    if e.kind is RightKind.DELETION and (e.ground is None or policy.erasure_ground(e.ground) is None):
+        return Refusal(R.ERASURE_GROUND_NOT_DECLARED, right.clause, "deletion needs a ground")
+    return _check_declared(policy, e.purposes, e.categories)
+
+
+# --- shared checks ------------------------------------------------------------------------
+
+
+def _check_declared(policy: Policy, purposes: Iterable[str], categories: Iterable[str]) -> Refusal | None:
+    for p in purposes:
+        if policy.purpose(p) is None:
+            return Refusal(R.PURPOSE_NOT_DECLARED, "§2", f"purpose {p!r}")
+    for c in categories:
+        if policy.category(c) is None:
+            return Refusal(R.CATEGORY_NOT_DECLARED, "§1", f"category {c!r}")
+    return None
+
+
+def _check_category_for(
+    policy: Policy,
+    state: SubjectState,
+    category_id: str,
+    purpose_id: str,
+    needed: Iterable[str],
+    clause: str,
+) -> Refusal | None:
+    if policy.category(category_id) is None:
+        return Refusal(R.CATEGORY_NOT_DECLARED, "§1", f"category {category_id!r}")
+    if category_id not in needed:
+        return Refusal(
+            R.CATEGORY_NOT_NEEDED_FOR_PURPOSE,
+            clause,
+            f"purpose {purpose_id!r} does not need {category_id!r}",
+        )
+    if category_id not in state.held:
+        return Refusal(R.DATA_NOT_HELD, "§1", f"{category_id!r} was never collected")
+    return None
+
+
+def _check_consent(
+    policy: Policy,
+    state: SubjectState,
+    purpose_id: str,
+    category_id: str,
+    at: datetime,
+    basis: LegalBasis | None,
+) -> Refusal | None:
+    """Sensitive data needs consent in force; a withdrawal stops what rests on consent.
+
+    `basis` None means collection, which always rests on consent (given, or by default for
+    non-sensitive data). A basis independent of consent (a legal duty) is not stopped.
+    """
+    if basis is not None and basis.independent_of_consent:
+        return None
+    category = policy.category(category_id)
+    if category is None:
+        return Refusal(R.CATEGORY_NOT_DECLARED, "§1", f"category {category_id!r}")
+    status = state.consent_status(purpose_id, category_id, at)
+    if status is ConsentStatus.WITHDRAWN:
+        return Refusal(
+            R.CONSENT_WITHDRAWN,
+            policy.consent.clause,
+            f"consent for {purpose_id!r} / {category_id!r} was withdrawn",
+        )
+    if category.sensitive and status is not ConsentStatus.GIVEN:
+        return Refusal(
+            R.SENSITIVE_CATEGORY_WITHOUT_CONSENT,
+            category.clause,
+            f"{category_id!r} needs consent in force for {purpose_id!r}",
+        )
+    if not category.sensitive and not policy.consent.default_for_non_sensitive and (
+        status is not ConsentStatus.GIVEN
+    ):
+        return Refusal(
+            R.SENSITIVE_CATEGORY_WITHOUT_CONSENT,
+            policy.consent.clause,
+            f"{category_id!r} needs consent under this policy",
+        )
+    return None
+
+
+def _check_region(policy: Policy, region: str, basis: str | None) -> Refusal | None:
+    if region == policy.storage.region:
+        return None
+    if basis is None or basis not in policy.storage.cross_border_bases:
+        return Refusal(
+            R.OUTSIDE_STORAGE_REGION,
+            policy.storage.clause,
+            f"region {region!r} needs a recorded cross-border basis",
+        )
+    return None

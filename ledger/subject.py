@@ -1,0 +1,137 @@
+"""The subject aggregate: one person, whose consents and flags decide what may be recorded.
+
+Public methods check the rules of the policy in force and then trigger an event; the private
+`@event` methods only fold the payload into the state, so replay re-runs nothing else.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from ledger import events as ev
+from ledger import rules
+from ledger.errors import Refused
+from ledger.policy import Policy
+from ledger.subject_state import SubjectState
+
+
+def _refuse_if(refusal: rules.Refusal | None) -> None:
+    if refusal is not None:
+        raise Refused(refusal.reason, refusal.clause, refusal.detail)
+
+
+class Subject(Aggregate):
+    """A data subject, known to the ledger only by a random pseudonym."""
+
+    state: SubjectState
+
+    @staticmethod
+    def create_id(payload: ev.SubjectRegistered) -> UUID:
+        return payload.subject_id
+
+    @classmethod
+    def register(cls, policy: Policy, payload: ev.SubjectRegistered) -> Subject:
+        _refuse_if(rules.check_registration(policy, payload))
+        return cls(payload)
+
+    @event("SubjectRegistered")
+    def __init__(self, payload: ev.SubjectRegistered) -> None:
+        self.state = SubjectState.registered(payload)
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def collect(self, policy: Policy, payload: ev.DataCollected) -> None:
+        _refuse_if(rules.check_open(self.state) or rules.check_collection(policy, self.state, payload))
+        self._collected(payload)
+
+    def use(self, policy: Policy, payload: ev.DataUsed) -> None:
+        _refuse_if(rules.check_open(self.state) or rules.check_use(policy, self.state, payload))
+        self._used(payload)
+
+    def share(self, policy: Policy, payload: ev.DataShared, *, sale: bool) -> None:
+        _refuse_if(
+            rules.check_open(self.state) or rules.check_share(policy, self.state, payload, sale=sale)
+        )
+        self._shared(payload)
+
+    def give_consent(self, policy: Policy, payload: ev.ConsentGiven) -> None:
+        _refuse_if(
+            rules.check_open(self.state) or rules.check_consent_given(policy, self.state, payload)
+        )
+        self._consent_given(payload)
+
+    def withdraw_consent(self, policy: Policy, payload: ev.ConsentWithdrawn) -> None:
+        _refuse_if(rules.check_open(self.state) or rules.check_consent_withdrawn(policy, payload))
+        self._consent_withdrawn(payload)
+
+    def correct(self, policy: Policy, payload: ev.DataCorrected) -> None:
+        _refuse_if(rules.check_open(self.state) or rules.check_correction(policy, self.state, payload))
+        self._corrected(payload)
+
+    def erase(self, policy: Policy, erased: ev.DataErased, shredded: ev.KeyShredded | None) -> None:
+        """Erase (a closing event, allowed after cancellation); a full erasure shreds the key."""
+        _refuse_if(rules.check_erasure(policy, self.state, erased))
+        self._erased(erased)
+        if shredded is not None:
+            self._key_shredded(shredded)
+
+    def cancel(self, payload: ev.AccountCancelled) -> None:
+        """Cancel the account (a closing event)."""
+        _refuse_if(rules.check_open(self.state))
+        self._cancelled(payload)
+
+    def record_notified(self, payload: ev.PolicyNotified) -> None:
+        _refuse_if(rules.check_open(self.state))
+        self._notified(payload)
+
+    def acknowledge_policy(self, payload: ev.PolicyAcknowledged) -> None:
+        _refuse_if(rules.check_open(self.state))
+        self._acknowledged(payload)
+
+    # --- events --------------------------------------------------------------------------------
+
+    @event("DataCollected")
+    def _collected(self, payload: ev.DataCollected) -> None:
+        self.state.on_collected(payload)
+
+    @event("DataUsed")
+    def _used(self, payload: ev.DataUsed) -> None:
+        self.state.on_used(payload)
+
+    @event("DataShared")
+    def _shared(self, payload: ev.DataShared) -> None:
+        self.state.on_shared(payload)
+
+    @event("ConsentGiven")
+    def _consent_given(self, payload: ev.ConsentGiven) -> None:
+        self.state.on_consent_given(payload)
+
+    @event("ConsentWithdrawn")
+    def _consent_withdrawn(self, payload: ev.ConsentWithdrawn) -> None:
+        self.state.on_consent_withdrawn(payload)
+
+    @event("DataCorrected")
+    def _corrected(self, payload: ev.DataCorrected) -> None:
+        self.state.on_corrected(payload)
+
+    @event("DataErased")
+    def _erased(self, payload: ev.DataErased) -> None:
+        self.state.on_erased(payload)
+
+    @event("AccountCancelled")
+    def _cancelled(self, payload: ev.AccountCancelled) -> None:
+        self.state.on_cancelled(payload)
+
+    @event("KeyShredded")
+    def _key_shredded(self, payload: ev.KeyShredded) -> None:
+        self.state.on_key_shredded(payload)
+
+    @event("PolicyNotified")
+    def _notified(self, payload: ev.PolicyNotified) -> None:
+        self.state.on_notified(payload)
+
+    @event("PolicyAcknowledged")
+    def _acknowledged(self, payload: ev.PolicyAcknowledged) -> None:
+        self.state.on_acknowledged(payload)

@@ -1,0 +1,1 @@
+"""The service side: gRPC server, storage adapters, settings and the `pdl` command."""
