@@ -6,10 +6,12 @@ import hashlib
 import tomllib
 from collections import Counter
 from collections.abc import Iterable
+from datetime import datetime
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from zoneinfo import ZoneInfo
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
@@ -386,6 +388,10 @@ def load_policy_file(path: Path) -> Policy:
     except OSError as exc:
         raise PolicyError(f"cannot read policy file {path}: {exc.strerror}") from None
     return _parse_bytes(raw, toml=path.suffix.lower() == ".toml", origin=str(path))
+
+
+SEED_EFFECTIVE_AT = datetime(2023, 10, 26, tzinfo=ZoneInfo("Asia/Shanghai"))
+"""The seed policy's 'Update date', taken as the instant it took effect."""
 
 
 def load_seed_policy() -> Policy:

@@ -55,7 +55,7 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             "WHERE originator_id=? AND originator_version=?"
         )
         with self.datastore.transaction(commit=False) as c:
-            c.execute(statement, (str(originator_id), version))
+            c.execute(statement, (originator_id.hex, version))
             row = c.fetchone()
             return None if row is None else int(row[0])
 
