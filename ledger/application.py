@@ -8,6 +8,7 @@ used before answers with the original result, or a typed conflict.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -185,7 +186,8 @@ class Ledger(Application[UUID]):
         """The pseudonym of a subject reference."""
         if ref.subject_id is not None:
             return ref.subject_id
-        assert ref.namespace is not None and ref.account_id is not None  # noqa: S101 (validated)
+        assert ref.namespace is not None  # noqa: S101 (validated by SubjectRef)
+        assert ref.account_id is not None  # noqa: S101 (validated by SubjectRef)
         found = self.sealer.store.find(
             self.sealer.master.lookup(ref.namespace, ref.account_id.get_secret_value())
         )
@@ -417,7 +419,8 @@ class Ledger(Application[UUID]):
     def _aborted(n: int, outcomes: dict[int, ItemOutcome]) -> list[ItemOutcome]:
         failed = min(i for i, o in outcomes.items() if o.error is not None)
         return [
-            outcomes[i] if i in outcomes and outcomes[i].error is not None
+            outcomes[i]
+            if i in outcomes and outcomes[i].error is not None
             else ItemOutcome(error=BatchAborted(failed))
             for i in range(n)
         ]
@@ -427,10 +430,8 @@ class Ledger(Application[UUID]):
     def _evict(self, aggregate_id: UUID) -> None:
         cache = self.repository.cache
         if cache is not None:
-            try:
+            with contextlib.suppress(KeyError):
                 cache.get(aggregate_id, evict=True)
-            except KeyError:
-                pass
 
     def _book(self) -> PolicyBook | None:
         now = time.monotonic()
@@ -468,7 +469,7 @@ def _after_commit(action: Any) -> None:
 
 
 class _Work:
-    """One attempt's working set: the aggregates loaded and changed, and the context handlers use."""
+    """One attempt's working set: aggregates loaded and changed; the context handlers use."""
 
     def __init__(self, app: Ledger, principal: str, now: datetime) -> None:
         self.app = app
@@ -512,7 +513,7 @@ class _Work:
     def request(self, request_id: UUID) -> RightsRequest:
         found = self.loaded.get(request_id)
         if found is None:
-            found = self.loaded[request_id] = self.app._request(request_id)  # noqa: SLF001
+            found = self.loaded[request_id] = self.app._request(request_id)
         if not isinstance(found, RightsRequest):
             raise RightsRequestNotFound(request_id)
         return found

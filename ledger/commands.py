@@ -101,7 +101,9 @@ class RecordCollection(_Command):
     category: Id = Field(description="The policy category.")
     source: Id = Field(description="The collection source.")
     purposes: Ids = Field(min_length=1, description="Purposes it is collected for.")
-    mode: CollectionMode = Field(default=CollectionMode.AUTOMATIC, description="Default or consent.")
+    mode: CollectionMode = Field(
+        default=CollectionMode.AUTOMATIC, description="Default or consent."
+    )
     values: Values = Field(default_factory=dict, description="Collected values by field.")
     fields: tuple[FieldName, ...] = Field(default=(), description="Field names without values.")
     reference: Secret | None = Field(default=None, description="Where the value is kept instead.")

@@ -39,7 +39,8 @@ class Envelope(Payload):
     occurred_at: UtcDatetime = Field(description="When it happened in the source system (UTC).")
     recorded_at: UtcDatetime = Field(description="When the ledger recorded it (UTC).")
     principal: str = Field(
-        min_length=1, description="The authenticated service that recorded it, never a request field."
+        min_length=1,
+        description="The authenticated service that recorded it, never a request field.",
     )
     policy_version: str = Field(description="Version of the policy in force at occurred-at.")
     idempotency_key: str = Field(

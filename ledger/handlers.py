@@ -282,7 +282,9 @@ def _cancel(
     out: Outcome,
 ) -> None:
     subject.cancel(
-        ev.AccountCancelled(**_envelope(ctx, c, version), subject_id=subject.id, request_id=request_id)
+        ev.AccountCancelled(
+            **_envelope(ctx, c, version), subject_id=subject.id, request_id=request_id
+        )
     )
     _erase(ctx, c, version, policy, subject, "account_cancelled", (), request_id, out)
 
@@ -411,8 +413,9 @@ def _fulfil(
             raise InvalidCommand("correction", "fulfilling a correction request needs its values")
         subject.correct(
             policy,
-            _correction(ctx, c, version, subject.id, c.correction.category, c.correction.values,
-                        request.id),
+            _correction(
+                ctx, c, version, subject.id, c.correction.category, c.correction.values, request.id
+            ),
         )
     else:
         return

@@ -60,7 +60,9 @@ class PolicyBook(Aggregate):
                     R.POLICY_VERSION_NOT_NEWER, "§8", f"version must be newer than {latest.version}"
                 )
             if payload.effective_at < now - _RETROACTIVE_TOLERANCE:
-                raise Refused(R.POLICY_RETROACTIVE, "§8", "a new version cannot take effect in the past")
+                raise Refused(
+                    R.POLICY_RETROACTIVE, "§8", "a new version cannot take effect in the past"
+                )
         self._published(payload)
 
     @event("PolicyPublished")

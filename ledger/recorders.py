@@ -96,9 +96,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         statement = SQL(
             "SELECT notification_id FROM {schema}.{table} "
             "WHERE originator_id=%s AND originator_version=%s"
-        ).format(
-            schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name)
-        )
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, (originator_id, version))
             row = curs.fetchone()

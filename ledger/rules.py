@@ -48,16 +48,23 @@ def check_open(state: SubjectState) -> Refusal | None:
 def check_registration(policy: Policy, e: ev.SubjectRegistered) -> Refusal | None:
     """A minor needs a guardian on record (§5); storage stays in the policy's region (§7)."""
     minor = e.minor or (
-        e.birth_year is not None and e.occurred_at.year - e.birth_year <= policy.minors.age_of_majority
+        e.birth_year is not None
+        and e.occurred_at.year - e.birth_year <= policy.minors.age_of_majority
     )
-    if minor and policy.minors.guardian_required and e.guardian is None and e.guardian_subject_id is None:
+    if (
+        minor
+        and policy.minors.guardian_required
+        and e.guardian is None
+        and e.guardian_subject_id is None
+    ):
         return Refusal(R.MINOR_WITHOUT_GUARDIAN, policy.minors.clause, "a minor needs a guardian")
     return _check_region(policy, e.storage_region, e.cross_border_basis)
 
 
 def check_collection(policy: Policy, state: SubjectState, e: ev.DataCollected) -> Refusal | None:
-    """Collect only declared categories from declared sources for purposes that need them (§1-§3);
-    sensitive categories need consent in force at occurred-at (§1); withdrawn purposes stop (§6.5)."""
+    """Collect only declared categories from declared sources for purposes that need them
+    (§1-§3); sensitive categories need consent in force at occurred-at (§1); withdrawn
+    purposes stop (§6.5)."""
     category = policy.category(e.category)
     if category is None:
         return Refusal(R.CATEGORY_NOT_DECLARED, "§1", f"category {e.category!r}")
@@ -95,8 +102,9 @@ def check_use(policy: Policy, state: SubjectState, e: ev.DataUsed) -> Refusal | 
             f"{e.legal_basis!r} does not support {e.purpose!r}",
         )
     for category_id in e.categories:
-        refusal = _check_category_for(policy, state, category_id, e.purpose, purpose.categories,
-                                      purpose.clause)
+        refusal = _check_category_for(
+            policy, state, category_id, e.purpose, purpose.categories, purpose.clause
+        )
         if refusal is not None:
             return refusal
         refusal = _check_consent(policy, state, e.purpose, category_id, e.occurred_at, basis)
@@ -105,7 +113,9 @@ def check_use(policy: Policy, state: SubjectState, e: ev.DataUsed) -> Refusal | 
     return None
 
 
-def check_share(policy: Policy, state: SubjectState, e: ev.DataShared, *, sale: bool) -> Refusal | None:
+def check_share(
+    policy: Policy, state: SubjectState, e: ev.DataShared, *, sale: bool
+) -> Refusal | None:
     """Disclose only to a declared recipient class, for a purpose it may receive, only the
     categories that purpose needs (§4.1-§4.5); never sell (§4)."""
     if sale and policy.sale.prohibited:
@@ -142,8 +152,9 @@ def check_share(policy: Policy, state: SubjectState, e: ev.DataShared, *, sale: 
                 rc.clause,
                 f"{e.recipient_class!r} may not receive {category_id!r}",
             )
-        refusal = _check_category_for(policy, state, category_id, e.purpose, purpose.categories,
-                                      rc.clause)
+        refusal = _check_category_for(
+            policy, state, category_id, e.purpose, purpose.categories, rc.clause
+        )
         if refusal is not None:
             return refusal
         refusal = _check_consent(policy, state, e.purpose, category_id, e.occurred_at, basis)
@@ -171,9 +182,7 @@ def check_consent_given(policy: Policy, state: SubjectState, e: ev.ConsentGiven)
         and state.is_minor_at(e.occurred_at, policy.minors.age_of_majority)
         and e.given_by is not ev.ConsentGiver.GUARDIAN
     ):
-        return Refusal(
-            R.MINOR_CONSENT_REQUIRES_GUARDIAN, policy.minors.clause, "a minor's consent"
-        )
+        return Refusal(R.MINOR_CONSENT_REQUIRES_GUARDIAN, policy.minors.clause, "a minor's consent")
     return None
 
 
@@ -205,7 +214,9 @@ def check_request_opened(policy: Policy, e: ev.RightsRequestOpened) -> Refusal |
     right = policy.right(e.kind)
     if right is None:
         return Refusal(R.RIGHT_NOT_DECLARED, "§6", f"right {e.kind.value!r}")
-    if e.kind is RightKind.DELETION and (e.ground is None or policy.erasure_ground(e.ground) is None):
+    if e.kind is RightKind.DELETION and (
+        e.ground is None or policy.erasure_ground(e.ground) is None
+    ):
         return Refusal(R.ERASURE_GROUND_NOT_DECLARED, right.clause, "deletion needs a ground")
     return _check_declared(policy, e.purposes, e.categories)
 
@@ -213,7 +224,9 @@ def check_request_opened(policy: Policy, e: ev.RightsRequestOpened) -> Refusal |
 # --- shared checks ------------------------------------------------------------------------
 
 
-def _check_declared(policy: Policy, purposes: Iterable[str], categories: Iterable[str]) -> Refusal | None:
+def _check_declared(
+    policy: Policy, purposes: Iterable[str], categories: Iterable[str]
+) -> Refusal | None:
     for p in purposes:
         if policy.purpose(p) is None:
             return Refusal(R.PURPOSE_NOT_DECLARED, "§2", f"purpose {p!r}")
@@ -275,8 +288,10 @@ def _check_consent(
             category.clause,
             f"{category_id!r} needs consent in force for {purpose_id!r}",
         )
-    if not category.sensitive and not policy.consent.default_for_non_sensitive and (
-        status is not ConsentStatus.GIVEN
+    if (
+        not category.sensitive
+        and not policy.consent.default_for_non_sensitive
+        and (status is not ConsentStatus.GIVEN)
     ):
         return Refusal(
             R.SENSITIVE_CATEGORY_WITHOUT_CONSENT,

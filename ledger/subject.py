@@ -43,7 +43,9 @@ class Subject(Aggregate):
     # --- commands ------------------------------------------------------------------------------
 
     def collect(self, policy: Policy, payload: ev.DataCollected) -> None:
-        _refuse_if(rules.check_open(self.state) or rules.check_collection(policy, self.state, payload))
+        _refuse_if(
+            rules.check_open(self.state) or rules.check_collection(policy, self.state, payload)
+        )
         self._collected(payload)
 
     def use(self, policy: Policy, payload: ev.DataUsed) -> None:
@@ -52,7 +54,8 @@ class Subject(Aggregate):
 
     def share(self, policy: Policy, payload: ev.DataShared, *, sale: bool) -> None:
         _refuse_if(
-            rules.check_open(self.state) or rules.check_share(policy, self.state, payload, sale=sale)
+            rules.check_open(self.state)
+            or rules.check_share(policy, self.state, payload, sale=sale)
         )
         self._shared(payload)
 
@@ -67,7 +70,9 @@ class Subject(Aggregate):
         self._consent_withdrawn(payload)
 
     def correct(self, policy: Policy, payload: ev.DataCorrected) -> None:
-        _refuse_if(rules.check_open(self.state) or rules.check_correction(policy, self.state, payload))
+        _refuse_if(
+            rules.check_open(self.state) or rules.check_correction(policy, self.state, payload)
+        )
         self._corrected(payload)
 
     def erase(self, policy: Policy, erased: ev.DataErased, shredded: ev.KeyShredded | None) -> None:

@@ -167,7 +167,9 @@ class SubjectState(_State):
 
     def on_consent_withdrawn(self, e: ev.ConsentWithdrawn) -> None:
         self.withdrawals.append(
-            ConsentWithdrawal(purposes=set(e.purposes), categories=set(e.categories), at=e.occurred_at)
+            ConsentWithdrawal(
+                purposes=set(e.purposes), categories=set(e.categories), at=e.occurred_at
+            )
         )
         self.events += 1
 

@@ -1,0 +1,102 @@
+"""Start-up wiring: open the event store, the key store and the master key from settings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from ledger.application import Ledger
+from ledger.clock import Clock, SystemClock
+from ledger.errors import ConfigurationError
+from ledger.policy import SEED_EFFECTIVE_AT, load_policy_file, load_seed_policy
+from ledger.sealing import MasterKey, Sealer
+from ledger.storage import PostgresConfig, StorageConfig, ledger_env
+from server.keystore import SqlKeyStore, load_or_create_master_key, master_key_from_text
+from server.settings import Settings
+
+EVENTS_FILE = "events.db"
+KEYS_FILE = "keys.db"
+
+
+@dataclass
+class Runtime:
+    """An open ledger and what it holds open."""
+
+    settings: Settings
+    ledger: Ledger
+    keystore: SqlKeyStore
+    storage: StorageConfig
+
+    def close(self) -> None:
+        self.ledger.close()
+        self.keystore.close()
+
+
+def storage_config(settings: Settings) -> tuple[StorageConfig, str]:
+    """The event-store configuration and the key-store URL the settings call for."""
+    if settings.database_url is None:
+        return (
+            StorageConfig(backend="sqlite", sqlite_path=settings.data_dir / EVENTS_FILE),
+            f"sqlite:///{settings.data_dir / KEYS_FILE}",
+        )
+    parts = urlsplit(settings.database_url.get_secret_value())
+    if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
+        raise ConfigurationError("database_url must be a postgresql:// URL")
+    pg = PostgresConfig(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 5432,
+        dbname=parts.path.lstrip("/") or "postgres",
+        user=unquote(parts.username or "postgres"),
+        password=unquote(parts.password or ""),
+        schema_name=settings.postgres_schema,
+    )
+    auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return StorageConfig(
+        backend="postgres", postgres=pg
+    ), f"postgresql+psycopg://{auth}{host}/{pg.dbname}"
+
+
+def master_key(settings: Settings) -> MasterKey:
+    if settings.master_key is not None:
+        return master_key_from_text(settings.master_key.get_secret_value())
+    return load_or_create_master_key(settings.master_key_path)
+
+
+def open_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
+    """Open the ledger the settings describe, creating the embedded default on first run."""
+    _ensure_private_dir(settings.data_dir)
+    storage, keys_url = storage_config(settings)
+    schema = settings.postgres_schema if storage.backend == "postgres" else None
+    keystore = SqlKeyStore(keys_url, schema=schema)
+    try:
+        ledger = Ledger(
+            ledger_env(storage),
+            sealer=Sealer(master_key(settings), keystore),
+            clock=clock or SystemClock(),
+        )
+    except ConfigurationError:
+        keystore.close()
+        raise
+    except Exception as exc:  # noqa: BLE001 (any driver failure at start-up is a configuration problem)
+        keystore.close()
+        raise ConfigurationError(f"cannot open the event store: {type(exc).__name__}") from None
+    if settings.policy_file is not None:
+        policy = load_policy_file(settings.policy_file)
+        effective = settings.policy_effective_at or ledger.clock.now()
+    else:
+        policy, effective = load_seed_policy(), SEED_EFFECTIVE_AT
+    ledger.ensure_policy(policy, effective, settings.bootstrap_principal)
+    ledger.complete_pending_shreds()
+    return Runtime(settings=settings, ledger=ledger, keystore=keystore, storage=storage)
+
+
+def _ensure_private_dir(path: Path) -> None:
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create data directory {path}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise ConfigurationError(f"data directory {path} is not writable")

@@ -1,0 +1,90 @@
+"""The ledger's contract, written once and run on memory, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+from scenario import PRINCIPAL, collection, consent, gps_collection, key, later, register, secret
+
+from ledger import commands as c
+from ledger.errors import IdempotencyConflict, RefusalReason, Refused, SubjectNotFound
+
+
+def test_registration_then_collection_is_recorded_with_log_positions(ledger) -> None:
+    reg = register(ledger)
+    rec = ledger.execute(PRINCIPAL, collection(reg.subject_id, at=later(ledger)))
+    assert rec.position > reg.position
+    assert rec.event_type == "DataCollected"
+    state = ledger.subject_state(c.SubjectRef(subject_id=reg.subject_id))
+    assert set(state.held) == {"network_log.ip_address"}
+
+
+def test_subject_found_by_account_reference(ledger) -> None:
+    account = secret("acct")
+    reg = register(ledger, account_id=SecretStr(account))
+    found = ledger.resolve(c.SubjectRef(namespace="app", account_id=SecretStr(account)))
+    assert found == reg.subject_id
+
+
+def test_unknown_subject_is_not_found(ledger) -> None:
+    with pytest.raises(SubjectNotFound):
+        ledger.resolve(c.SubjectRef(namespace="app", account_id=SecretStr(secret("nobody"))))
+
+
+def test_same_key_same_payload_is_recorded_once_with_the_original_answer(ledger) -> None:
+    reg = register(ledger)
+    command = collection(reg.subject_id, at=later(ledger))
+    first = ledger.execute(PRINCIPAL, command)
+    again = ledger.execute(PRINCIPAL, command)
+    assert again.replayed
+    assert not first.replayed
+    assert (again.position, again.version) == (first.position, first.version)
+    assert len(ledger.history(reg.subject_id)) == 2
+
+
+def test_same_key_different_payload_is_an_idempotency_conflict(ledger) -> None:
+    reg = register(ledger)
+    command = collection(reg.subject_id, at=later(ledger))
+    ledger.execute(PRINCIPAL, command)
+    changed = command.model_copy(update={"values": {"ip": SecretStr(secret("other"))}})
+    with pytest.raises(IdempotencyConflict):
+        ledger.execute(PRINCIPAL, changed)
+    assert len(ledger.history(reg.subject_id)) == 2
+
+
+def test_retry_after_state_changed_still_answers_the_original(ledger) -> None:
+    reg = register(ledger)
+    sid = reg.subject_id
+    at = later(ledger)
+    ledger.execute(PRINCIPAL, consent(sid, at=at))
+    gps = gps_collection(sid, at=later(ledger))
+    first = ledger.execute(PRINCIPAL, gps)
+    ledger.execute(
+        PRINCIPAL,
+        c.WithdrawConsent(
+            idempotency_key=key(),
+            occurred_at=later(ledger),
+            subject=c.SubjectRef(subject_id=sid),
+            categories=("location.gps",),
+        ),
+    )
+    again = ledger.execute(PRINCIPAL, gps)
+    assert again.replayed
+    assert again.position == first.position
+
+
+def test_a_refused_command_writes_nothing(ledger) -> None:
+    reg = register(ledger)
+    before = ledger.recorder.max_notification_id()
+    with pytest.raises(Refused) as refused:
+        ledger.execute(PRINCIPAL, gps_collection(reg.subject_id, at=later(ledger)))
+    assert refused.value.reason is RefusalReason.SENSITIVE_CATEGORY_WITHOUT_CONSENT
+    assert ledger.recorder.max_notification_id() == before
+
+
+def test_a_second_ledger_on_the_same_store_sees_the_first_ones_events(ledger_factory) -> None:
+    first = ledger_factory()
+    second = ledger_factory()
+    reg = register(first)
+    state = second.subject_state(c.SubjectRef(subject_id=reg.subject_id))
+    assert state.subject_id == reg.subject_id

@@ -1,0 +1,106 @@
+"""Builders for test commands: realistic defaults, unique ids and values from one place."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from pydantic import SecretStr
+
+from ledger import commands as c
+from ledger.application import Ledger, Recorded
+
+START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+PRINCIPAL = "app-backend"
+_counter = itertools.count(1)
+
+
+def key(prefix: str = "k") -> str:
+    """A unique idempotency key."""
+    return f"{prefix}-{next(_counter)}-{uuid4().hex[:8]}"
+
+
+def secret(label: str) -> str:
+    """A long, unique personal value: long enough that finding it in raw bytes means something."""
+    return f"PII-{label}-{uuid4().hex}{uuid4().hex}"
+
+
+def ref(subject_id: UUID | None) -> c.SubjectRef:
+    assert subject_id is not None
+    return c.SubjectRef(subject_id=subject_id)
+
+
+def register(ledger: Ledger, *, at: datetime | None = None, **fields: Any) -> Recorded:
+    fields.setdefault("namespace", "app")
+    fields.setdefault("account_id", SecretStr(secret("account")))
+    return ledger.execute(
+        PRINCIPAL,
+        c.RegisterSubject(
+            idempotency_key=key("reg"), occurred_at=at or ledger.clock.now(), **fields
+        ),
+    )
+
+
+def collection(subject_id: UUID, *, at: datetime, **fields: Any) -> c.RecordCollection:
+    fields.setdefault("category", "network_log.ip_address")
+    fields.setdefault("source", "server_logs")
+    fields.setdefault("purposes", ("security_detection",))
+    fields.setdefault("values", {"ip": SecretStr(secret("ip"))})
+    return c.RecordCollection(
+        idempotency_key=key("col"), occurred_at=at, subject=ref(subject_id), **fields
+    )
+
+
+def gps_collection(subject_id: UUID, *, at: datetime, **fields: Any) -> c.RecordCollection:
+    fields.setdefault("values", {"fix": SecretStr(secret("gps"))})
+    return collection(
+        subject_id,
+        at=at,
+        category="location.gps",
+        source="app",
+        purposes=("customer_service",),
+        **fields,
+    )
+
+
+def consent(subject_id: UUID, *, at: datetime, **fields: Any) -> c.GiveConsent:
+    fields.setdefault("purposes", ("customer_service",))
+    fields.setdefault("categories", ("location.gps",))
+    fields.setdefault("method", "device_permission")
+    return c.GiveConsent(
+        idempotency_key=key("con"), occurred_at=at, subject=ref(subject_id), **fields
+    )
+
+
+def withdrawal(subject_id: UUID, *, at: datetime, **fields: Any) -> c.WithdrawConsent:
+    fields.setdefault("purposes", ("customer_service",))
+    return c.WithdrawConsent(
+        idempotency_key=key("wd"), occurred_at=at, subject=ref(subject_id), **fields
+    )
+
+
+def use(subject_id: UUID, *, at: datetime, **fields: Any) -> c.RecordUse:
+    fields.setdefault("categories", ("network_log.ip_address",))
+    fields.setdefault("purpose", "security_detection")
+    fields.setdefault("legal_basis", "contract")
+    return c.RecordUse(
+        idempotency_key=key("use"), occurred_at=at, subject=ref(subject_id), **fields
+    )
+
+
+def share(subject_id: UUID, *, at: datetime, **fields: Any) -> c.RecordShare:
+    fields.setdefault("categories", ("network_log.usage",))
+    fields.setdefault("recipient", "Example Ads Ltd")
+    fields.setdefault("recipient_class", "third_party_partners")
+    fields.setdefault("purpose", "advertising")
+    fields.setdefault("legal_basis", "consent")
+    return c.RecordShare(
+        idempotency_key=key("shr"), occurred_at=at, subject=ref(subject_id), **fields
+    )
+
+
+def later(ledger: Ledger, seconds: float = 1.0) -> datetime:
+    """Move the test clock on and return the new instant."""
+    return ledger.clock.advance(timedelta(seconds=seconds))  # type: ignore[attr-defined]
