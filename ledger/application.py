@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,9 +18,9 @@ from datetime import datetime
 from typing import Any, cast
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoding
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoder
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger import commands as cmd
@@ -37,13 +38,14 @@ from ledger.errors import (
 from ledger.handlers import HANDLERS, Outcome
 from ledger.policy import Policy
 from ledger.policy_book import POLICY_BOOK_ID, PolicyBook, PublishedVersion
-from ledger.receipts import Receipt, receipt_id
+from ledger.receipts import receipt_event, receipt_id
 from ledger.recorders import LocatesEvents
 from ledger.rights import RequestState, RightsRequest
 from ledger.rules import check_occurred_at
 from ledger.sealing import Sealer
 from ledger.subject import Subject
 from ledger.subject_state import SubjectState
+from ledger.transcoding import ModelTranscoding, OrjsonTranscoder
 
 _log = logging.getLogger(__name__)
 _BOOK_REFRESH_SECONDS = 1.0
@@ -82,20 +84,6 @@ class BatchAborted(LedgerError):
         return self._index
 
 
-class _ModelTranscoding(Transcoding):
-    """Stores a pydantic model as its JSON-mode dump, named after its class."""
-
-    def __init__(self, model: type[BaseModel]) -> None:
-        self.type = model
-        self.name = model.__name__
-
-    def encode(self, obj: Any) -> Any:
-        return cast("BaseModel", obj).model_dump(mode="json")
-
-    def decode(self, data: Any) -> Any:
-        return cast("type[BaseModel]", self.type).model_validate(data)
-
-
 _STORED_MODELS: tuple[type[BaseModel], ...] = (
     *ev.ALL_PAYLOADS,
     SubjectState,
@@ -127,12 +115,18 @@ class Ledger(Application[UUID]):
         self.max_attempts = max_attempts
         self._policies: dict[str, Policy] = {}
         self._book_checked = 0.0
+        self._write_lock = threading.RLock()
         super().__init__(env)
+
+    def construct_transcoder(self) -> Transcoder:
+        transcoder = OrjsonTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         for model in _STORED_MODELS:
-            transcoder.register(_ModelTranscoding(model))
+            transcoder.register(ModelTranscoding(model))
 
     # --- use cases ---------------------------------------------------------------------------
 
@@ -197,8 +191,12 @@ class Ledger(Application[UUID]):
 
     def subject(self, subject_id: UUID) -> Subject:
         """The subject aggregate (a private copy)."""
+        with self._write_lock:
+            return self._subject(subject_id, copy=True)
+
+    def _subject(self, subject_id: UUID, *, copy: bool) -> Subject:
         try:
-            found: Aggregate = self.repository.get(subject_id)
+            found: Aggregate = self.repository.get(subject_id, deepcopy_from_cache=copy)
         except AggregateNotFoundError:
             raise SubjectNotFound from None
         if not isinstance(found, Subject):
@@ -240,7 +238,8 @@ class Ledger(Application[UUID]):
         return opened
 
     def rights_request(self, request_id: UUID) -> RequestState:
-        return self._request(request_id).state
+        with self._write_lock:
+            return self._request(request_id, copy=True).state
 
     def policy_versions(self) -> list[PublishedVersion]:
         book = self._book()
@@ -260,6 +259,19 @@ class Ledger(Application[UUID]):
         self, principal: str, commands: Sequence[cmd._Command], *, all_or_nothing: bool
     ) -> list[ItemOutcome]:
         digests = [self.sealer.master.digest(c.canonical()) for c in commands]
+        with self._write_lock:
+            return self._attempts(principal, commands, digests, all_or_nothing=all_or_nothing)
+
+    def _attempts(
+        self,
+        principal: str,
+        commands: Sequence[cmd._Command],
+        digests: list[str],
+        *,
+        all_or_nothing: bool,
+    ) -> list[ItemOutcome]:
+        """Run the commands against the cached aggregates themselves (the write lock is held),
+        evicting whatever a failed attempt touched."""
         outcomes: dict[int, ItemOutcome] = {}
         pending = list(range(len(commands)))
         for _attempt in range(self.max_attempts):
@@ -286,12 +298,12 @@ class Ledger(Application[UUID]):
                 last = answer.pending_events[-1]
                 accepted.append((i, out, answer, answer.version, type(last).__name__))
             if all_or_nothing and any(o.error is not None for o in outcomes.values()):
+                work.evict_changed()
                 return self._aborted(len(commands), outcomes)
             try:
                 recordings = self._save(principal, commands, digests, work, accepted)
             except IntegrityError:
-                for aggregate_id in work.loaded:
-                    self._evict(aggregate_id)
+                work.evict_all()
                 pending = self._settle_conflicts(principal, commands, digests, accepted, outcomes)
                 pending += [i for i, _ in duplicates if i not in outcomes]
                 pending.sort()
@@ -333,24 +345,44 @@ class Ledger(Application[UUID]):
         receipts: list[Any] = []
         for i, out, answer, version, event_type in accepted:
             c = commands[i]
-            receipt = Receipt(
-                ev.CommandAccepted(
-                    occurred_at=c.occurred_at,
-                    recorded_at=work.now,
-                    principal=principal,
-                    policy_version=work.last_version or "",
-                    idempotency_key=c.idempotency_key,
-                    command=type(c).__name__,
-                    digest=digests[i],
-                    aggregate_id=answer.id,
-                    subject_id=out.subject_id,
-                    version=version,
-                    event_type=event_type,
+            receipts.append(
+                receipt_event(
+                    ev.CommandAccepted.model_construct(
+                        occurred_at=c.occurred_at,
+                        recorded_at=work.now,
+                        principal=principal,
+                        policy_version=work.last_version or "",
+                        idempotency_key=c.idempotency_key,
+                        command=type(c).__name__,
+                        digest=digests[i],
+                        aggregate_id=answer.id,
+                        subject_id=out.subject_id,
+                        version=version,
+                        event_type=event_type,
+                    )
                 )
             )
-            receipts.extend(receipt.collect_events())
         changed = {a.id: a for _, out, *_ in accepted for a in out.aggregates}
-        return self.save(*changed.values(), *receipts)
+        try:
+            return self._save_collected(list(changed.values()), receipts)
+        except IntegrityError:
+            raise
+        except Exception:
+            work.evict_all()
+            raise
+
+    def _save_collected(self, aggregates: list[Aggregate], extra: list[Any]) -> Sequence[Any]:
+        """`Application.save` without its per-object runtime Protocol checks (costly on 3.11):
+        the objects here are known to be aggregates and receipt events."""
+        processing = ProcessingEvent[UUID]()
+        for aggregate in aggregates:
+            processing.events.extend(aggregate.collect_events())
+            processing.aggregates[aggregate.id] = aggregate
+        processing.events.extend(extra)
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        return recordings
 
     def _settle_conflicts(
         self,
@@ -451,9 +483,9 @@ class Ledger(Application[UUID]):
             policy = self._policies[version] = book.policy(version)
         return policy
 
-    def _request(self, request_id: UUID) -> RightsRequest:
+    def _request(self, request_id: UUID, *, copy: bool) -> RightsRequest:
         try:
-            found: Aggregate = self.repository.get(request_id)
+            found: Aggregate = self.repository.get(request_id, deepcopy_from_cache=copy)
         except AggregateNotFoundError:
             raise RightsRequestNotFound(request_id) from None
         if not isinstance(found, RightsRequest):
@@ -479,6 +511,17 @@ class _Work:
         self.loaded: dict[UUID, Aggregate] = {}
         self.last_version: str | None = None
 
+    def evict_changed(self) -> None:
+        """Forget cached aggregates this attempt changed but will not save."""
+        for aggregate_id, aggregate in self.loaded.items():
+            if aggregate.pending_events:
+                self.app._evict(aggregate_id)
+
+    def evict_all(self) -> None:
+        """Forget every cached aggregate this attempt touched (a save failed)."""
+        for aggregate_id in self.loaded:
+            self.app._evict(aggregate_id)
+
     def policy_at(self, instant: datetime) -> tuple[str, Policy]:
         published, policy = self.app.policy_in_force(instant)
         self.last_version = published.version
@@ -488,7 +531,7 @@ class _Work:
         subject_id = self.app.resolve(ref)
         found = self.loaded.get(subject_id)
         if found is None:
-            found = self.loaded[subject_id] = self.app.subject(subject_id)
+            found = self.loaded[subject_id] = self.app._subject(subject_id, copy=False)
         if not isinstance(found, Subject):
             raise SubjectNotFound
         return found
@@ -500,7 +543,7 @@ class _Work:
         exists = subject_id in self.loaded
         if not exists:
             try:
-                self.app.subject(subject_id)
+                self.app._subject(subject_id, copy=False)
                 exists = True
             except SubjectNotFound:
                 exists = False
@@ -513,7 +556,7 @@ class _Work:
     def request(self, request_id: UUID) -> RightsRequest:
         found = self.loaded.get(request_id)
         if found is None:
-            found = self.loaded[request_id] = self.app._request(request_id)
+            found = self.loaded[request_id] = self.app._request(request_id, copy=False)
         if not isinstance(found, RightsRequest):
             raise RightsRequestNotFound(request_id)
         return found

@@ -7,11 +7,19 @@ the application seals them with the subject's key before any event is triggered.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal, Self
 from uuid import UUID
 
-import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    SerializationInfo,
+    model_validator,
+)
 
 from ledger.clock import ensure_utc
 from ledger.events import CollectionMode, ConsentGiver, RequestOutcome
@@ -22,7 +30,21 @@ Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.
 Ids = Annotated[tuple[Id, ...], Field(max_length=64)]
 Text = Annotated[str, Field(min_length=1, max_length=500)]
 FieldName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")]
-Secret = Annotated[SecretStr, Field(min_length=1, max_length=4096)]
+
+
+def _secret_json(value: SecretStr, info: SerializationInfo) -> str:
+    """Secrets stay masked in JSON, except in the canonical form used for the keyed digest."""
+    context = info.context
+    if isinstance(context, dict) and context.get("reveal_secrets"):
+        return value.get_secret_value()
+    return str(value)
+
+
+Secret = Annotated[
+    SecretStr,
+    Field(min_length=1, max_length=4096),
+    PlainSerializer(_secret_json, when_used="json"),
+]
 Values = Annotated[dict[FieldName, Secret], Field(max_length=64)]
 
 
@@ -36,27 +58,8 @@ class _Command(BaseModel):
 
     def canonical(self) -> bytes:
         """Canonical bytes of the whole command, secrets included, for the keyed digest."""
-        return orjson.dumps(
-            [type(self).__name__, _reveal(self.model_dump(mode="python"))],
-            option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
-            default=_encode,
-        )
-
-
-def _reveal(value: Any) -> Any:
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    if isinstance(value, dict):
-        return {k: _reveal(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_reveal(v) for v in value]
-    return value
-
-
-def _encode(value: object) -> object:
-    if isinstance(value, BaseModel):
-        return _reveal(value.model_dump(mode="python"))
-    raise TypeError(type(value).__name__)
+        body = self.model_dump_json(context={"reveal_secrets": True})
+        return type(self).__name__.encode() + b"\x00" + body.encode()
 
 
 class SubjectRef(BaseModel):

@@ -8,13 +8,14 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal, Self
 from zoneinfo import ZoneInfo
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ledger.errors import PolicyError
 
@@ -280,13 +281,6 @@ class Policy(_Entry):
     interpretations: tuple[Interpretation, ...] = Field(
         default=(), description="Protective readings of vague passages."
     )
-    _categories: dict[str, Category] = PrivateAttr(default_factory=dict)
-    _purposes: dict[str, Purpose] = PrivateAttr(default_factory=dict)
-    _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
-    _legal_bases: dict[str, LegalBasis] = PrivateAttr(default_factory=dict)
-    _recipient_classes: dict[str, RecipientClass] = PrivateAttr(default_factory=dict)
-    _erasure_grounds: dict[str, ErasureGround] = PrivateAttr(default_factory=dict)
-    _legal_grounds: dict[str, ErasureGround] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
@@ -310,37 +304,58 @@ class Policy(_Entry):
             _known(f"recipient_classes.{i}.purposes", r.purposes, purposes, "purpose")
             _known(f"recipient_classes.{i}.legal_bases", r.legal_bases, bases, "legal basis")
             _known(f"recipient_classes.{i}.legal_grounds", r.legal_grounds, grounds, "ground")
-        self._categories = {c.id: c for c in self.categories}
-        self._purposes = {p.id: p for p in self.purposes}
-        self._sources = {s.id: s for s in self.sources}
-        self._legal_bases = {b.id: b for b in self.legal_bases}
-        self._recipient_classes = {r.id: r for r in self.recipient_classes}
-        self._erasure_grounds = {g.id: g for g in self.erasure_grounds}
-        self._legal_grounds = {g.id: g for g in self.legal_grounds}
         return self
 
     # --- look-ups used by the rules -------------------------------------------------------
 
+    @cached_property
+    def _index_categories(self) -> dict[str, Category]:
+        return {e.id: e for e in self.categories}
+
+    @cached_property
+    def _index_purposes(self) -> dict[str, Purpose]:
+        return {e.id: e for e in self.purposes}
+
+    @cached_property
+    def _index_sources(self) -> dict[str, Source]:
+        return {e.id: e for e in self.sources}
+
+    @cached_property
+    def _index_legal_bases(self) -> dict[str, LegalBasis]:
+        return {e.id: e for e in self.legal_bases}
+
+    @cached_property
+    def _index_recipient_classes(self) -> dict[str, RecipientClass]:
+        return {e.id: e for e in self.recipient_classes}
+
+    @cached_property
+    def _index_erasure_grounds(self) -> dict[str, ErasureGround]:
+        return {e.id: e for e in self.erasure_grounds}
+
+    @cached_property
+    def _index_legal_grounds(self) -> dict[str, ErasureGround]:
+        return {e.id: e for e in self.legal_grounds}
+
     def category(self, category_id: str) -> Category | None:
-        return self._categories.get(category_id)
+        return self._index_categories.get(category_id)
 
     def purpose(self, purpose_id: str) -> Purpose | None:
-        return self._purposes.get(purpose_id)
+        return self._index_purposes.get(purpose_id)
 
     def source(self, source_id: str) -> Source | None:
-        return self._sources.get(source_id)
+        return self._index_sources.get(source_id)
 
     def legal_basis(self, basis_id: str) -> LegalBasis | None:
-        return self._legal_bases.get(basis_id)
+        return self._index_legal_bases.get(basis_id)
 
     def recipient_class(self, class_id: str) -> RecipientClass | None:
-        return self._recipient_classes.get(class_id)
+        return self._index_recipient_classes.get(class_id)
 
     def erasure_ground(self, ground_id: str) -> ErasureGround | None:
-        return self._erasure_grounds.get(ground_id)
+        return self._index_erasure_grounds.get(ground_id)
 
     def legal_ground(self, ground_id: str) -> ErasureGround | None:
-        return self._legal_grounds.get(ground_id)
+        return self._index_legal_grounds.get(ground_id)
 
     def right(self, kind: RightKind) -> Right | None:
         return next((r for r in self.rights if r.kind is kind), None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import get_topic
 
 from ledger import events as ev
 
@@ -32,3 +33,18 @@ class Receipt(Aggregate):
     @event("CommandAccepted")
     def __init__(self, payload: ev.CommandAccepted) -> None:
         self.accepted = payload
+
+
+_RECEIPT_TOPIC = get_topic(Receipt)
+
+
+def receipt_event(payload: ev.CommandAccepted) -> Aggregate.Event:
+    """The receipt's one event, made directly: a receipt is written once and never loaded to
+    be changed, so the aggregate object itself is not needed."""
+    return Receipt.CommandAccepted(  # type: ignore[attr-defined,no-any-return]
+        originator_id=receipt_id(payload.principal, payload.idempotency_key),
+        originator_version=Receipt.INITIAL_VERSION,
+        timestamp=payload.recorded_at,
+        originator_topic=_RECEIPT_TOPIC,
+        payload=payload,
+    )

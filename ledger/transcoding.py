@@ -1,0 +1,39 @@
+"""How events are stored: JSON written by orjson, pydantic payloads embedded as their own JSON.
+
+Stored bytes stay plain JSON that the library's own decoder reads, with each payload tagged by
+its class name; encoding goes through orjson and pydantic's serializer, the write path's hot
+spot otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import orjson
+from eventsourcing.persistence import JSONTranscoder, Transcoding
+from pydantic import BaseModel
+
+
+class ModelTranscoding(Transcoding):
+    """Stores a pydantic model as its JSON, named after its class."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.type = model
+        self.name = model.__name__
+
+    def encode(self, obj: Any) -> Any:
+        return orjson.Fragment(cast("BaseModel", obj).model_dump_json())
+
+    def decode(self, data: Any) -> Any:
+        return cast("type[BaseModel]", self.type).model_validate(data)
+
+
+class OrjsonTranscoder(JSONTranscoder):
+    """The library's JSON transcoder, encoding with orjson.
+
+    Datetimes are passed through to the registered transcodings (as the library does), so
+    they round-trip as datetimes rather than strings.
+    """
+
+    def encode(self, obj: Any) -> bytes:
+        return orjson.dumps(obj, default=self._encode_obj, option=orjson.OPT_PASSTHROUGH_DATETIME)
