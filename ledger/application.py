@@ -29,6 +29,7 @@ from ledger.clock import Clock
 from ledger.errors import (
     ConcurrencyExhausted,
     IdempotencyConflict,
+    InvalidCommand,
     LedgerError,
     RefusalReason,
     Refused,
@@ -83,6 +84,19 @@ class BatchAborted(LedgerError):
     def index(self) -> int:
         return self._index
 
+
+_BATCHABLE = (
+    cmd.RecordCollection,
+    cmd.RecordUse,
+    cmd.RecordShare,
+    cmd.GiveConsent,
+    cmd.WithdrawConsent,
+    cmd.CorrectData,
+    cmd.NotifyPolicy,
+    cmd.AcknowledgePolicy,
+)
+"""Commands that trigger exactly one event after their rules pass, so batch items sharing an
+aggregate cannot leave a refused item's event behind."""
 
 _STORED_MODELS: tuple[type[BaseModel], ...] = (
     *ev.ALL_PAYLOADS,
@@ -141,7 +155,12 @@ class Ledger(Application[UUID]):
     def execute_batch(
         self, principal: str, commands: Sequence[cmd._Command], *, all_or_nothing: bool = False
     ) -> list[ItemOutcome]:
-        """Record many commands in one transaction; each item gets its own outcome."""
+        """Record many recording commands in one transaction; each item gets its own outcome."""
+        for index, command in enumerate(commands):
+            if not isinstance(command, _BATCHABLE):
+                raise InvalidCommand(
+                    f"items.{index}", f"{type(command).__name__} cannot be batched"
+                )
         return self._run(principal, commands, all_or_nothing=all_or_nothing)
 
     def ensure_policy(self, policy: Policy, effective_at: datetime, principal: str) -> bool:

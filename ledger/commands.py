@@ -198,6 +198,13 @@ class OpenRightsRequest(_Command):
     categories: Ids = Field(default=(), description="Categories, for a withdrawal or correction.")
     received_at: UtcDatetime | None = Field(default=None, description="Defaults to occurred-at.")
 
+    @model_validator(mode="after")
+    def _withdrawal_has_scope(self) -> Self:
+        if self.kind is RightKind.CONSENT_WITHDRAWAL and not self.purposes and not self.categories:
+            msg = "a consent-withdrawal request names at least one purpose or category"
+            raise ValueError(msg)
+        return self
+
 
 class ExtendRightsRequest(_Command):
     """Extend a request's deadline, with a reason."""

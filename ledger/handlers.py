@@ -22,13 +22,15 @@ from ledger.errors import InvalidCommand, Refused
 from ledger.policy import Policy, RightKind
 from ledger.policy_book import PolicyBook
 from ledger.rights import RightsRequest, check_close
-from ledger.rules import check_open, check_request_opened
+from ledger.rules import check_open, check_registration, check_request_opened
 from ledger.sealing import Sealer
 from ledger.subject import Subject
 
 _NOT_REACHED = (
-    "Exports and reports delivered before the erasure, and copies held by recipients of "
-    "earlier disclosures, are outside the ledger's reach."
+    "Exports and reports delivered before the erasure, copies held by recipients of earlier "
+    "disclosures, and backups of the key store taken before it are outside the ledger's reach; "
+    "on PostgreSQL the destroyed key's bytes remain in dead rows and write-ahead log until "
+    "vacuum and log recycling."
 )
 
 
@@ -73,6 +75,17 @@ def _envelope(ctx: Context, c: cmd._Command, version: str) -> dict[str, Any]:
 
 def register(ctx: Context, c: cmd.RegisterSubject) -> Outcome:
     version, policy = ctx.policy_at(c.occurred_at)
+    refusal = check_registration(
+        policy,
+        occurred_at=c.occurred_at,
+        birth_year=c.birth_year,
+        minor=c.minor,
+        has_guardian=c.guardian_account_id is not None or c.guardian_subject_id is not None,
+        region=c.storage_region or policy.storage.region,
+        cross_border_basis=c.cross_border_basis,
+    )
+    if refusal is not None:  # before the key store learns of the account
+        raise Refused(refusal.reason, refusal.clause, refusal.detail)
     subject_id = ctx.new_subject_id(c.namespace, c.account_id.get_secret_value())
     seal = ctx.sealer.seal
     payload = ev.SubjectRegistered(
@@ -99,6 +112,7 @@ def register(ctx: Context, c: cmd.RegisterSubject) -> Outcome:
 def collect(ctx: Context, c: cmd.RecordCollection) -> Outcome:
     version, policy = ctx.policy_at(c.occurred_at)
     subject = ctx.subject(c.subject)
+    subject.check_open()
     sid = subject.id
     values = {k: ctx.sealer.seal(sid, k, v.get_secret_value()) for k, v in c.values.items()}
     payload = ev.DataCollected(
@@ -202,6 +216,7 @@ def _withdrawal(
 def correct(ctx: Context, c: cmd.CorrectData) -> Outcome:
     version, policy = ctx.policy_at(c.occurred_at)
     subject = ctx.subject(c.subject)
+    subject.check_open()
     subject.correct(policy, _correction(ctx, c, version, subject.id, c.category, c.values, None))
     return Outcome([subject], subject, subject.id)
 
@@ -232,6 +247,36 @@ def erase(ctx: Context, c: cmd.EraseSubject) -> Outcome:
     return out
 
 
+def _erasure(
+    ctx: Context,
+    c: cmd._Command,
+    version: str,
+    subject: Subject,
+    ground: str,
+    categories: tuple[str, ...],
+    request_id: UUID | None,
+) -> tuple[ev.DataErased, ev.KeyShredded | None]:
+    env = _envelope(ctx, c, version)
+    erased = ev.DataErased(
+        **env, subject_id=subject.id, ground=ground, categories=categories, request_id=request_id
+    )
+    if categories:
+        return erased, None
+    shredded = ev.KeyShredded(
+        **env, subject_id=subject.id, request_id=request_id, not_reached=_NOT_REACHED
+    )
+    return erased, shredded
+
+
+def _shred_after_commit(ctx: Context, subject: Subject, out: Outcome) -> None:
+    sid, sealer = subject.id, ctx.sealer
+
+    def shred() -> None:
+        sealer.shred(sid)
+
+    out.after_commit.append(shred)
+
+
 def _erase(
     ctx: Context,
     c: cmd._Command,
@@ -243,25 +288,10 @@ def _erase(
     request_id: UUID | None,
     out: Outcome,
 ) -> None:
-    env = _envelope(ctx, c, version)
-    erased = ev.DataErased(
-        **env, subject_id=subject.id, ground=ground, categories=categories, request_id=request_id
-    )
-    shredded = (
-        None
-        if categories
-        else ev.KeyShredded(
-            **env, subject_id=subject.id, request_id=request_id, not_reached=_NOT_REACHED
-        )
-    )
+    erased, shredded = _erasure(ctx, c, version, subject, ground, categories, request_id)
     subject.erase(policy, erased, shredded)
     if shredded is not None:
-        sid, sealer = subject.id, ctx.sealer
-
-        def shred() -> None:
-            sealer.shred(sid)
-
-        out.after_commit.append(shred)
+        _shred_after_commit(ctx, subject, out)
 
 
 def cancel(ctx: Context, c: cmd.CancelAccount) -> Outcome:
@@ -281,12 +311,13 @@ def _cancel(
     request_id: UUID | None,
     out: Outcome,
 ) -> None:
-    subject.cancel(
-        ev.AccountCancelled(
-            **_envelope(ctx, c, version), subject_id=subject.id, request_id=request_id
-        )
+    cancelled = ev.AccountCancelled(
+        **_envelope(ctx, c, version), subject_id=subject.id, request_id=request_id
     )
-    _erase(ctx, c, version, policy, subject, "account_cancelled", (), request_id, out)
+    erased, shredded = _erasure(ctx, c, version, subject, "account_cancelled", (), request_id)
+    assert shredded is not None  # noqa: S101 (a full erasure always shreds)
+    subject.cancel(policy, cancelled, erased, shredded)
+    _shred_after_commit(ctx, subject, out)
 
 
 def open_request(ctx: Context, c: cmd.OpenRightsRequest) -> Outcome:
@@ -296,6 +327,8 @@ def open_request(ctx: Context, c: cmd.OpenRightsRequest) -> Outcome:
     if refusal is not None:
         raise Refused(refusal.reason, refusal.clause, refusal.detail)
     received = c.received_at or c.occurred_at
+    if received > c.occurred_at:
+        raise InvalidCommand("received_at", "a request cannot be received after it is opened")
     deadline = policy.response_deadline
     payload = ev.RightsRequestOpened(
         **_envelope(ctx, c, version),
@@ -411,6 +444,10 @@ def _fulfil(
     elif kind is RightKind.CORRECTION:
         if c.correction is None:
             raise InvalidCommand("correction", "fulfilling a correction request needs its values")
+        scope = request.state.categories
+        if scope and c.correction.category not in scope:
+            raise InvalidCommand("correction.category", "outside the categories of the request")
+        subject.check_open()
         subject.correct(
             policy,
             _correction(

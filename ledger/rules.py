@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 
 from ledger import events as ev
 from ledger.errors import RefusalReason as R
-from ledger.policy import LegalBasis, Policy, RightKind
-from ledger.subject_state import ConsentStatus, SubjectState
+from ledger.policy import LegalBasis, Policy, Purpose, RecipientClass, RightKind
+from ledger.subject_state import ConsentStatus, SubjectState, minor_at
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 """How far ahead of the ledger's clock an occurred-at may be before it is implausible."""
@@ -45,20 +45,21 @@ def check_open(state: SubjectState) -> Refusal | None:
     return None
 
 
-def check_registration(policy: Policy, e: ev.SubjectRegistered) -> Refusal | None:
+def check_registration(
+    policy: Policy,
+    *,
+    occurred_at: datetime,
+    birth_year: int | None,
+    minor: bool,
+    has_guardian: bool,
+    region: str,
+    cross_border_basis: str | None,
+) -> Refusal | None:
     """A minor needs a guardian on record (§5); storage stays in the policy's region (§7)."""
-    minor = e.minor or (
-        e.birth_year is not None
-        and e.occurred_at.year - e.birth_year <= policy.minors.age_of_majority
-    )
-    if (
-        minor
-        and policy.minors.guardian_required
-        and e.guardian is None
-        and e.guardian_subject_id is None
-    ):
+    is_minor = minor_at(birth_year, minor, occurred_at, policy.minors.age_of_majority)
+    if is_minor and policy.minors.guardian_required and not has_guardian:
         return Refusal(R.MINOR_WITHOUT_GUARDIAN, policy.minors.clause, "a minor needs a guardian")
-    return _check_region(policy, e.storage_region, e.cross_border_basis)
+    return _check_region(policy, region, cross_border_basis)
 
 
 def check_collection(policy: Policy, state: SubjectState, e: ev.DataCollected) -> Refusal | None:
@@ -103,7 +104,7 @@ def check_use(policy: Policy, state: SubjectState, e: ev.DataUsed) -> Refusal | 
         )
     for category_id in e.categories:
         refusal = _check_category_for(
-            policy, state, category_id, e.purpose, purpose.categories, purpose.clause
+            policy, state, category_id, e.purpose, purpose.categories, purpose.clause, e.occurred_at
         )
         if refusal is not None:
             return refusal
@@ -135,16 +136,9 @@ def check_share(
     basis = policy.legal_basis(e.legal_basis)
     if basis is None:
         return Refusal(R.LEGAL_BASIS_NOT_DECLARED, "§4", f"legal basis {e.legal_basis!r}")
-    if e.legal_basis not in rc.legal_bases:
-        return Refusal(
-            R.LEGAL_BASIS_NOT_ALLOWED_FOR_PURPOSE,
-            rc.clause,
-            f"{e.legal_basis!r} does not support disclosure to {e.recipient_class!r}",
-        )
-    if rc.legal_grounds and e.legal_ground not in rc.legal_grounds:
-        return Refusal(R.LEGAL_GROUND_REQUIRED, rc.clause, "name one of the class's legal grounds")
-    if rc.requires_anonymised and not e.anonymised:
-        return Refusal(R.ANONYMISATION_REQUIRED, rc.clause, "only anonymised aggregates")
+    refusal = _check_disclosure_terms(rc, purpose, e)
+    if refusal is not None:
+        return refusal
     for category_id in e.categories:
         if category_id not in rc.categories and policy.category(category_id) is not None:
             return Refusal(
@@ -153,7 +147,7 @@ def check_share(
                 f"{e.recipient_class!r} may not receive {category_id!r}",
             )
         refusal = _check_category_for(
-            policy, state, category_id, e.purpose, purpose.categories, rc.clause
+            policy, state, category_id, e.purpose, purpose.categories, rc.clause, e.occurred_at
         )
         if refusal is not None:
             return refusal
@@ -161,6 +155,29 @@ def check_share(
         if refusal is not None:
             return refusal
     return _check_region(policy, e.destination_region, e.cross_border_basis)
+
+
+def _check_disclosure_terms(
+    rc: RecipientClass, purpose: Purpose, e: ev.DataShared
+) -> Refusal | None:
+    """The basis must suit both the class and the purpose; grounds and anonymity as required."""
+    if e.legal_basis not in rc.legal_bases:
+        return Refusal(
+            R.LEGAL_BASIS_NOT_ALLOWED_FOR_PURPOSE,
+            rc.clause,
+            f"{e.legal_basis!r} does not support disclosure to {e.recipient_class!r}",
+        )
+    if e.legal_basis not in purpose.legal_bases:
+        return Refusal(
+            R.LEGAL_BASIS_NOT_ALLOWED_FOR_PURPOSE,
+            purpose.clause,
+            f"{e.legal_basis!r} does not support {e.purpose!r}",
+        )
+    if rc.legal_grounds and e.legal_ground not in rc.legal_grounds:
+        return Refusal(R.LEGAL_GROUND_REQUIRED, rc.clause, "name one of the class's legal grounds")
+    if rc.requires_anonymised and not e.anonymised:
+        return Refusal(R.ANONYMISATION_REQUIRED, rc.clause, "only anonymised aggregates")
+    return None
 
 
 def check_consent_given(policy: Policy, state: SubjectState, e: ev.ConsentGiven) -> Refusal | None:
@@ -179,7 +196,7 @@ def check_consent_given(policy: Policy, state: SubjectState, e: ev.ConsentGiven)
             )
     if (
         policy.minors.guardian_consent_required
-        and state.is_minor_at(e.occurred_at, policy.minors.age_of_majority)
+        and minor_at(state.birth_year, state.minor, e.occurred_at, policy.minors.age_of_majority)
         and e.given_by is not ev.ConsentGiver.GUARDIAN
     ):
         return Refusal(R.MINOR_CONSENT_REQUIRES_GUARDIAN, policy.minors.clause, "a minor's consent")
@@ -243,6 +260,7 @@ def _check_category_for(
     purpose_id: str,
     needed: Iterable[str],
     clause: str,
+    at: datetime,
 ) -> Refusal | None:
     if policy.category(category_id) is None:
         return Refusal(R.CATEGORY_NOT_DECLARED, "§1", f"category {category_id!r}")
@@ -252,8 +270,9 @@ def _check_category_for(
             clause,
             f"purpose {purpose_id!r} does not need {category_id!r}",
         )
-    if category_id not in state.held:
-        return Refusal(R.DATA_NOT_HELD, "§1", f"{category_id!r} was never collected")
+    held = state.held.get(category_id)
+    if held is None or at < held.first_at:
+        return Refusal(R.DATA_NOT_HELD, "§1", f"{category_id!r} was not held at occurred-at")
     return None
 
 
@@ -277,9 +296,10 @@ def _check_consent(
         return Refusal(R.CATEGORY_NOT_DECLARED, "§1", f"category {category_id!r}")
     status = state.consent_status(purpose_id, category_id, at)
     if status is ConsentStatus.WITHDRAWN:
+        withdrawal = policy.right(RightKind.CONSENT_WITHDRAWAL)
         return Refusal(
             R.CONSENT_WITHDRAWN,
-            policy.consent.clause,
+            withdrawal.clause if withdrawal is not None else policy.consent.clause,
             f"consent for {purpose_id!r} / {category_id!r} was withdrawn",
         )
     if category.sensitive and status is not ConsentStatus.GIVEN:

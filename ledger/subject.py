@@ -33,7 +33,18 @@ class Subject(Aggregate):
 
     @classmethod
     def register(cls, policy: Policy, payload: ev.SubjectRegistered) -> Subject:
-        _refuse_if(rules.check_registration(policy, payload))
+        _refuse_if(
+            rules.check_registration(
+                policy,
+                occurred_at=payload.occurred_at,
+                birth_year=payload.birth_year,
+                minor=payload.minor,
+                has_guardian=payload.guardian is not None
+                or payload.guardian_subject_id is not None,
+                region=payload.storage_region,
+                cross_border_basis=payload.cross_border_basis,
+            )
+        )
         return cls(payload)
 
     @event("SubjectRegistered")
@@ -41,6 +52,10 @@ class Subject(Aggregate):
         self.state = SubjectState.registered(payload)
 
     # --- commands ------------------------------------------------------------------------------
+
+    def check_open(self) -> None:
+        """Refuse early (before sealing anything) when the subject is closed."""
+        _refuse_if(rules.check_open(self.state))
 
     def collect(self, policy: Policy, payload: ev.DataCollected) -> None:
         _refuse_if(
@@ -82,10 +97,18 @@ class Subject(Aggregate):
         if shredded is not None:
             self._key_shredded(shredded)
 
-    def cancel(self, payload: ev.AccountCancelled) -> None:
-        """Cancel the account (a closing event)."""
-        _refuse_if(rules.check_open(self.state))
+    def cancel(
+        self,
+        policy: Policy,
+        payload: ev.AccountCancelled,
+        erased: ev.DataErased,
+        shredded: ev.KeyShredded,
+    ) -> None:
+        """Cancel the account and erase its data (§6.3(5), §6.4): all rules first, then events."""
+        _refuse_if(rules.check_open(self.state) or rules.check_erasure(policy, self.state, erased))
         self._cancelled(payload)
+        self._erased(erased)
+        self._key_shredded(shredded)
 
     def record_notified(self, payload: ev.PolicyNotified) -> None:
         _refuse_if(rules.check_open(self.state))

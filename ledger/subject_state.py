@@ -86,12 +86,6 @@ class SubjectState(_State):
 
     # --- queries ---------------------------------------------------------------------------
 
-    def is_minor_at(self, instant: datetime, age_of_majority: int) -> bool:
-        """Minority at an instant; with only a birth year, in doubt the person is a minor."""
-        if self.birth_year is not None:
-            return instant.year - self.birth_year <= age_of_majority
-        return self.minor
-
     def consent_status(self, purpose: str, category: str, at: datetime) -> ConsentStatus:
         """The latest consent act covering (purpose, category) at or before `at`.
 
@@ -205,6 +199,14 @@ class SubjectState(_State):
     def on_acknowledged(self, e: ev.PolicyAcknowledged) -> None:
         self.acknowledged_versions.add(e.version)
         self.events += 1
+
+
+def minor_at(birth_year: int | None, minor: bool, instant: datetime, age_of_majority: int) -> bool:
+    """Minority at an instant. A known birth year decides, and in doubt (the year of the
+    birthday itself) the person is a minor; without one, the flag given at registration."""
+    if birth_year is not None:
+        return instant.year - birth_year <= age_of_majority
+    return minor
 
 
 def _covers(scope: set[str], item: str) -> bool:

@@ -1,0 +1,452 @@
+"""The rules of rights requests (§6): opening each kind, the 15-day deadline (§6.4, §9),
+extension, pause and resume, closing, and what fulfilling each kind carries out.
+
+Every refusal is checked three ways: the reason, the clause, and that nothing was written.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from pydantic import SecretStr
+from scenario import PRINCIPAL, collection, consent, gps_collection, key, later, register, secret
+
+from ledger import commands as c
+from ledger.application import Ledger
+from ledger.errors import (
+    InvalidCommand,
+    KeyShreddedError,
+    LedgerError,
+    Refused,
+    RightsRequestNotFound,
+    SubjectNotFound,
+)
+from ledger.errors import RefusalReason as R
+from ledger.events import RequestOutcome
+from ledger.policy import RightKind, load_seed_policy
+from ledger.rights import RequestStatus
+
+_FIFTEEN_DAYS = timedelta(days=15)
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _written(ledger: Ledger) -> int:
+    return ledger.recorder.max_notification_id() or 0
+
+
+def _refused(ledger: Ledger, command: c._Command) -> Refused:
+    """Execute a command that must be refused; check it wrote nothing; return the refusal."""
+    before = _written(ledger)
+    with pytest.raises(Refused) as caught:
+        ledger.execute(PRINCIPAL, command)
+    assert _written(ledger) == before, "a refused command wrote to the log"
+    return caught.value
+
+
+def _subject(ledger: Ledger, **fields: Any) -> UUID:
+    sid = register(ledger, **fields).subject_id
+    assert sid is not None
+    return sid
+
+
+def _open(sid: UUID, at: datetime, kind: RightKind, **fields: Any) -> c.OpenRightsRequest:
+    return c.OpenRightsRequest(
+        idempotency_key=key("req"),
+        occurred_at=at,
+        subject=c.SubjectRef(subject_id=sid),
+        kind=kind,
+        **fields,
+    )
+
+
+def _request(ledger: Ledger, sid: UUID, kind: RightKind = RightKind.ACCESS, **fields: Any) -> UUID:
+    return ledger.execute(PRINCIPAL, _open(sid, later(ledger), kind, **fields)).aggregate_id
+
+
+def _extend(rid: UUID, at: datetime, days: int) -> c.ExtendRightsRequest:
+    return c.ExtendRightsRequest(
+        idempotency_key=key("ext"), occurred_at=at, request_id=rid, days=days, reason="backlog"
+    )
+
+
+def _pause(rid: UUID, at: datetime) -> c.PauseRightsRequest:
+    return c.PauseRightsRequest(
+        idempotency_key=key("pau"), occurred_at=at, request_id=rid, reason="verifying identity"
+    )
+
+
+def _resume(rid: UUID, at: datetime) -> c.ResumeRightsRequest:
+    return c.ResumeRightsRequest(idempotency_key=key("res"), occurred_at=at, request_id=rid)
+
+
+def _close(
+    rid: UUID, at: datetime, outcome: RequestOutcome = RequestOutcome.FULFILLED, **fields: Any
+) -> c.CloseRightsRequest:
+    return c.CloseRightsRequest(
+        idempotency_key=key("clo"),
+        occurred_at=at,
+        request_id=rid,
+        outcome=outcome,
+        reason="answered",
+        **fields,
+    )
+
+
+def _types(ledger: Ledger, sid: UUID) -> list[str]:
+    return [type(e).__name__ for e in ledger.history(sid)]
+
+
+# --- opening ------------------------------------------------------------------------------
+
+_SCOPES: dict[RightKind, dict[str, Any]] = {
+    RightKind.ACCESS: {},
+    RightKind.CORRECTION: {"categories": ("network_log.ip_address",)},
+    RightKind.DELETION: {"ground": "no_consent"},
+    RightKind.ACCOUNT_CANCELLATION: {},
+    RightKind.CONSENT_WITHDRAWAL: {
+        "purposes": ("customer_service",),
+        "categories": ("location.gps",),
+    },
+}
+
+
+@pytest.mark.parametrize("kind", list(RightKind))
+def test_each_declared_right_can_be_requested_and_is_due_in_15_calendar_days__clauses_6_6_4(
+    memory_ledger, kind
+):
+    """§6.4/§9: 'within 15 days', read as 15 calendar days from receipt (protective)."""
+    sid = _subject(memory_ledger)
+    received = memory_ledger.clock.now() - timedelta(hours=6)
+
+    rid = memory_ledger.execute(
+        PRINCIPAL, _open(sid, later(memory_ledger), kind, received_at=received, **_SCOPES[kind])
+    ).aggregate_id
+
+    state = memory_ledger.rights_request(rid)
+    assert (state.kind, state.status, state.subject_id) == (kind, RequestStatus.OPEN, sid)
+    assert state.due_at == received + _FIFTEEN_DAYS
+    assert state.deadline_kind == "calendar"
+
+
+def test_a_request_without_received_at_is_due_15_days_after_it_occurred__clause_6_4(
+    memory_ledger,
+):
+    sid = _subject(memory_ledger)
+    at = later(memory_ledger)
+
+    rid = memory_ledger.execute(PRINCIPAL, _open(sid, at, RightKind.ACCESS)).aggregate_id
+
+    assert memory_ledger.rights_request(rid).due_at == at + _FIFTEEN_DAYS
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason", "clause"),
+    [
+        ({"kind": RightKind.DELETION}, R.ERASURE_GROUND_NOT_DECLARED, "§6.3"),
+        ({"kind": RightKind.DELETION, "ground": "boredom"}, R.ERASURE_GROUND_NOT_DECLARED, "§6.3"),
+        (
+            {"kind": RightKind.CONSENT_WITHDRAWAL, "purposes": ("profiling",)},
+            R.PURPOSE_NOT_DECLARED,
+            "§2",
+        ),
+        (
+            {"kind": RightKind.CORRECTION, "categories": ("biometrics.face",)},
+            R.CATEGORY_NOT_DECLARED,
+            "§1",
+        ),
+    ],
+    ids=["deletion-no-ground", "deletion-unknown-ground", "purpose", "category"],
+)
+def test_a_request_outside_the_declared_grounds_purposes_and_categories_is_refused__clause_6(
+    memory_ledger, fields, reason, clause
+):
+    sid = _subject(memory_ledger)
+    kind = fields.pop("kind")
+
+    refusal = _refused(memory_ledger, _open(sid, later(memory_ledger), kind, **fields))
+
+    assert (refusal.reason, refusal.clause) == (reason, clause)
+
+
+def test_a_right_the_policy_in_force_does_not_declare_cannot_be_requested__clause_6(
+    memory_ledger,
+):
+    seed = load_seed_policy()
+    rights = tuple(r for r in seed.rights if r.kind is not RightKind.ACCESS)
+    now = memory_ledger.clock.now()
+    memory_ledger.execute(
+        PRINCIPAL,
+        c.PublishPolicy(
+            idempotency_key=key("pub"),
+            occurred_at=now,
+            policy=seed.model_copy(update={"version": "2", "rights": rights}),
+            effective_at=now + timedelta(minutes=1),
+            major=True,
+        ),
+    )
+    sid = _subject(memory_ledger)
+
+    refusal = _refused(memory_ledger, _open(sid, later(memory_ledger, 120), RightKind.ACCESS))
+
+    assert (refusal.reason, refusal.clause) == (R.RIGHT_NOT_DECLARED, "§6")
+
+
+def test_a_request_for_an_erased_subject_is_refused__clause_6_3(memory_ledger):
+    sid = _subject(memory_ledger)
+    rid = _request(memory_ledger, sid, RightKind.DELETION, ground="no_consent")
+    memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
+
+    refusal = _refused(memory_ledger, _open(sid, later(memory_ledger), RightKind.ACCESS))
+
+    assert (refusal.reason, refusal.clause) == (R.SUBJECT_ERASED, "§6.3")
+
+
+def test_a_request_for_an_unknown_subject_raises_subject_not_found(memory_ledger):
+    with pytest.raises(SubjectNotFound):
+        memory_ledger.execute(PRINCIPAL, _open(uuid4(), later(memory_ledger), RightKind.ACCESS))
+
+
+def test_a_request_received_in_the_future_is_refused__clauses_0_6_4(memory_ledger):
+    """A received_at after the ledger's clock would move the 15-day deadline at will."""
+    sid = _subject(memory_ledger)
+    far = memory_ledger.clock.now() + timedelta(days=300)
+
+    with pytest.raises(LedgerError):
+        memory_ledger.execute(
+            PRINCIPAL, _open(sid, later(memory_ledger), RightKind.ACCESS, received_at=far)
+        )
+
+
+# --- extension, pause, resume -------------------------------------------------------------
+
+
+def test_an_extension_with_a_reason_moves_the_due_instant__clause_6_4(memory_ledger):
+    rid = _request(memory_ledger, _subject(memory_ledger))
+    due = memory_ledger.rights_request(rid).due_at
+
+    memory_ledger.execute(PRINCIPAL, _extend(rid, later(memory_ledger), 10))
+    memory_ledger.execute(PRINCIPAL, _extend(rid, later(memory_ledger), 5))
+
+    state = memory_ledger.rights_request(rid)
+    assert (state.due_at, state.extended_days) == (due + timedelta(days=15), 15)
+
+
+def test_extensions_beyond_15_days_in_total_are_refused__clause_6_4(memory_ledger):
+    rid = _request(memory_ledger, _subject(memory_ledger))
+    memory_ledger.execute(PRINCIPAL, _extend(rid, later(memory_ledger), 10))
+
+    refusal = _refused(memory_ledger, _extend(rid, later(memory_ledger), 6))
+
+    assert (refusal.reason, refusal.clause) == (R.EXTENSION_TOO_LONG, "§6.4")
+    assert memory_ledger.rights_request(rid).extended_days == 10
+
+
+def test_pausing_a_request_pauses_it_and_pausing_again_is_refused__clause_6(memory_ledger):
+    rid = _request(memory_ledger, _subject(memory_ledger))
+    paused_at = later(memory_ledger)
+
+    memory_ledger.execute(PRINCIPAL, _pause(rid, paused_at))
+    refusal = _refused(memory_ledger, _pause(rid, later(memory_ledger)))
+
+    state = memory_ledger.rights_request(rid)
+    assert (state.status, state.paused_at) == (RequestStatus.PAUSED, paused_at)
+    assert (refusal.reason, refusal.clause) == (R.REQUEST_PAUSED, "§6")
+
+
+def test_resuming_moves_the_due_instant_by_the_paused_time__clause_6_4(memory_ledger):
+    rid = _request(memory_ledger, _subject(memory_ledger))
+    due = memory_ledger.rights_request(rid).due_at
+    memory_ledger.execute(PRINCIPAL, _pause(rid, later(memory_ledger)))
+
+    memory_ledger.execute(PRINCIPAL, _resume(rid, later(memory_ledger, 3 * 3600)))
+
+    state = memory_ledger.rights_request(rid)
+    assert (state.status, state.paused_at) == (RequestStatus.OPEN, None)
+    assert state.due_at == due + timedelta(hours=3)
+
+
+def test_resuming_a_request_that_is_not_paused_is_refused__clause_6(memory_ledger):
+    rid = _request(memory_ledger, _subject(memory_ledger))
+
+    refusal = _refused(memory_ledger, _resume(rid, later(memory_ledger)))
+
+    assert (refusal.reason, refusal.clause) == (R.REQUEST_NOT_PAUSED, "§6")
+
+
+# --- closing ------------------------------------------------------------------------------
+
+
+def test_closing_a_paused_request_is_refused__clause_6(memory_ledger):
+    rid = _request(memory_ledger, _subject(memory_ledger))
+    memory_ledger.execute(PRINCIPAL, _pause(rid, later(memory_ledger)))
+
+    refusal = _refused(memory_ledger, _close(rid, later(memory_ledger)))
+
+    assert (refusal.reason, refusal.clause) == (R.REQUEST_PAUSED, "§6")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(_close, id="close"),
+        pytest.param(lambda rid, at: _extend(rid, at, 1), id="extend"),
+        pytest.param(_pause, id="pause"),
+    ],
+)
+def test_a_closed_request_cannot_be_closed_extended_or_paused__clause_6(memory_ledger, make):
+    rid = _request(memory_ledger, _subject(memory_ledger))
+    memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
+
+    refusal = _refused(memory_ledger, make(rid, later(memory_ledger)))
+
+    assert (refusal.reason, refusal.clause) == (R.REQUEST_CLOSED, "§6")
+
+
+@pytest.mark.parametrize(("days_later", "late"), [(14, False), (16, True)])
+def test_closing_after_the_due_instant_marks_the_request_late__clause_6_4(
+    memory_ledger, days_later, late
+):
+    rid = _request(memory_ledger, _subject(memory_ledger))
+    memory_ledger.clock.advance(timedelta(days=days_later))
+
+    memory_ledger.execute(PRINCIPAL, _close(rid, memory_ledger.clock.now()))
+
+    state = memory_ledger.rights_request(rid)
+    assert (state.status, state.outcome, state.late) == (
+        RequestStatus.CLOSED,
+        RequestOutcome.FULFILLED,
+        late,
+    )
+
+
+def test_fulfilling_a_deletion_request_erases_the_subject_in_the_same_save__clause_6_3(
+    memory_ledger,
+):
+    sid = _subject(memory_ledger)
+    memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
+    rid = _request(memory_ledger, sid, RightKind.DELETION, ground="breach_of_agreement")
+    before = _written(memory_ledger)
+
+    memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
+
+    written = memory_ledger.recorder.select_notifications(before + 1, 10)
+    assert sorted(n.topic.rsplit(".", 1)[-1] for n in written) == [
+        "CommandAccepted",
+        "DataErased",
+        "KeyShredded",
+        "RightsRequestClosed",
+    ]
+    state = memory_ledger.subject(sid).state
+    assert (state.erased, state.key_shredded, state.held) == (True, True, {})
+    erased = memory_ledger.history(sid)[-2]
+    assert (erased.ground, erased.request_id) == ("breach_of_agreement", rid)
+    for payload in memory_ledger.history(sid)[:2]:
+        with pytest.raises(KeyShreddedError):
+            memory_ledger.reveal(payload)
+
+
+def test_fulfilling_an_account_cancellation_request_cancels_and_erases__clause_6_4(
+    memory_ledger,
+):
+    sid = _subject(memory_ledger)
+    rid = _request(memory_ledger, sid, RightKind.ACCOUNT_CANCELLATION)
+
+    memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
+
+    state = memory_ledger.subject(sid).state
+    assert (state.cancelled, state.erased, state.key_shredded) == (True, True, True)
+    assert _types(memory_ledger, sid)[-3:] == ["AccountCancelled", "DataErased", "KeyShredded"]
+
+
+def test_fulfilling_a_consent_withdrawal_request_withdraws_its_scope__clause_6_5(memory_ledger):
+    sid = _subject(memory_ledger)
+    memory_ledger.execute(PRINCIPAL, consent(sid, at=later(memory_ledger)))
+    rid = _request(
+        memory_ledger, sid, RightKind.CONSENT_WITHDRAWAL, **_SCOPES[RightKind.CONSENT_WITHDRAWAL]
+    )
+
+    memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
+
+    withdrawn = memory_ledger.history(sid)[-1]
+    assert type(withdrawn).__name__ == "ConsentWithdrawn"
+    assert (withdrawn.purposes, withdrawn.categories, withdrawn.request_id) == (
+        ("customer_service",),
+        ("location.gps",),
+        rid,
+    )
+    refusal = _refused(memory_ledger, gps_collection(sid, at=later(memory_ledger)))
+    assert refusal.reason is R.CONSENT_WITHDRAWN
+
+
+def test_fulfilling_a_correction_request_records_the_correction__clause_6_2(memory_ledger):
+    sid = _subject(memory_ledger)
+    memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
+    rid = _request(memory_ledger, sid, RightKind.CORRECTION, **_SCOPES[RightKind.CORRECTION])
+    fixed = secret("ip")
+    correction = c.Correction(category="network_log.ip_address", values={"ip": SecretStr(fixed)})
+
+    memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger), correction=correction))
+
+    corrected = memory_ledger.history(sid)[-1]
+    assert type(corrected).__name__ == "DataCorrected"
+    assert (corrected.category, corrected.request_id) == ("network_log.ip_address", rid)
+    assert memory_ledger.reveal(corrected) == {"ip": fixed}
+
+
+def test_fulfilling_a_correction_request_without_values_is_invalid__clause_6_2(memory_ledger):
+    sid = _subject(memory_ledger)
+    memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
+    rid = _request(memory_ledger, sid, RightKind.CORRECTION, **_SCOPES[RightKind.CORRECTION])
+    before = _written(memory_ledger)
+
+    with pytest.raises(InvalidCommand) as caught:
+        memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
+
+    assert caught.value.field == "correction"
+    assert _written(memory_ledger) == before
+    assert memory_ledger.rights_request(rid).status is RequestStatus.OPEN
+
+
+@pytest.mark.parametrize(
+    "kind", [RightKind.DELETION, RightKind.ACCOUNT_CANCELLATION, RightKind.CONSENT_WITHDRAWAL]
+)
+def test_refusing_a_request_changes_nothing_on_the_subject__clause_6(memory_ledger, kind):
+    sid = _subject(memory_ledger)
+    memory_ledger.execute(PRINCIPAL, consent(sid, at=later(memory_ledger)))
+    memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
+    rid = _request(memory_ledger, sid, kind, **_SCOPES[kind])
+    subject_before = memory_ledger.subject(sid).state.model_dump()
+
+    memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger), RequestOutcome.REFUSED))
+
+    assert memory_ledger.subject(sid).state.model_dump() == subject_before
+    assert memory_ledger.rights_request(rid).outcome is RequestOutcome.REFUSED
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda rid, at: _extend(rid, at, 1), id="extend"),
+        pytest.param(_pause, id="pause"),
+        pytest.param(_resume, id="resume"),
+        pytest.param(_close, id="close"),
+    ],
+)
+def test_a_command_for_an_unknown_request_raises_rights_request_not_found(memory_ledger, make):
+    unknown = uuid4()
+    before = _written(memory_ledger)
+
+    with pytest.raises(RightsRequestNotFound) as caught:
+        memory_ledger.execute(PRINCIPAL, make(unknown, later(memory_ledger)))
+
+    assert caught.value.request_id == unknown
+    assert _written(memory_ledger) == before
+
+
+def test_querying_an_unknown_request_raises_rights_request_not_found(memory_ledger):
+    with pytest.raises(RightsRequestNotFound):
+        memory_ledger.rights_request(uuid4())
