@@ -240,10 +240,9 @@ class Ledger(Application[UUID]):
     def history(self, subject_id: UUID) -> list[ev.SubjectEnvelope]:
         """The payloads of a subject's events, in order."""
         payloads = [getattr(e, "payload", None) for e in self.events.get(subject_id)]
-        found = [p for p in payloads if isinstance(p, ev.SubjectEnvelope)]
-        if not found:
+        if not payloads or not isinstance(payloads[0], ev.SubjectRegistered):
             raise SubjectNotFound
-        return found
+        return [p for p in payloads if isinstance(p, ev.SubjectEnvelope)]
 
     def reveal(self, payload: ev.SubjectEnvelope) -> dict[str, str]:
         """Open the sealed values of a payload; raises `KeyShreddedError` after erasure."""

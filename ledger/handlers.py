@@ -25,6 +25,7 @@ from ledger.rights import RightsRequest, check_close
 from ledger.rules import check_open, check_registration, check_request_opened
 from ledger.sealing import Sealer
 from ledger.subject import Subject
+from ledger.subject_state import minor_at
 
 _NOT_REACHED = (
     "Exports and reports delivered before the erasure, copies held by recipients of earlier "
@@ -94,7 +95,7 @@ def register(ctx: Context, c: cmd.RegisterSubject) -> Outcome:
         namespace=c.namespace,
         account_id=seal(subject_id, "account_id", c.account_id.get_secret_value()),
         birth_year=c.birth_year,
-        minor=c.minor,
+        minor=minor_at(c.birth_year, c.minor, c.occurred_at, policy.minors.age_of_majority),
         guardian=(
             seal(subject_id, "guardian", c.guardian_account_id.get_secret_value())
             if c.guardian_account_id is not None

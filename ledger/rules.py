@@ -199,7 +199,11 @@ def check_consent_given(policy: Policy, state: SubjectState, e: ev.ConsentGiven)
         and minor_at(state.birth_year, state.minor, e.occurred_at, policy.minors.age_of_majority)
         and e.given_by is not ev.ConsentGiver.GUARDIAN
     ):
-        return Refusal(R.MINOR_CONSENT_REQUIRES_GUARDIAN, policy.minors.clause, "a minor's consent")
+        return Refusal(
+            R.MINOR_CONSENT_REQUIRES_GUARDIAN,
+            policy.minors.clause,
+            "a minor's consent must be given by their guardian",
+        )
     return None
 
 

@@ -69,6 +69,8 @@ def open_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     """Open the ledger the settings describe, creating the embedded default on first run."""
     _ensure_private_dir(settings.data_dir)
     storage, keys_url = storage_config(settings)
+    if storage.sqlite_path is not None and not storage.sqlite_path.exists():
+        _create_private_file(storage.sqlite_path)
     schema = settings.postgres_schema if storage.backend == "postgres" else None
     keystore = SqlKeyStore(keys_url, schema=schema)
     try:
@@ -100,3 +102,13 @@ def _ensure_private_dir(path: Path) -> None:
         raise ConfigurationError(f"cannot create data directory {path}: {exc.strerror}") from None
     if not os.access(path, os.W_OK):
         raise ConfigurationError(f"data directory {path} is not writable")
+
+
+def _create_private_file(path: Path) -> None:
+    """Create an empty owner-only file, so SQLite (and its WAL) inherit the mode."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create {path}: {exc.strerror}") from None

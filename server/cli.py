@@ -1,0 +1,323 @@
+"""The `pdl` command line: thin commands over the ledger application.
+
+Each command loads the settings (`--config` TOML file, `PDL_*` variables, options), opens the
+runtime, does one thing and closes it. An error the ledger raises on purpose, or bad input, is
+one line on stderr (`error: ...`) and exit code 1; never a traceback, never a personal value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, tzinfo
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, NoReturn
+from uuid import UUID
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.text import Text
+
+from ledger import events as ev
+from ledger.clock import Clock, FixedClock
+from ledger.commands import SubjectRef
+from ledger.errors import LedgerError, SubjectNotFound
+from ledger.subject_state import ConsentStatus, SubjectState, minor_at
+from server.demo import DEMO_START, DEMO_ZONE, DemoValues, run_demo
+from server.runtime import Runtime, open_runtime
+from server.settings import load_settings
+
+app = typer.Typer(
+    name="pdl",
+    help="Personal data ledger: every collection, use, share, consent change, correction and "
+    "erasure of a person's data, recorded under the privacy policy in force.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+policy_app = typer.Typer(
+    name="policy", help="The privacy policy versions the ledger enforces.", no_args_is_help=True
+)
+app.add_typer(policy_app)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        metavar="FILE",
+        dir_okay=False,
+        help="TOML settings file; PDL_* environment variables override it.",
+    ),
+]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        metavar="DIR",
+        file_okay=False,
+        help="Data directory of the embedded SQLite store  [default: ./pdl-data]",
+    ),
+]
+
+_ENVELOPE_FIELDS = frozenset(ev.SubjectEnvelope.model_fields)
+_SEALED_FIELDS = frozenset({"account_id", "guardian", "reference", "values"})
+_LONG_FIELDS = frozenset({"not_reached"})
+_SEALED = "<sealed>"
+
+
+def main() -> None:
+    """Entry point of the `pdl` script."""
+    try:
+        app()
+    except Exception as exc:  # noqa: BLE001 (last resort: one line, never a traceback)
+        # Only the type: an unexpected error's text is not known to be free of personal values.
+        typer.echo(f"error: unexpected {type(exc).__name__}; nothing more is shown", err=True)
+        raise SystemExit(1) from None
+
+
+@app.command()
+def demo(data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
+    """Record a scripted, realistic history under the seed policy and show what the rules decide.
+
+    The clock is fixed at 2026-03-02 09:00 Asia/Shanghai and moved between steps. Every run
+    registers new people, so the demo can run again on the same data directory.
+    """
+    console = _console()
+    clock = FixedClock(DEMO_START)
+    with _one_line_errors(), _runtime(config, data_dir, clock) as runtime:
+        summary = run_demo(runtime.ledger, clock, console, DemoValues.generate())
+        state = runtime.ledger.subject_state(SubjectRef(subject_id=summary.adult))
+        _, policy = runtime.ledger.policy_in_force(clock.now())
+        where = _location(runtime)
+    console.print()
+    _print_state(console, state, clock.now(), policy.minors.age_of_majority, DEMO_ZONE)
+    scripted = "all as scripted" if not summary.unexpected else "NOT all as scripted"
+    console.print()
+    console.print(
+        Text(
+            f"demo: {summary.accepted} accepted, {summary.refused} refused ({scripted}); "
+            f"adult {summary.adult}, minor {summary.minor} (erased); {where}; "
+            f"{summary.log_size} events in the log"
+        )
+    )
+    if summary.unexpected:
+        _fail(f"{summary.unexpected} step(s) of the demo did not go as scripted")
+
+
+@policy_app.command("show")
+def policy_show(
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            metavar="ISO-INSTANT",
+            help="Show the version in force at this instant, e.g. 2026-03-02T09:00+08:00 "
+            "[default: now]",
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Show the policy version in force: version, effective date, digest and what it declares."""
+    console = _console()
+    with _one_line_errors():
+        instant = _instant(at)
+        with _runtime(config, data_dir) as runtime:
+            published, policy = runtime.ledger.policy_in_force(instant or _now(runtime))
+    deadline = policy.response_deadline
+    sensitive = sum(1 for c in policy.categories if c.sensitive)
+    rows = [
+        ("policy", f"{policy.policy_id} version {published.version}"),
+        ("title", policy.title),
+        ("effective", _utc(published.effective_at)),
+        (
+            "published",
+            f"{_utc(published.published_at)} ({'major' if published.major else 'minor'})",
+        ),
+        ("digest", f"sha256:{published.digest}"),
+        ("text sha256", published.text_sha256),
+        ("categories", f"{len(policy.categories)} ({sensitive} sensitive)"),
+        ("purposes", str(len(policy.purposes))),
+        ("recipients", f"{len(policy.recipient_classes)} recipient classes"),
+        ("deadline", f"{deadline.days} {deadline.kind} days ({deadline.clause})"),
+    ]
+    for label, text in rows:
+        console.print(Text(f"{label:<12} {text}"))
+
+
+@app.command()
+def history(
+    subject_id: Annotated[
+        str, typer.Argument(metavar="SUBJECT_ID", help="The subject's pseudonym (a UUID).")
+    ],
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print a subject's audit trail: event types, times, categories, purposes, recipients.
+
+    Personal values stay sealed and show as <sealed>; after erasure they are gone for good.
+    """
+    console = _console()
+    with _one_line_errors():
+        try:
+            sid = UUID(subject_id)
+        except ValueError:
+            _fail(f"not a subject id (a UUID): {subject_id!r}")
+        with _runtime(config, data_dir) as runtime:
+            try:
+                events = runtime.ledger.history(sid)
+            except SubjectNotFound:
+                events = []
+        if not events or not isinstance(events[0], ev.SubjectRegistered):
+            _fail(f"unknown subject {sid}")  # a rights request's id is not a subject's
+    console.print(Text(f"subject {sid}: {len(events)} events", style="bold"))
+    for number, payload in enumerate(events, start=1):
+        line = Text(f"{number:>4}  {_utc(payload.occurred_at)}  ")
+        line.append(f"{type(payload).__name__:<20}", style="bold")
+        line.append(f"  {_details(payload)}  ")
+        line.append(f"[policy {payload.policy_version}, by {payload.principal}]", style="dim")
+        console.print(line)
+
+
+# --- views ----------------------------------------------------------------------------------
+
+
+def _print_state(
+    console: Console, state: SubjectState, now: datetime, majority: int, zone: tzinfo
+) -> None:
+    """A subject's current view: what is held, under which consents, shared with whom."""
+
+    def row(label: str, text: str) -> None:
+        console.print(Text(f"  {label:<12} {text}"))
+
+    def local(instant: datetime) -> str:
+        return instant.astimezone(zone).isoformat(sep=" ", timespec="minutes")
+
+    console.print(Text(f"Current state of subject {state.subject_id}:", style="bold"))
+    born = f"born {state.birth_year}" if state.birth_year else "birth year unknown"
+    row("registered", f"{local(state.registered_at)}, namespace {state.namespace}, {born}")
+    for i, (category, held) in enumerate(sorted(state.held.items())):
+        sources, purposes = ", ".join(sorted(held.sources)), ", ".join(sorted(held.purposes))
+        row("" if i else "held", f"{category:<24} from {sources}; for {purposes}")
+    if not state.held:
+        row("held", "nothing")
+    for i, grant in enumerate(state.consents):
+        pairs = [(p, c) for p in grant.purposes for c in grant.categories]
+        given = all(state.consent_status(p, c, now) is ConsentStatus.GIVEN for p, c in pairs)
+        scope = f"{', '.join(sorted(grant.purposes))}: {', '.join(sorted(grant.categories))}"
+        by = f"given {local(grant.given_at)} by {grant.given_by.value}"
+        row("" if i else "consents", f"{'in force' if given else 'withdrawn':<9} {scope} ({by})")
+    for i, w in enumerate(state.withdrawals):
+        purposes = ", ".join(sorted(w.purposes)) or "every purpose"
+        categories = ", ".join(sorted(w.categories)) or "every category"
+        row("" if i else "withdrawn", f"{purposes} ({categories}) on {local(w.at)}")
+    for i, (rc, recipients) in enumerate(sorted(state.shared_with.items())):
+        row("" if i else "shared with", f"{', '.join(sorted(recipients))} ({rc})")
+    row("used for", ", ".join(sorted(state.purposes_used)) or "nothing")
+    flags = {
+        "minor": minor_at(state.birth_year, state.minor, now, majority),
+        "guardian": state.has_guardian,
+        "erased": state.erased,
+        "cancelled": state.cancelled,
+        "key shredded": state.key_shredded,
+    }
+    row("flags", ", ".join(f"{name}={'yes' if on else 'no'}" for name, on in flags.items()))
+    row("events", f"{state.events}; data stored in {state.storage_region}")
+
+
+# --- plumbing ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def _runtime(
+    config: Path | None, data_dir: Path | None, clock: Clock | None = None
+) -> Iterator[Runtime]:
+    runtime = open_runtime(load_settings(config, data_dir=data_dir), clock=clock)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Turn the errors a user can cause into one `error:` line and exit code 1."""
+    try:
+        yield
+    except LedgerError as exc:
+        _fail(str(exc) or type(exc).__name__)
+    except ValidationError as exc:
+        # Only where and what: pydantic's own text would echo the input, maybe a personal value.
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    except OSError as exc:
+        _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(1)
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=True, emoji=False)
+
+
+def _location(runtime: Runtime) -> str:
+    if runtime.storage.backend == "sqlite":
+        return f"data dir {runtime.settings.data_dir.resolve()}"
+    return f"{runtime.storage.backend} database"
+
+
+def _instant(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        _fail(f"--at: not an ISO-8601 instant: {text!r}")
+    if instant.tzinfo is None:
+        _fail(f"--at: {text!r} has no UTC offset; e.g. 2026-03-02T09:00+08:00 or ...Z")
+    return instant
+
+
+def _now(runtime: Runtime) -> datetime:
+    return runtime.ledger.clock.now()
+
+
+def _utc(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _details(payload: BaseModel) -> str:
+    """The audit-trail fields of a payload; sealed values show as <sealed>, never opened."""
+    parts = []
+    for name in type(payload).model_fields:
+        if name in _ENVELOPE_FIELDS or name in _LONG_FIELDS:
+            continue
+        value = getattr(payload, name)
+        if name in _SEALED_FIELDS:
+            if value:
+                keys = value if isinstance(value, dict) else ()
+                shown = ", ".join(f"{k}={_SEALED}" for k in keys) or _SEALED
+                parts.append(f"{name}: {shown}")
+            continue
+        if value is None or value == {} or (value == () and name not in _EMPTY_MEANS_ALL):
+            continue
+        parts.append(f"{name}={_text(value)}")
+    return " ".join(parts)
+
+
+_EMPTY_MEANS_ALL = frozenset({"purposes", "categories"})
+
+
+def _text(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(_text, value)) or "all"
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, datetime):
+        return _utc(value)
+    text = str(value)
+    return _SEALED if text.startswith("s1:") else text

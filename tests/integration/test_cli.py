@@ -1,0 +1,296 @@
+"""The `pdl` command line on a real SQLite data directory: demo, policy show, history, errors."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner, Result
+
+from ledger.clock import FixedClock
+from server.cli import app
+from server.demo import DEMO_START, DemoValues, run_demo
+from server.runtime import open_runtime
+from server.settings import load_settings
+
+PDL = Path(sys.executable).with_name("pdl")
+SCRIPT = [
+    ("accepted", "register an adult", "SubjectRegistered"),
+    ("refused", "minor (born 2011, aged 15) without a guardian", "MINOR_WITHOUT_GUARDIAN (§5)"),
+    ("accepted", "register the minor with their guardian's account", "SubjectRegistered"),
+    ("accepted", "collect the adult's usage log by default", "DataCollected"),
+    ("accepted", "collect the adult's IP address by default", "DataCollected"),
+    ("refused", "GPS fix (app, for customer_service) before any consent",
+     "SENSITIVE_CATEGORY_WITHOUT_CONSENT (§1(5))"),
+    ("accepted", "the adult allows location for customer_service", "ConsentGiven"),
+    ("accepted", "GPS fix (app, for customer_service) after consent", "DataCollected"),
+    ("refused", "minor consents to product_analysis by themselves",
+     "MINOR_CONSENT_REQUIRES_GUARDIAN (§5)"),
+    ("accepted", "the guardian consents to product_analysis for the minor", "ConsentGiven"),
+    ("accepted", "collect the minor's usage log", "DataCollected"),
+    ("accepted", "the adult consents to advertising", "ConsentGiven"),
+    ("refused", "share the adult's GPS fix with Example Ads Ltd",
+     "CATEGORY_NOT_NEEDED_FOR_PURPOSE (§4.2)"),
+    ("accepted", "share the adult's usage log with Example Ads Ltd", "DataShared"),
+    ("refused", "sell the adult's usage log", "SALE_PROHIBITED (§4)"),
+    ("accepted", "the adult withdraws consent to product_analysis", "ConsentWithdrawn"),
+    ("refused", "use the adult's usage log for product_analysis", "CONSENT_WITHDRAWN"),
+    ("accepted", "use the adult's IP address for security_detection", "DataUsed"),
+    ("accepted", "the guardian asks to delete the minor's data", "RightsRequestOpened"),
+    ("accepted", "close the deletion request as fulfilled", "RightsRequestClosed"),
+    ("refused", "use the minor's usage log after the erasure", "SUBJECT_ERASED (§6.3)"),
+]  # fmt: skip
+_SUMMARY = re.compile(
+    r"demo: 14 accepted, 7 refused \(all as scripted\); adult (?P<adult>[0-9a-f-]{36}), "
+    r"minor (?P<minor>[0-9a-f-]{36}) \(erased\); data dir (?P<dir>.+); (?P<events>\d+) events"
+)
+# Shapes of the values `DemoValues.generate` makes, to catch any of them in the CLI's output.
+_VALUE_SHAPES = re.compile(
+    r"demo-(adult|minor|guardian)-|session=|\b10\.\d+\.\d+\.\d+\b|\d+\.\d{6},\d+\.\d{6}"
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from the test alone, and colour only when asked (it never is here)."""
+    for name in list(os.environ):
+        if name.startswith("PDL_") or name in {"FORCE_COLOR", "TTY_COMPATIBLE"}:
+            monkeypatch.delenv(name)
+
+
+def pdl(*args: str | Path) -> Result:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def run_demo_cli(data_dir: Path) -> tuple[Result, re.Match[str]]:
+    result = pdl("demo", "--data-dir", data_dir)
+    assert result.exit_code == 0, result.output
+    summary = _SUMMARY.search(result.stdout)
+    assert summary is not None, result.stdout
+    return result, summary
+
+
+def assert_one_error_line(result: Result) -> str:
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_demo_prints_each_scripted_step_as_accepted_or_refused_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    result, summary = run_demo_cli(tmp_path / "data")
+
+    steps = [line for line in result.stdout.splitlines() if line.startswith(("✓", "✗"))]
+    assert len(steps) == len(SCRIPT)
+    for line, (outcome, step, shown) in zip(steps, SCRIPT, strict=True):
+        if outcome == "accepted":
+            assert line.startswith("✓ accepted  "), line
+            assert re.search(rf"  \({shown} @ position \d+\)$", line), line
+        else:
+            assert line.startswith("✗ refused   "), line
+            assert f"  {shown}" in line, line
+        assert step in line
+    assert result.stderr == ""
+    assert "\x1b[" not in result.stdout  # no colour codes when the output is not a terminal
+    assert Path(summary["dir"]) == (tmp_path / "data").resolve()
+
+
+def test_demo_shows_the_due_date_the_erasure_and_the_adults_current_state(
+    tmp_path: Path,
+) -> None:
+    result, summary = run_demo_cli(tmp_path / "data")
+    out = result.stdout
+
+    assert "due 2026-03-19 11:00+08:00 (15 calendar days from receipt, §6.4)" in out
+    assert "erased=True, data key shredded=True, sealed values unreadable" in out
+    assert f"Current state of subject {summary['adult']}:" in out
+    held = re.findall(r"^  (?:held        |            ) (\S+) +from", out, re.MULTILINE)
+    assert held == ["location.gps", "network_log.ip_address", "network_log.usage"]
+    assert "in force  customer_service: location.gps" in out
+    assert "withdrawn    product_analysis (every category)" in out
+    assert "shared with  Example Ads Ltd (third_party_partners)" in out
+    assert "flags        minor=no, guardian=no, erased=no" in out
+
+
+def test_demo_runs_again_on_the_same_data_dir_with_new_people(tmp_path: Path) -> None:
+    _, first = run_demo_cli(tmp_path / "data")
+    _, second = run_demo_cli(tmp_path / "data")
+
+    assert {first["adult"], first["minor"]}.isdisjoint({second["adult"], second["minor"]})
+    assert int(second["events"]) > int(first["events"])
+
+
+def test_the_installed_pdl_script_runs_the_demo(tmp_path: Path) -> None:
+    assert PDL.exists(), f"{PDL} is missing: run .venv/bin/pip install -e ."
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDL_")}
+    done = subprocess.run(  # noqa: S603 (our own entry point, with fixed arguments)
+        [str(PDL), "demo", "--data-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+        check=False,
+        env=env,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert _SUMMARY.search(done.stdout) is not None, done.stdout
+    assert "✗ refused   sell the adult's usage log" in done.stdout
+
+
+def test_demo_output_and_histories_show_none_of_the_recorded_personal_values(
+    tmp_path: Path,
+) -> None:
+    values = DemoValues.generate()
+    data_dir = tmp_path / "data"
+    clock = FixedClock(DEMO_START)
+    runtime = open_runtime(load_settings(data_dir=data_dir), clock=clock)
+    shown = io.StringIO()
+    try:
+        summary = run_demo(runtime.ledger, clock, Console(file=shown, width=200), values)
+    finally:
+        runtime.close()
+    outputs = [
+        shown.getvalue(),
+        pdl("history", summary.adult, "--data-dir", data_dir).stdout,
+        pdl("history", summary.minor, "--data-dir", data_dir).stdout,
+        pdl("demo", "--data-dir", data_dir).output,
+    ]
+
+    assert summary.unexpected == 0
+    assert "<sealed>" in outputs[1]
+    for output in outputs:
+        for value in values.all():
+            assert value not in output
+        assert _VALUE_SHAPES.search(output) is None
+    stored = b"".join(p.read_bytes() for p in data_dir.iterdir())
+    assert not [v for v in values.all() if v.encode() in stored]
+
+
+def test_history_of_the_erased_minor_keeps_its_audit_trail_with_values_sealed(
+    tmp_path: Path,
+) -> None:
+    _, summary = run_demo_cli(tmp_path / "data")
+
+    result = pdl("history", summary["minor"], "--data-dir", tmp_path / "data")
+
+    assert result.exit_code == 0, result.output
+    types = re.findall(r"^\s+\d+\s+\S+\s+(\w+)", result.stdout, re.MULTILINE)
+    assert types == [
+        "SubjectRegistered",
+        "ConsentGiven",
+        "DataCollected",
+        "DataErased",
+        "KeyShredded",
+    ]
+    assert "account_id: <sealed>" in result.stdout
+    assert "guardian: <sealed>" in result.stdout
+    assert "values: page=<sealed>" in result.stdout
+    assert "ground=account_cancelled" in result.stdout
+
+
+def test_history_of_an_unknown_subject_is_a_one_line_error(tmp_path: Path) -> None:
+    unknown = uuid4()
+
+    line = assert_one_error_line(pdl("history", unknown, "--data-dir", tmp_path / "data"))
+
+    assert line == f"error: unknown subject {unknown}"
+
+
+def test_history_of_something_that_is_not_a_pseudonym_is_a_one_line_error(
+    tmp_path: Path,
+) -> None:
+    line = assert_one_error_line(pdl("history", "alice", "--data-dir", tmp_path / "data"))
+
+    assert "not a subject id" in line
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("data_dir = [", "is not valid TOML"),
+        ("no_such_setting = 1", "invalid settings: no_such_setting"),
+        ("master_key = 'not base64 at all!'", "error: "),
+        (None, "cannot read"),
+    ],
+    ids=["bad-toml", "unknown-setting", "bad-master-key", "missing-file"],
+)
+def test_a_bad_config_file_is_one_error_line_without_a_traceback(
+    tmp_path: Path, content: str | None, expected: str
+) -> None:
+    config = tmp_path / "pdl.toml"
+    if content is not None:
+        config.write_text(f"data_dir = '{tmp_path / 'data'}'\n{content}\n")
+
+    line = assert_one_error_line(pdl("demo", "--config", config))
+
+    assert expected in line
+
+
+def test_policy_show_prints_the_version_in_force_and_its_digest(tmp_path: Path) -> None:
+    result = pdl(
+        "policy", "show", "--data-dir", tmp_path / "data", "--at", "2026-03-02T09:00+08:00"
+    )
+
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^policy\s+sossen-privacy-policy version 1$", result.stdout, re.MULTILINE)
+    assert re.search(r"^digest\s+sha256:[0-9a-f]{64}$", result.stdout, re.MULTILINE)
+    assert re.search(r"^categories\s+17 \(8 sensitive\)$", result.stdout, re.MULTILINE)
+    assert re.search(r"^deadline\s+15 calendar days \(§6\.4\)$", result.stdout, re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    ("at", "expected"),
+    [
+        ("2020-01-01T00:00Z", "NO_POLICY_IN_FORCE"),
+        ("2026-03-02T09:00", "no UTC offset"),
+        ("yesterday", "not an ISO-8601 instant"),
+    ],
+)
+def test_policy_show_at_a_bad_instant_is_a_one_line_error(
+    tmp_path: Path, at: str, expected: str
+) -> None:
+    line = assert_one_error_line(pdl("policy", "show", "--data-dir", tmp_path / "d", "--at", at))
+
+    assert expected in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["demo", "--help"], ["policy", "show", "--help"], ["history", "--help"]],
+    ids=" ".join,
+)
+def test_every_command_has_help(args: list[str]) -> None:
+    result = pdl(*args)
+
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.stdout
+
+
+def test_subject_ids_in_the_summary_are_pseudonyms(tmp_path: Path) -> None:
+    _, summary = run_demo_cli(tmp_path / "data")
+
+    assert UUID(summary["adult"]).version == 4
+    assert UUID(summary["minor"]).version == 4
+
+
+def test_history_of_a_rights_request_id_is_not_a_subjects_history(tmp_path: Path) -> None:
+    result, _ = run_demo_cli(tmp_path / "data")
+    found = re.search(r"request ([0-9a-f-]{36}): due", result.stdout)
+    assert found is not None, result.stdout
+
+    line = assert_one_error_line(pdl("history", found[1], "--data-dir", tmp_path / "data"))
+
+    assert line == f"error: unknown subject {found[1]}"
