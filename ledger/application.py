@@ -8,7 +8,9 @@ used before answers with the original result, or a typed conflict.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -38,9 +40,9 @@ from ledger.errors import (
 )
 from ledger.handlers import HANDLERS, Outcome
 from ledger.policy import Policy
-from ledger.policy_book import POLICY_BOOK_ID, PolicyBook, PublishedVersion
-from ledger.receipts import receipt_event, receipt_id
-from ledger.recorders import LocatesEvents
+from ledger.policy_book import POLICY_BOOK_ID, PolicyBook, PublishedVersion, version_key
+from ledger.receipts import Receipt, receipt_id
+from ledger.recorders import RECEIPTS, KeepsReceipts
 from ledger.rights import RequestState, RightsRequest
 from ledger.rules import check_occurred_at
 from ledger.sealing import Sealer
@@ -130,6 +132,8 @@ class Ledger(Application[UUID]):
         self._policies: dict[str, Policy] = {}
         self._book_checked = 0.0
         self._write_lock = threading.RLock()
+        self._index = _VersionIndex(None)
+        self._index_of: tuple[UUID, int] | None = None
         super().__init__(env)
 
     def construct_transcoder(self) -> Transcoder:
@@ -146,7 +150,7 @@ class Ledger(Application[UUID]):
 
     def execute(self, principal: str, command: cmd._Command) -> Recorded:
         """Record one command for a principal; raise its refusal or error."""
-        outcome = self._run(principal, [command], all_or_nothing=True)[0]
+        outcome = self._run([(principal, command)], all_or_nothing=True)[0]
         if outcome.error is not None:
             raise outcome.error
         assert outcome.recorded is not None  # noqa: S101 (an outcome is one or the other)
@@ -156,12 +160,18 @@ class Ledger(Application[UUID]):
         self, principal: str, commands: Sequence[cmd._Command], *, all_or_nothing: bool = False
     ) -> list[ItemOutcome]:
         """Record many recording commands in one transaction; each item gets its own outcome."""
-        for index, command in enumerate(commands):
+        return self.execute_many([(principal, c) for c in commands], all_or_nothing=all_or_nothing)
+
+    def execute_many(
+        self, items: Sequence[tuple[str, cmd._Command]], *, all_or_nothing: bool = False
+    ) -> list[ItemOutcome]:
+        """Record recording commands of possibly different principals in one transaction
+        (a batch, or concurrent calls committed together); each item gets its own outcome."""
+        for index, (_, command) in enumerate(items):
             if not isinstance(command, _BATCHABLE):
-                raise InvalidCommand(
-                    f"items.{index}", f"{type(command).__name__} cannot be batched"
-                )
-        return self._run(principal, commands, all_or_nothing=all_or_nothing)
+                kind = type(command).__name__
+                raise InvalidCommand(f"items.{index}", f"{kind} cannot be batched")
+        return self._run(items, all_or_nothing=all_or_nothing)
 
     def ensure_policy(self, policy: Policy, effective_at: datetime, principal: str) -> bool:
         """Publish `policy` as the first version when the book is empty; True if it did."""
@@ -266,137 +276,118 @@ class Ledger(Application[UUID]):
     def policy_in_force(self, instant: datetime) -> tuple[PublishedVersion, Policy]:
         """The version in force at an instant and its document."""
         book = self._book()
-        published = None if book is None else book.in_force_at(instant)
-        if book is None or published is None:
+        if book is None:
+            raise Refused(RefusalReason.NO_POLICY_IN_FORCE, "§8", "no policy version in force")
+        if self._index_of != (book.id, book.version):
+            self._index = _VersionIndex(book)
+            self._index_of = (book.id, book.version)
+        published = self._index.at(instant)
+        if published is None:
             raise Refused(RefusalReason.NO_POLICY_IN_FORCE, "§8", "no policy version in force")
         return published, self._parsed(book, published.version)
 
     # --- the engine --------------------------------------------------------------------------
 
     def _run(
-        self, principal: str, commands: Sequence[cmd._Command], *, all_or_nothing: bool
+        self, items: Sequence[tuple[str, cmd._Command]], *, all_or_nothing: bool
     ) -> list[ItemOutcome]:
-        digests = [self.sealer.master.digest(c.canonical()) for c in commands]
+        digests = [self.sealer.master.digest(c.canonical()) for _, c in items]
         with self._write_lock:
-            return self._attempts(principal, commands, digests, all_or_nothing=all_or_nothing)
+            return self._attempts(items, digests, all_or_nothing=all_or_nothing)
 
     def _attempts(
         self,
-        principal: str,
-        commands: Sequence[cmd._Command],
+        items: Sequence[tuple[str, cmd._Command]],
         digests: list[str],
         *,
         all_or_nothing: bool,
     ) -> list[ItemOutcome]:
         """Run the commands against the cached aggregates themselves (the write lock is held),
-        evicting whatever a failed attempt touched."""
+        evicting whatever a failed attempt touched; retry write conflicts a bounded number of
+        times."""
         outcomes: dict[int, ItemOutcome] = {}
-        pending = list(range(len(commands)))
+        pending = list(range(len(items)))
         for _attempt in range(self.max_attempts):
-            work = _Work(self, principal, self.clock.now())
-            accepted: list[tuple[int, Outcome, Aggregate, int, str]] = []
+            work = _Work(self, self.clock.now())
+            accepted: list[_Accepted] = []
             duplicates: list[tuple[int, int]] = []
-            first_of_key: dict[str, int] = {}
+            first_of_key: dict[tuple[str, str], int] = {}
             for i in pending:
-                c = commands[i]
-                earlier = first_of_key.get(c.idempotency_key)
+                principal, c = items[i]
+                earlier = first_of_key.get((principal, c.idempotency_key))
                 if earlier is not None:
                     duplicates.append((i, earlier))
                     continue
                 try:
-                    refusal = check_occurred_at(c.occurred_at, work.now)
-                    if refusal is not None:
-                        raise Refused(refusal.reason, refusal.clause, refusal.detail)
-                    out = HANDLERS[type(c)](work, c)
+                    out = work.handle(principal, c)
                 except LedgerError as error:
                     outcomes[i] = self._known_or(principal, c, digests[i], error)
                     continue
-                first_of_key[c.idempotency_key] = i
+                first_of_key[principal, c.idempotency_key] = i
                 answer = out.answer
                 last = answer.pending_events[-1]
-                accepted.append((i, out, answer, answer.version, type(last).__name__))
+                receipt = Receipt(
+                    receipt_id(principal, c.idempotency_key),
+                    digests[i],
+                    answer.id,
+                    answer.version,
+                    out.subject_id,
+                    type(last).__name__,
+                )
+                accepted.append(_Accepted(i, out, receipt))
             if all_or_nothing and any(o.error is not None for o in outcomes.values()):
                 work.evict_changed()
-                return self._aborted(len(commands), outcomes)
+                return self._aborted(len(items), outcomes)
             try:
-                recordings = self._save(principal, commands, digests, work, accepted)
+                saved = self._save(work, accepted)
             except IntegrityError:
                 work.evict_all()
-                pending = self._settle_conflicts(principal, commands, digests, accepted, outcomes)
+                pending = self._settle_conflicts(items, digests, accepted, outcomes)
                 pending += [i for i, _ in duplicates if i not in outcomes]
                 pending.sort()
                 continue
-            positions = {
-                (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
-                for r in recordings
-            }
-            for i, out, answer, version, event_type in accepted:
-                outcomes[i] = ItemOutcome(
-                    Recorded(
-                        aggregate_id=answer.id,
-                        subject_id=out.subject_id,
-                        version=version,
-                        position=positions[(answer.id, version)],
-                        event_type=event_type,
-                        replayed=False,
-                    )
-                )
-                for action in out.after_commit:
+            for item, receipt in zip(accepted, saved, strict=True):
+                outcomes[item.index] = ItemOutcome(_recorded(receipt, replayed=False))
+                for action in item.outcome.after_commit:
                     _after_commit(action)
             for i, earlier in duplicates:
-                outcomes[i] = self._same_key(principal, commands[i], digests, i, earlier, outcomes)
-            return [outcomes[i] for i in range(len(commands))]
+                outcomes[i] = self._same_key(items[i], digests, i, earlier, outcomes)
+            return [outcomes[i] for i in range(len(items))]
         for i in pending:
             outcomes[i] = ItemOutcome(error=ConcurrencyExhausted(self.max_attempts))
-        return [outcomes[i] for i in range(len(commands))]
+        return [outcomes[i] for i in range(len(items))]
 
-    def _save(
-        self,
-        principal: str,
-        commands: Sequence[cmd._Command],
-        digests: list[str],
-        work: _Work,
-        accepted: list[tuple[int, Outcome, Aggregate, int, str]],
-    ) -> Sequence[Any]:
+    def _save(self, work: _Work, accepted: list[_Accepted]) -> list[Receipt]:
+        """Save the changed aggregates and the receipts in one transaction; the receipts come
+        back with the log positions of their answering events."""
         if not accepted:
             return []
-        receipts: list[Any] = []
-        for i, out, answer, version, event_type in accepted:
-            c = commands[i]
-            receipts.append(
-                receipt_event(
-                    ev.CommandAccepted.model_construct(
-                        occurred_at=c.occurred_at,
-                        recorded_at=work.now,
-                        principal=principal,
-                        policy_version=work.last_version or "",
-                        idempotency_key=c.idempotency_key,
-                        command=type(c).__name__,
-                        digest=digests[i],
-                        aggregate_id=answer.id,
-                        subject_id=out.subject_id,
-                        version=version,
-                        event_type=event_type,
-                    )
-                )
-            )
-        changed = {a.id: a for _, out, *_ in accepted for a in out.aggregates}
+        changed = {a.id: a for item in accepted for a in item.outcome.aggregates}
+        receipts = [item.receipt for item in accepted]
         try:
-            return self._save_collected(list(changed.values()), receipts)
+            recordings = self._save_collected(list(changed.values()), receipts)
         except IntegrityError:
             raise
         except Exception:
             work.evict_all()
             raise
+        positions = {
+            (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
+            for r in recordings
+        }
+        return [
+            dataclasses.replace(r, position=positions[(r.aggregate_id, r.version)])
+            for r in receipts
+        ]
 
-    def _save_collected(self, aggregates: list[Aggregate], extra: list[Any]) -> Sequence[Any]:
-        """`Application.save` without its per-object runtime Protocol checks (costly on 3.11):
-        the objects here are known to be aggregates and receipt events."""
+    def _save_collected(self, aggregates: list[Aggregate], receipts: list[Receipt]) -> Any:
+        """`Application.save` without its per-object runtime Protocol checks (costly on 3.11),
+        handing the receipts to the recorder to write in the same transaction."""
         processing = ProcessingEvent[UUID]()
         for aggregate in aggregates:
             processing.events.extend(aggregate.collect_events())
             processing.aggregates[aggregate.id] = aggregate
-        processing.events.extend(extra)
+        processing.saved_kwargs[RECEIPTS] = receipts
         recordings = self._record(processing)
         self._take_snapshots(processing)
         self._notify(recordings)
@@ -404,20 +395,20 @@ class Ledger(Application[UUID]):
 
     def _settle_conflicts(
         self,
-        principal: str,
-        commands: Sequence[cmd._Command],
+        items: Sequence[tuple[str, cmd._Command]],
         digests: list[str],
-        accepted: list[tuple[int, Outcome, Aggregate, int, str]],
+        accepted: list[_Accepted],
         outcomes: dict[int, ItemOutcome],
     ) -> list[int]:
         """After a failed save: items whose key was used meanwhile are answered; the rest retry."""
         retry = []
-        for i, *_ in accepted:
-            known = self._receipt_outcome(principal, commands[i], digests[i])
+        for item in accepted:
+            principal, c = items[item.index]
+            known = self._receipt_outcome(principal, c, digests[item.index])
             if known is None:
-                retry.append(i)
+                retry.append(item.index)
             else:
-                outcomes[i] = known
+                outcomes[item.index] = known
         return retry
 
     def _known_or(
@@ -428,38 +419,25 @@ class Ledger(Application[UUID]):
         return known if known is not None else ItemOutcome(error=error)
 
     def _receipt_outcome(self, principal: str, c: cmd._Command, digest: str) -> ItemOutcome | None:
-        rid = receipt_id(principal, c.idempotency_key)
-        stored = list(self.events.get(rid, limit=1))
-        if not stored:
+        stored = cast("KeepsReceipts", self.recorder).receipt(
+            receipt_id(principal, c.idempotency_key)
+        )
+        if stored is None:
             return None
-        accepted = cast("ev.CommandAccepted", stored[0].payload)  # type: ignore[attr-defined]
-        if accepted.digest != digest:
+        if stored.digest != digest:
             return ItemOutcome(error=IdempotencyConflict(principal, c.idempotency_key))
-        position = cast("LocatesEvents", self.recorder).notification_id_of(
-            accepted.aggregate_id, accepted.version
-        )
-        return ItemOutcome(
-            Recorded(
-                aggregate_id=accepted.aggregate_id,
-                subject_id=accepted.subject_id,
-                version=accepted.version,
-                position=position or 0,
-                event_type=accepted.event_type,
-                replayed=True,
-            )
-        )
+        return ItemOutcome(_recorded(stored, replayed=True))
 
     @staticmethod
     def _same_key(
-        principal: str,
-        c: cmd._Command,
+        item: tuple[str, cmd._Command],
         digests: list[str],
         i: int,
         earlier: int,
         outcomes: dict[int, ItemOutcome],
     ) -> ItemOutcome:
         if digests[i] != digests[earlier]:
-            return ItemOutcome(error=IdempotencyConflict(principal, c.idempotency_key))
+            return ItemOutcome(error=IdempotencyConflict(item[0], item[1].idempotency_key))
         first = outcomes[earlier]
         if first.recorded is None:
             return first
@@ -511,6 +489,42 @@ class Ledger(Application[UUID]):
         return found
 
 
+class _VersionIndex:
+    """The book's versions by effective instant, for a quick 'in force at' (usually the latest)."""
+
+    def __init__(self, book: PolicyBook | None) -> None:
+        versions = [] if book is None else list(book.versions)
+        versions.sort(key=lambda v: (v.effective_at, version_key(v.version)))
+        self._versions = versions
+        self._starts = [v.effective_at for v in versions]
+
+    def at(self, instant: datetime) -> PublishedVersion | None:
+        if self._starts and instant >= self._starts[-1]:
+            return self._versions[-1]
+        index = bisect.bisect_right(self._starts, instant)
+        return self._versions[index - 1] if index else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """A command that passed its rules in this attempt, with its receipt-to-be."""
+
+    index: int
+    outcome: Outcome
+    receipt: Receipt
+
+
+def _recorded(receipt: Receipt, *, replayed: bool) -> Recorded:
+    return Recorded(
+        aggregate_id=receipt.aggregate_id,
+        subject_id=receipt.subject_id,
+        version=receipt.version,
+        position=receipt.position,
+        event_type=receipt.event_type,
+        replayed=replayed,
+    )
+
+
 def _after_commit(action: Any) -> None:
     try:
         action()
@@ -521,13 +535,20 @@ def _after_commit(action: Any) -> None:
 class _Work:
     """One attempt's working set: aggregates loaded and changed; the context handlers use."""
 
-    def __init__(self, app: Ledger, principal: str, now: datetime) -> None:
+    def __init__(self, app: Ledger, now: datetime) -> None:
         self.app = app
-        self.principal = principal
+        self.principal = ""
         self.now = now
         self.sealer = app.sealer
         self.loaded: dict[UUID, Aggregate] = {}
-        self.last_version: str | None = None
+
+    def handle(self, principal: str, c: cmd._Command) -> Outcome:
+        """Check the command's time, then let its handler build and trigger its events."""
+        self.principal = principal
+        refusal = check_occurred_at(c.occurred_at, self.now)
+        if refusal is not None:
+            raise Refused(refusal.reason, refusal.clause, refusal.detail)
+        return HANDLERS[type(c)](self, c)
 
     def evict_changed(self) -> None:
         """Forget cached aggregates this attempt changed but will not save."""
@@ -542,7 +563,6 @@ class _Work:
 
     def policy_at(self, instant: datetime) -> tuple[str, Policy]:
         published, policy = self.app.policy_in_force(instant)
-        self.last_version = published.version
         return published.version, policy
 
     def subject(self, ref: cmd.SubjectRef) -> Subject:

@@ -249,17 +249,6 @@ class PolicyPublished(Envelope):
     document: dict[str, Any] = Field(description="The policy document itself.")
 
 
-class CommandAccepted(Envelope):
-    """Receipt of an accepted command: makes its idempotency key single-use, atomically."""
-
-    command: str = Field(description="The command's type.")
-    digest: str = Field(description="Keyed digest of the command's canonical content.")
-    aggregate_id: UUID = Field(description="The aggregate the command changed.")
-    subject_id: UUID | None = Field(description="The person concerned, if any.")
-    version: int = Field(description="Version of that aggregate's last event from the command.")
-    event_type: str = Field(description="Type of that last event.")
-
-
 SUBJECT_PAYLOADS: tuple[type[Payload], ...] = (
     SubjectRegistered,
     DataCollected,
@@ -285,5 +274,4 @@ ALL_PAYLOADS: tuple[type[Payload], ...] = (
     *SUBJECT_PAYLOADS,
     *REQUEST_PAYLOADS,
     PolicyPublished,
-    CommandAccepted,
 )

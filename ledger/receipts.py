@@ -1,17 +1,16 @@
-"""Idempotency receipts: one aggregate per (principal, idempotency key).
+"""Idempotency receipts: one row per (principal, idempotency key), written with the events.
 
-The receipt's id is a UUID5 of the principal and key, and it is saved in the same transaction
-as the command's events, so a second use of the key collides in the event store itself.
+A receipt is saved by the event store's recorder in the same transaction as the command's
+events, in a narrow table keyed by a UUID5 of the principal and key: a second use of the key
+collides there, atomically with the write. It records the keyed digest of the command, so a
+retry with the same payload answers with the original result (including its log position)
+and one with a different payload is refused.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from uuid import UUID, uuid5
-
-from eventsourcing.domain import Aggregate, event
-from eventsourcing.utils import get_topic
-
-from ledger import events as ev
 
 _NAMESPACE = UUID("6d1f4f0e-2a43-5b8e-9c61-6a0f5d3c2b7a")
 
@@ -21,30 +20,14 @@ def receipt_id(principal: str, idempotency_key: str) -> UUID:
     return uuid5(_NAMESPACE, f"{principal}\x00{idempotency_key}")
 
 
-class Receipt(Aggregate):
-    """The record that a principal's idempotency key was used, and for what."""
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """That a principal's idempotency key was used, for which command, and its answer."""
 
-    accepted: ev.CommandAccepted
-
-    @staticmethod
-    def create_id(payload: ev.CommandAccepted) -> UUID:
-        return receipt_id(payload.principal, payload.idempotency_key)
-
-    @event("CommandAccepted")
-    def __init__(self, payload: ev.CommandAccepted) -> None:
-        self.accepted = payload
-
-
-_RECEIPT_TOPIC = get_topic(Receipt)
-
-
-def receipt_event(payload: ev.CommandAccepted) -> Aggregate.Event:
-    """The receipt's one event, made directly: a receipt is written once and never loaded to
-    be changed, so the aggregate object itself is not needed."""
-    return Receipt.CommandAccepted(  # type: ignore[attr-defined,no-any-return]
-        originator_id=receipt_id(payload.principal, payload.idempotency_key),
-        originator_version=Receipt.INITIAL_VERSION,
-        timestamp=payload.recorded_at,
-        originator_topic=_RECEIPT_TOPIC,
-        payload=payload,
-    )
+    receipt_id: UUID
+    digest: str
+    aggregate_id: UUID
+    version: int
+    subject_id: UUID | None
+    event_type: str
+    position: int = 0

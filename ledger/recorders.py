@@ -1,63 +1,170 @@
 """Application recorders of the event store, extended with what the ledger needs of them.
 
-Each back-end's recorder learns to tell the log position (notification id) of a stored event,
-so a retried command can answer with the position of the event it first recorded.
-The SQLite recorder also learns to follow the log by polling: `eventsourcing` 9.5.6 gives
-SQLite no subscription of its own.
+Each back-end's recorder keeps the idempotency receipts in a narrow table of its own, written
+in the same transaction as the events they answer for (a duplicate key fails the whole write),
+and with the log position of the answering event filled in. The SQLite recorder also learns
+to follow the log by polling: `eventsourcing` 9.5.6 gives SQLite no subscription of its own.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol
 from uuid import UUID
 
-from eventsourcing.persistence import ApplicationRecorder, ListenNotifySubscription, Subscription
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    ListenNotifySubscription,
+    StoredEvent,
+    Subscription,
+)
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from psycopg import Cursor
+from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
+from ledger.receipts import Receipt
 
-@runtime_checkable
-class LocatesEvents(Protocol):
-    """A recorder that can tell where in the log a stored event sits."""
+RECEIPTS = "receipts"
+"""The keyword under which the application hands receipts to `insert_events`."""
 
-    def notification_id_of(self, originator_id: UUID, version: int) -> int | None: ...
+
+class KeepsReceipts(Protocol):
+    """A recorder that stores idempotency receipts with the events."""
+
+    def receipt(self, receipt_id: UUID) -> Receipt | None: ...
+
+
+def _positioned(
+    receipts: Sequence[Receipt], stored: Sequence[StoredEvent], ids: Sequence[int] | None
+) -> list[Receipt]:
+    """The receipts with the log position of their answering event filled in."""
+    if not receipts:
+        return []
+    if ids is None:
+        msg = "the recorder returned no notification ids"
+        raise IntegrityError(msg)
+    where = {
+        (str(s.originator_id), s.originator_version): n for s, n in zip(stored, ids, strict=True)
+    }
+    positioned = []
+    for r in receipts:
+        position = where.get((str(r.aggregate_id), r.version))
+        if position is None:
+            msg = "a receipt's answering event is not in the same write"
+            raise IntegrityError(msg)
+        positioned.append(_with_position(r, position))
+    return positioned
+
+
+def _with_position(r: Receipt, position: int) -> Receipt:
+    return Receipt(
+        r.receipt_id, r.digest, r.aggregate_id, r.version, r.subject_id, r.event_type, position
+    )
+
+
+def _row(r: Receipt) -> tuple[str, str, str, int, str | None, str, int]:
+    return (
+        r.receipt_id.hex,
+        r.digest,
+        r.aggregate_id.hex,
+        r.version,
+        None if r.subject_id is None else r.subject_id.hex,
+        r.event_type,
+        r.position,
+    )
+
+
+def _from_row(row: Sequence[Any]) -> Receipt:
+    return Receipt(
+        UUID(str(row[0])),
+        str(row[1]),
+        UUID(str(row[2])),
+        int(row[3]),
+        None if row[4] is None else UUID(str(row[4])),
+        str(row[5]),
+        int(row[6]),
+    )
 
 
 class LedgerPOPORecorder(POPOApplicationRecorder):
-    """The in-memory recorder, able to locate events."""
+    """The in-memory recorder, keeping receipts."""
 
-    def notification_id_of(self, originator_id: UUID, version: int) -> int | None:
+    def __init__(self) -> None:
+        super().__init__()
+        self._receipts: dict[UUID, Receipt] = {}
+
+    def _assert_uniqueness(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        super()._assert_uniqueness(stored_events, **kwargs)
+        receipts: Sequence[Receipt] = kwargs.get(RECEIPTS, ())
+        ids = {r.receipt_id for r in receipts}
+        if len(ids) < len(receipts) or any(i in self._receipts for i in ids):
+            msg = "idempotency receipt already recorded"
+            raise IntegrityError(msg)
+
+    def _update_table(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._update_table(stored_events, **kwargs)
+        for r in _positioned(kwargs.get(RECEIPTS, ()), stored_events, ids):
+            self._receipts[r.receipt_id] = r
+        return ids
+
+    def receipt(self, receipt_id: UUID) -> Receipt | None:
         with self._database_lock:
-            index = self._stored_events_index.get(str(originator_id), {})
-            position = index.get(version)
-            return None if position is None else position + 1
+            return self._receipts.get(receipt_id)
 
 
 class LedgerPOPOFactory(POPOFactory):
-    """The in-memory back-end, with the locating recorder."""
+    """The in-memory back-end, with the receipt-keeping recorder."""
 
     def application_recorder(self) -> ApplicationRecorder:
         return LedgerPOPORecorder()
 
 
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
-    """The SQLite recorder, able to locate events and to be followed by polling."""
+    """The SQLite recorder, keeping receipts and able to be followed by polling."""
 
     poll_interval = 0.05
 
-    def notification_id_of(self, originator_id: UUID, version: int) -> int | None:
-        statement = (
-            f"SELECT rowid FROM {self.events_table_name} "  # noqa: S608 (table name is ours)
-            "WHERE originator_id=? AND originator_version=?"
-        )
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.receipts_table_name = f"{self.events_table_name}_receipts"
+
+    def construct_create_table_statements(self) -> list[str]:
+        table = f"{getattr(self, 'events_table_name', 'stored_events')}_receipts"
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {table} ("
+            "receipt_id TEXT PRIMARY KEY, digest TEXT NOT NULL, aggregate_id TEXT NOT NULL, "
+            "version INTEGER NOT NULL, subject_id TEXT, event_type TEXT NOT NULL, "
+            "position INTEGER NOT NULL) WITHOUT ROWID",
+        ]
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        receipts = _positioned(kwargs.get(RECEIPTS, ()), stored_events, ids)
+        if receipts:
+            c.executemany(
+                f"INSERT INTO {self.receipts_table_name} VALUES (?,?,?,?,?,?,?)",  # noqa: S608
+                [_row(r) for r in receipts],
+            )
+        return ids
+
+    def receipt(self, receipt_id: UUID) -> Receipt | None:
         with self.datastore.transaction(commit=False) as c:
-            c.execute(statement, (originator_id.hex, version))
+            c.execute(
+                f"SELECT * FROM {self.receipts_table_name} WHERE receipt_id=?",  # noqa: S608
+                (receipt_id.hex,),
+            )
             row = c.fetchone()
-            return None if row is None else int(row[0])
+        return None if row is None else _from_row(tuple(row))
 
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()
@@ -83,21 +190,59 @@ class _PollingSubscription(ListenNotifySubscription[ApplicationRecorder]):
     def _tick(self) -> None:
         while not self._has_been_stopped:
             self._has_been_notified.set()
-            self._stopped_or_slept(self._interval)
-
-    def _stopped_or_slept(self, seconds: float) -> None:
-        threading.Event().wait(seconds)
+            threading.Event().wait(self._interval)
 
 
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
-    """The PostgreSQL recorder, able to locate events."""
+    """The PostgreSQL recorder, keeping receipts."""
 
-    def notification_id_of(self, originator_id: UUID, version: int) -> int | None:
-        statement = SQL(
-            "SELECT notification_id FROM {schema}.{table} "
-            "WHERE originator_id=%s AND originator_version=%s"
-        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        table = Identifier(f"{self.events_table_name}_receipts")
+        schema = Identifier(self.datastore.schema)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                "receipt_id uuid PRIMARY KEY, digest text NOT NULL, aggregate_id uuid NOT NULL, "
+                "version bigint NOT NULL, subject_id uuid, event_type text NOT NULL, "
+                "position bigint NOT NULL)"
+            ).format(schema=schema, table=table)
+        )
+        self._insert_receipts = SQL(
+            "INSERT INTO {schema}.{table} VALUES (%s,%s,%s,%s,%s,%s,%s)"
+        ).format(schema=schema, table=table)
+        self._select_receipt = SQL("SELECT * FROM {schema}.{table} WHERE receipt_id=%s").format(
+            schema=schema, table=table
+        )
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        receipts = _positioned(kwargs.get(RECEIPTS, ()), stored_events, ids)
+        if receipts:
+            with curs.connection.pipeline() as pipeline:
+                curs.executemany(self._insert_receipts, [_row(r) for r in receipts])
+                pipeline.sync()
+        return ids
+
+    def receipt(self, receipt_id: UUID) -> Receipt | None:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, (originator_id, version))
+            curs.execute(self._select_receipt, (receipt_id,))
             row = curs.fetchone()
-            return None if row is None else int(row["notification_id"])
+        if row is None:
+            return None
+        return _from_row(
+            [
+                row[k]
+                for k in (
+                    "receipt_id",
+                    "digest",
+                    "aggregate_id",
+                    "version",
+                    "subject_id",
+                    "event_type",
+                    "position",
+                )
+            ]
+        )

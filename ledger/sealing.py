@@ -94,7 +94,7 @@ class MasterKey:
             raise SealingError(msg)
         self._wrap = _derive(secret, b"pdl wrap v1")
         self._lookup = _derive(secret, b"pdl lookup v1")
-        self._digest = _derive(secret, b"pdl digest v1")
+        self._digest = hmac.new(_derive(secret, b"pdl digest v1"), digestmod=hashlib.sha256)
 
     @classmethod
     def generate(cls) -> MasterKey:
@@ -117,7 +117,9 @@ class MasterKey:
 
     def digest(self, data: bytes) -> str:
         """Keyed digest of a command's canonical bytes, for idempotency comparisons."""
-        return hmac.new(self._digest, data, hashlib.sha256).hexdigest()
+        mac = self._digest.copy()
+        mac.update(data)
+        return mac.hexdigest()
 
     def __repr__(self) -> str:
         return "MasterKey(<secret>)"

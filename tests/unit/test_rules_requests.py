@@ -335,7 +335,6 @@ def test_fulfilling_a_deletion_request_erases_the_subject_in_the_same_save__clau
 
     written = memory_ledger.recorder.select_notifications(before + 1, 10)
     assert sorted(n.topic.rsplit(".", 1)[-1] for n in written) == [
-        "CommandAccepted",
         "DataErased",
         "KeyShredded",
         "RightsRequestClosed",

@@ -1,0 +1,149 @@
+"""Errors to gRPC status, in one place: each ledger error gets its code and a rich status.
+
+A refusal under the policy is FAILED_PRECONDITION with `google.rpc.ErrorInfo` (reason = the
+refusal enum's name, domain "pdl", metadata clause and rule); bad input is INVALID_ARGUMENT
+with `google.rpc.BadRequest` field violations. Messages never carry personal values, and
+anything unexpected is INTERNAL with no internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from pydantic import ValidationError
+
+from ledger.application import BatchAborted
+from ledger.errors import (
+    ConcurrencyExhausted,
+    IdempotencyConflict,
+    InvalidCommand,
+    KeyShreddedError,
+    LedgerError,
+    Refused,
+    RightsRequestNotFound,
+    SubjectNotFound,
+)
+
+DOMAIN = "pdl"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One bad field of a request: its path and what is wrong, never its value."""
+
+    field: str
+    description: str
+
+
+class InvalidRequest(LedgerError):
+    """A request failed validation at the boundary; nothing was written."""
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        self._violations = tuple(violations)
+        fields = ", ".join(v.field for v in violations) or "request"
+        super().__init__(f"invalid request: {fields}")
+
+    @property
+    def violations(self) -> tuple[FieldViolation, ...]:
+        return self._violations
+
+
+class Unauthenticated(LedgerError):
+    """No credential, or one the server does not know."""
+
+
+class PermissionDenied(LedgerError):
+    """The authenticated principal lacks the scope the method needs."""
+
+
+def violations_of(exc: ValidationError, prefix: str = "") -> list[FieldViolation]:
+    """Field violations of a pydantic error, without the offending values."""
+    found = []
+    for err in exc.errors(include_url=False, include_input=False):
+        path = ".".join(str(p) for p in err["loc"] if p != "__root__")
+        found.append(FieldViolation(_join(prefix, path), err["msg"]))
+    return found or [FieldViolation(prefix or "request", "invalid")]
+
+
+def _join(prefix: str, path: str) -> str:
+    if prefix and path:
+        return f"{prefix}.{path}"
+    return prefix or path or "request"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusParts:
+    """What a failed call answers: the code, a safe message, and the rich status details."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    details: tuple[any_pb2.Any, ...] = ()
+
+    def rich_status(self) -> status_pb2.Status:
+        return status_pb2.Status(
+            code=self.code.value[0], message=self.message, details=list(self.details)
+        )
+
+
+def status_of(error: BaseException) -> StatusParts:
+    """The gRPC status for an error raised while serving a call."""
+    if isinstance(error, Refused):
+        info = error_details_pb2.ErrorInfo(
+            reason=error.reason.value,
+            domain=DOMAIN,
+            metadata={"clause": error.clause, "rule": error.detail or error.reason.value},
+        )
+        return StatusParts(
+            grpc.StatusCode.FAILED_PRECONDITION, str(error), error.reason.value, (_pack(info),)
+        )
+    if isinstance(error, InvalidRequest):
+        return _bad_request(list(error.violations))
+    if isinstance(error, InvalidCommand):
+        return _bad_request([FieldViolation(error.field, str(error))])
+    if isinstance(error, ValidationError):
+        return _bad_request(violations_of(error))
+    simple: list[tuple[type[BaseException], grpc.StatusCode, str]] = [
+        (SubjectNotFound, grpc.StatusCode.NOT_FOUND, "SUBJECT_NOT_FOUND"),
+        (RightsRequestNotFound, grpc.StatusCode.NOT_FOUND, "RIGHTS_REQUEST_NOT_FOUND"),
+        (IdempotencyConflict, grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_CONFLICT"),
+        (ConcurrencyExhausted, grpc.StatusCode.ABORTED, "CONCURRENCY_EXHAUSTED"),
+        (KeyShreddedError, grpc.StatusCode.FAILED_PRECONDITION, "KEY_SHREDDED"),
+        (BatchAborted, grpc.StatusCode.ABORTED, "BATCH_ABORTED"),
+        (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
+        (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
+    ]
+    for kind, code, reason in simple:
+        if isinstance(error, kind):
+            info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)
+            return StatusParts(code, str(error), reason, (_pack(info),))
+    return StatusParts(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL")
+
+
+def _bad_request(violations: list[FieldViolation]) -> StatusParts:
+    request = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            for v in violations
+        ]
+    )
+    fields = ", ".join(v.field for v in violations)
+    return StatusParts(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"invalid request: {fields}",
+        "INVALID_ARGUMENT",
+        (_pack(request),),
+    )
+
+
+def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+CODE_NAMES = {code: code.name for code in grpc.StatusCode}
+"""gRPC code names, as batch item refusals carry them."""
