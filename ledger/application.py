@@ -87,7 +87,7 @@ class BatchAborted(LedgerError):
         return self._index
 
 
-_BATCHABLE = (
+BATCHABLE = (
     cmd.RecordCollection,
     cmd.RecordUse,
     cmd.RecordShare,
@@ -168,7 +168,7 @@ class Ledger(Application[UUID]):
         """Record recording commands of possibly different principals in one transaction
         (a batch, or concurrent calls committed together); each item gets its own outcome."""
         for index, (_, command) in enumerate(items):
-            if not isinstance(command, _BATCHABLE):
+            if not isinstance(command, BATCHABLE):
                 kind = type(command).__name__
                 raise InvalidCommand(f"items.{index}", f"{kind} cannot be batched")
         return self._run(items, all_or_nothing=all_or_nothing)

@@ -7,6 +7,9 @@ one line on stderr (`error: ...`) and exit code 1; never a traceback, never a pe
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
@@ -25,9 +28,11 @@ from ledger.clock import Clock, FixedClock
 from ledger.commands import SubjectRef
 from ledger.errors import LedgerError, SubjectNotFound
 from ledger.subject_state import ConsentStatus, SubjectState, minor_at
+from server.app import serve as serve_forever
+from server.auth import PrincipalRegistry, load_or_create_admin_token
 from server.demo import DEMO_START, DEMO_ZONE, DemoValues, run_demo
 from server.runtime import Runtime, open_runtime
-from server.settings import load_settings
+from server.settings import Settings, load_settings
 
 app = typer.Typer(
     name="pdl",
@@ -230,11 +235,66 @@ def _print_state(
 # --- plumbing ---------------------------------------------------------------------------------
 
 
+ListenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--listen",
+        metavar="HOST:PORT",
+        help="Address to listen on  [default: 127.0.0.1:50051; loopback only without TLS]",
+    ),
+]
+
+
+@app.command()
+def serve(
+    data_dir: DataDirOption = None, config: ConfigOption = None, listen: ListenOption = None
+) -> None:
+    """Run the gRPC service: SQLite in DIR by default, PostgreSQL when database_url is set.
+
+    On first run it makes the master key and an admin bearer token, owner-only, in the data
+    directory. SIGTERM or Ctrl-C stops it after in-flight calls finish; every acknowledged
+    event is durable by then. One JSON log line per call goes to stderr.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    with _one_line_errors():
+        settings = load_settings(config, data_dir=data_dir, listen=listen)
+        token, made = load_or_create_admin_token(settings.admin_token_path)
+        registry = PrincipalRegistry.from_settings(settings, token)
+        with _runtime(config, data_dir, settings=settings) as runtime:
+
+            def ready(port: int) -> None:
+                _announce(settings, runtime, port, made=made)
+
+            asyncio.run(serve_forever(settings, runtime, registry, on_ready=ready))
+
+
+def _announce(settings: Settings, runtime: Runtime, port: int, *, made: bool) -> None:
+    host = settings.listen.rsplit(":", 1)[0]
+    security = "TLS" if settings.tls is not None else "no TLS: plaintext, loopback only"
+    if settings.tls is not None and settings.tls.client_ca_file is not None:
+        security = (
+            "mutual TLS" if settings.tls.require_client_cert else "TLS, client certs optional"
+        )
+    lines = [
+        f"pdl: serving on {host}:{port} ({security})",
+        f"pdl: storage {_location(runtime)}",
+        f"pdl: admin token {'written to' if made else 'in'} {settings.admin_token_path} "
+        "(owner-only; send it as 'authorization: Bearer <token>')",
+    ]
+    if settings.master_key is None:
+        lines.append(f"pdl: master key in {settings.master_key_path} (owner-only; back it up)")
+    for line in lines:
+        typer.echo(line, err=True)
+
+
 @contextmanager
 def _runtime(
-    config: Path | None, data_dir: Path | None, clock: Clock | None = None
+    config: Path | None,
+    data_dir: Path | None,
+    clock: Clock | None = None,
+    settings: Settings | None = None,
 ) -> Iterator[Runtime]:
-    runtime = open_runtime(load_settings(config, data_dir=data_dir), clock=clock)
+    runtime = open_runtime(settings or load_settings(config, data_dir=data_dir), clock=clock)
     try:
         yield runtime
     finally:

@@ -9,14 +9,71 @@ import os
 import tomllib
 from collections.abc import Mapping
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from ledger.errors import ConfigurationError
 
 _ENV_PREFIX = "PDL_"
+_FILE_ONLY = frozenset({"principals", "tls"})  # structured: only the TOML file sets them
+
+
+class Scope(StrEnum):
+    """What a principal may do."""
+
+    RECORD = "record"
+    READ = "read"
+    AUDIT = "audit"
+    ADMIN = "admin"
+
+
+class PrincipalConfig(BaseModel):
+    """A calling service: its name (recorded on every event it writes), scopes and credential."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", description="The principal's name."
+    )
+    scopes: tuple[Scope, ...] = Field(min_length=1, description="What it may do.")
+    token_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 (hex) of its bearer token; the token itself is never stored.",
+    )
+    token_file: Path | None = Field(
+        default=None, description="A file holding its bearer token (hashed when loaded)."
+    )
+    tls_client_subject: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Common name of its client certificate, when mutual TLS identifies it.",
+    )
+
+    @model_validator(mode="after")
+    def _has_credential(self) -> Self:
+        if self.token_sha256 is None and self.token_file is None and not self.tls_client_subject:
+            msg = f"principal {self.name!r} needs token_sha256, token_file or tls_client_subject"
+            raise ValueError(msg)
+        return self
+
+
+class TlsConfig(BaseModel):
+    """Server TLS, and mutual TLS when a client CA is given."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cert_file: Path = Field(description="Server certificate chain (PEM).")
+    key_file: Path = Field(description="Server private key (PEM).")
+    client_ca_file: Path | None = Field(
+        default=None, description="CA bundle for client certificates; enables mutual TLS."
+    )
+    require_client_cert: bool = Field(
+        default=False, description="Refuse connections without a valid client certificate."
+    )
 
 
 class Settings(BaseModel):
@@ -48,10 +105,35 @@ class Settings(BaseModel):
     bootstrap_principal: str = Field(
         default="pdl-bootstrap", description="Principal recorded on the first policy version."
     )
+    listen: str = Field(
+        default="127.0.0.1:50051",
+        pattern=r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
+        description="HOST:PORT to listen on; without TLS only a loopback address is allowed.",
+    )
+    tls: TlsConfig | None = Field(default=None, description="TLS; unset means plaintext.")
+    principals: tuple[PrincipalConfig, ...] = Field(
+        default=(), description="Calling services, besides the generated admin."
+    )
+    admin_token_file: Path | None = Field(
+        default=None, description="The admin's bearer token (made on first run, owner-only)."
+    )
+    max_batch_items: int = Field(
+        default=1000, ge=1, le=100_000, description="Most items a RecordBatch call may carry."
+    )
+    group_commit_items: int = Field(
+        default=512, ge=1, description="Most concurrent unary commands committed together."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=10.0, ge=0, description="How long SIGTERM waits for in-flight calls."
+    )
 
     @property
     def master_key_path(self) -> Path:
         return self.master_key_file or self.data_dir / "master.key"
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.admin_token_file or self.data_dir / "admin.token"
 
 
 def load_settings(
@@ -70,6 +152,8 @@ def load_settings(
             raise ConfigurationError(f"{config_file} is not valid TOML: {exc}") from None
     env = os.environ if environ is None else environ
     for name in Settings.model_fields:
+        if name in _FILE_ONLY:
+            continue
         value = env.get(_ENV_PREFIX + name.upper())
         if value is not None and value != "":
             data[name] = value

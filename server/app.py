@@ -1,0 +1,182 @@
+"""The gRPC server: one factory that wires everything, and the serving loop of `pdl serve`.
+
+`build_server` registers the servicers, health and reflection behind the interceptor, binds
+the listening address (port 0 picks a free one, as tests do) and returns the server with its
+port; nothing is wired at import. `serve` runs it until SIGTERM or SIGINT, then stops taking
+calls, lets in-flight calls finish, commits what is queued and closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ledger.errors import ConfigurationError
+from server._pb.pdl.v1 import (
+    ledger_service_pb2,
+    policy_service_pb2,
+    query_service_pb2,
+    rights_service_pb2,
+)
+from server._pb.pdl.v1 import ledger_service_pb2_grpc as lgrpc
+from server._pb.pdl.v1 import policy_service_pb2_grpc as pgrpc
+from server._pb.pdl.v1 import query_service_pb2_grpc as qgrpc
+from server._pb.pdl.v1 import rights_service_pb2_grpc as rgrpc
+from server.auth import PrincipalRegistry
+from server.interceptors import LedgerInterceptor
+from server.queries import QueryServicer
+from server.runtime import Runtime
+from server.servicers import LedgerServicer, PolicyServicer, RightsServicer
+from server.settings import Scope, Settings, TlsConfig
+from server.writer import GroupCommitter
+
+_log = logging.getLogger("pdl.server")
+_MESSAGE_BYTES = 32 * 1024 * 1024
+
+_SERVICES = {
+    ledger_service_pb2.DESCRIPTOR.services_by_name["LedgerService"]: Scope.RECORD,
+    rights_service_pb2.DESCRIPTOR.services_by_name["RightsRequestService"]: Scope.RECORD,
+    policy_service_pb2.DESCRIPTOR.services_by_name["PolicyService"]: Scope.READ,
+    query_service_pb2.DESCRIPTOR.services_by_name["QueryService"]: Scope.READ,
+}
+_OVERRIDES = {
+    "/pdl.v1.RightsRequestService/GetRightsRequest": Scope.READ,
+    "/pdl.v1.PolicyService/PublishPolicy": Scope.ADMIN,
+    "/pdl.v1.QueryService/StreamAuditLog": Scope.AUDIT,
+}
+
+
+def method_scopes() -> dict[str, Scope]:
+    """The scope each method of the ledger's API needs."""
+    scopes = {
+        f"/{service.full_name}/{method.name}": scope
+        for service, scope in _SERVICES.items()
+        for method in service.methods
+    }
+    scopes.update(_OVERRIDES)
+    return scopes
+
+
+SERVICE_NAMES = tuple(service.full_name for service in _SERVICES)
+
+
+@dataclass
+class Serving:
+    """A built server and what must be stopped with it."""
+
+    server: aio.Server
+    port: int
+    committer: GroupCommitter
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls, let in-flight ones finish, commit what is queued."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.committer.stop()
+
+
+async def build_server(
+    settings: Settings, runtime: Runtime, registry: PrincipalRegistry, listen: str | None = None
+) -> Serving:
+    """Wire the services, health and reflection, bind and start; health says SERVING."""
+    address = listen or settings.listen
+    _check_listen(address, settings.tls)
+    ledger, clock = runtime.ledger, runtime.ledger.clock
+    committer = GroupCommitter(ledger, settings.group_commit_items)
+    server = aio.server(
+        interceptors=[LedgerInterceptor(registry, method_scopes())],
+        options=[
+            ("grpc.max_receive_message_length", _MESSAGE_BYTES),
+            ("grpc.max_send_message_length", _MESSAGE_BYTES),
+        ],
+    )
+    lgrpc.add_LedgerServiceServicer_to_server(
+        LedgerServicer(ledger, committer, clock, settings.max_batch_items), server
+    )
+    rgrpc.add_RightsRequestServiceServicer_to_server(
+        RightsServicer(ledger, committer, clock), server
+    )
+    pgrpc.add_PolicyServiceServicer_to_server(PolicyServicer(ledger, committer, clock), server)
+    qgrpc.add_QueryServiceServicer_to_server(QueryServicer(ledger, clock), server)
+    checker = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    for name in ("", *SERVICE_NAMES):
+        await checker.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    port = _bind(server, address, settings.tls)
+    await server.start()
+    committer.start()
+    for name in ("", *SERVICE_NAMES):
+        await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return Serving(server, port, committer, checker)
+
+
+def _check_listen(address: str, tls: TlsConfig | None) -> None:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if tls is not None:
+        return
+    loopback = host == "localhost"
+    if not loopback:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+    if not loopback:
+        msg = f"without TLS the server listens on loopback only, not {host!r}; configure [tls]"
+        raise ConfigurationError(msg)
+
+
+def _bind(server: aio.Server, address: str, tls: TlsConfig | None) -> int:
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [(_read_bytes(tls.key_file), _read_bytes(tls.cert_file))],
+            root_certificates=_read_bytes(tls.client_ca_file) if tls.client_ca_file else None,
+            require_client_auth=tls.require_client_cert,
+        )
+        port = server.add_secure_port(address, credentials)
+    if port == 0:
+        raise ConfigurationError(f"cannot listen on {address}")
+    return port
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+
+
+async def serve(
+    settings: Settings,
+    runtime: Runtime,
+    registry: PrincipalRegistry,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT; then drain and return with every acknowledged event
+    durable."""
+    serving = await build_server(settings, runtime, registry)
+    if on_ready is not None:
+        on_ready(serving.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    _log.info("listening on port %d", serving.port)
+    await stop.wait()
+    _log.info("stopping: draining in-flight calls")
+    await serving.stop(settings.shutdown_grace_seconds)

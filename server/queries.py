@@ -1,0 +1,148 @@
+"""The query service: a person's state and history, and the audit stream of the whole log.
+
+History comes in pages; the audit stream sends pages of stored events per message (one
+message per event would cap it at the framing cost), exactly as stored, and in follow mode
+keeps tailing the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Notification
+from eventsourcing.utils import get_topic
+from grpc import aio
+
+from ledger.application import Ledger
+from ledger.clock import Clock
+from ledger.policy_book import PolicyBook
+from ledger.rights import RightsRequest
+from ledger.subject import Subject
+from server import convert
+from server._pb.pdl.v1 import query_service_pb2 as qpb
+from server._pb.pdl.v1 import query_service_pb2_grpc as qgrpc
+from server.errors import FieldViolation, InvalidRequest
+
+Context = aio.ServicerContext[Any, Any]
+
+_DEFAULT_HISTORY_PAGE = 100
+_MAX_HISTORY_PAGE = 1000
+_DEFAULT_AUDIT_PAGE = 500
+_MAX_AUDIT_PAGE = 1000
+_FOLLOW_POLL_SECONDS = 0.05
+
+
+def _event_topics() -> dict[str, str]:
+    """Event type name to stored topic, for every event the ledger records."""
+    topics: dict[str, str] = {}
+    for aggregate in (Subject, RightsRequest, PolicyBook):
+        for name in dir(aggregate):
+            kind = getattr(aggregate, name)
+            if (
+                isinstance(kind, type)
+                and issubclass(kind, Aggregate.Event)
+                and kind.__qualname__ == f"{aggregate.__qualname__}.{name}"
+            ):
+                topics[name] = get_topic(kind)
+    return topics
+
+
+EVENT_TOPICS = _event_topics()
+
+
+class QueryServicer(qgrpc.QueryServiceServicer):
+    """Reads of the log."""
+
+    def __init__(self, ledger: Ledger, clock: Clock) -> None:
+        self._ledger = ledger
+        self._clock = clock
+
+    async def GetSubjectState(
+        self, request: qpb.GetSubjectStateRequest, context: Context
+    ) -> qpb.GetSubjectStateResponse:
+        ref = convert.subject_ref(request.subject, "subject")
+        as_of = convert.instant(request, "as_of")
+        state = await asyncio.to_thread(self._ledger.subject_state, ref, as_of)
+        return qpb.GetSubjectStateResponse(state=convert.subject_state(state))
+
+    async def ListSubjectHistory(
+        self, request: qpb.ListSubjectHistoryRequest, context: Context
+    ) -> qpb.ListSubjectHistoryResponse:
+        ref = convert.subject_ref(request.subject, "subject")
+        size = _page_size(request.page_size, _DEFAULT_HISTORY_PAGE, _MAX_HISTORY_PAGE)
+        after = _page_token(request.page_token)
+        types = set(request.event_types)
+        unknown = sorted(types - set(EVENT_TOPICS))
+        if unknown:
+            raise InvalidRequest([FieldViolation("event_types", "unknown event type")])
+        start = convert.instant(request, "recorded_from")
+        end = convert.instant(request, "recorded_to")
+        subject_id = await asyncio.to_thread(self._ledger.resolve, ref)
+        payloads = await asyncio.to_thread(self._ledger.history, subject_id)
+        page: list[qpb.HistoryEvent] = []
+        next_token = ""
+        for version, payload in enumerate(payloads, start=1):
+            if version <= after:
+                continue
+            if types and type(payload).__name__ not in types:
+                continue
+            if (start and payload.recorded_at < start) or (end and payload.recorded_at >= end):
+                continue
+            if len(page) == size:
+                next_token = str(page[-1].version)
+                break
+            page.append(convert.history_event(version, payload))
+        return qpb.ListSubjectHistoryResponse(events=page, next_page_token=next_token)
+
+    async def StreamAuditLog(
+        self, request: qpb.StreamAuditLogRequest, context: Context
+    ) -> AsyncIterator[qpb.StreamAuditLogResponse]:
+        if request.from_position < 0:
+            raise InvalidRequest([FieldViolation("from_position", "must not be negative")])
+        size = _page_size(request.page_size, _DEFAULT_AUDIT_PAGE, _MAX_AUDIT_PAGE)
+        unknown = sorted(set(request.event_types) - set(EVENT_TOPICS))
+        if unknown:
+            raise InvalidRequest([FieldViolation("event_types", "unknown event type")])
+        topics = [EVENT_TOPICS[t] for t in request.event_types]
+        select = self._ledger.recorder.select_notifications
+        position = max(request.from_position, 1)
+        while True:
+            page: Sequence[Notification] = await asyncio.to_thread(
+                select, position, size, topics=topics
+            )
+            if page:
+                position = page[-1].id + 1
+                yield qpb.StreamAuditLogResponse(
+                    events=[_audit_event(n) for n in page], next_position=position
+                )
+            if len(page) < size:
+                if not request.follow:
+                    return
+                await asyncio.sleep(_FOLLOW_POLL_SECONDS)
+
+
+def _audit_event(n: Notification) -> qpb.AuditEvent:
+    return qpb.AuditEvent(
+        position=n.id,
+        aggregate_id=str(n.originator_id),
+        version=n.originator_version,
+        event_type=n.topic.rsplit(".", 1)[-1],
+        stored_state=n.state,
+    )
+
+
+def _page_size(asked: int, default: int, most: int) -> int:
+    if asked < 0 or asked > most:
+        raise InvalidRequest([FieldViolation("page_size", f"give 0 (default) to {most}")])
+    return asked or default
+
+
+def _page_token(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit() or len(token) > 12:
+        raise InvalidRequest([FieldViolation("page_token", "not a token this service gave")])
+    return int(token)
