@@ -32,6 +32,7 @@ from ledger.errors import (
     ConcurrencyExhausted,
     IdempotencyConflict,
     InvalidCommand,
+    KeyShreddedError,
     LedgerError,
     RefusalReason,
     Refused,
@@ -230,6 +231,9 @@ class Ledger(Application[UUID]):
             raise SubjectNotFound from None
         if not isinstance(found, Subject):
             raise SubjectNotFound
+        if copy:  # a read: bring the private copy up to date with other writers
+            for event in self.events.get(subject_id, gt=found.version):
+                found = cast("Subject", event.mutate(found))  # type: ignore[attr-defined]
         return found
 
     def subject_state(self, ref: cmd.SubjectRef, as_of: datetime | None = None) -> SubjectState:
@@ -257,6 +261,9 @@ class Ledger(Application[UUID]):
     def reveal(self, payload: ev.SubjectEnvelope) -> dict[str, str]:
         """Open the sealed values of a payload; raises `KeyShreddedError` after erasure."""
         sid, opened = payload.subject_id, {}
+        if self.sealer.store.wrapped_key(sid) is None:  # shredded, maybe by another process
+            self.sealer.forget(sid)
+            raise KeyShreddedError(f"no data key for subject {sid}")
         for name in ("account_id", "guardian", "reference"):
             sealed = getattr(payload, name, None)
             if isinstance(sealed, str):
@@ -303,59 +310,103 @@ class Ledger(Application[UUID]):
         all_or_nothing: bool,
     ) -> list[ItemOutcome]:
         """Run the commands against the cached aggregates themselves (the write lock is held),
-        evicting whatever a failed attempt touched; retry write conflicts a bounded number of
-        times."""
+        evicting whatever a failed attempt touched; retry conflicts a bounded number of times."""
         outcomes: dict[int, ItemOutcome] = {}
-        pending = list(range(len(items)))
+        pending: list[int] | None = list(range(len(items)))
         for _attempt in range(self.max_attempts):
+            assert pending is not None  # noqa: S101 (a finished attempt returns below)
             work = _Work(self, self.clock.now())
-            accepted: list[_Accepted] = []
-            duplicates: list[tuple[int, int]] = []
-            first_of_key: dict[tuple[str, str], int] = {}
-            for i in pending:
-                principal, c = items[i]
-                earlier = first_of_key.get((principal, c.idempotency_key))
-                if earlier is not None:
-                    duplicates.append((i, earlier))
-                    continue
-                try:
-                    out = work.handle(principal, c)
-                except LedgerError as error:
-                    outcomes[i] = self._known_or(principal, c, digests[i], error)
-                    continue
-                first_of_key[principal, c.idempotency_key] = i
-                answer = out.answer
-                last = answer.pending_events[-1]
-                receipt = Receipt(
-                    receipt_id(principal, c.idempotency_key),
-                    digests[i],
-                    answer.id,
-                    answer.version,
-                    out.subject_id,
-                    type(last).__name__,
-                )
-                accepted.append(_Accepted(i, out, receipt))
-            if all_or_nothing and any(o.error is not None for o in outcomes.values()):
-                work.evict_changed()
-                return self._aborted(len(items), outcomes)
             try:
-                saved = self._save(work, accepted)
-            except IntegrityError:
+                pending = self._attempt(work, items, digests, pending, outcomes, all_or_nothing)
+            except BaseException:
                 work.evict_all()
-                pending = self._settle_conflicts(items, digests, accepted, outcomes)
-                pending += [i for i, _ in duplicates if i not in outcomes]
-                pending.sort()
-                continue
-            for item, receipt in zip(accepted, saved, strict=True):
-                outcomes[item.index] = ItemOutcome(_recorded(receipt, replayed=False))
-                for action in item.outcome.after_commit:
-                    _after_commit(action)
-            for i, earlier in duplicates:
-                outcomes[i] = self._same_key(items[i], digests, i, earlier, outcomes)
-            return [outcomes[i] for i in range(len(items))]
-        for i in pending:
+                raise
+            if pending is None:
+                return [outcomes[i] for i in range(len(items))]
+        for i in pending or ():
             outcomes[i] = ItemOutcome(error=ConcurrencyExhausted(self.max_attempts))
         return [outcomes[i] for i in range(len(items))]
+
+    def _attempt(
+        self,
+        work: _Work,
+        items: Sequence[tuple[str, cmd._Command]],
+        digests: list[str],
+        pending: list[int],
+        outcomes: dict[int, ItemOutcome],
+        all_or_nothing: bool,
+    ) -> list[int] | None:
+        """One attempt: None when every item has its outcome, else the items to run again."""
+        handled = self._handle_items(work, items, digests, pending, outcomes)
+        if handled is None:
+            return pending
+        accepted, duplicates = handled
+        if all_or_nothing:
+            for i, earlier in duplicates:
+                if digests[i] != digests[earlier]:
+                    outcomes[i] = self._same_key(items[i], digests, i, earlier, outcomes)
+            if any(o.error is not None for o in outcomes.values()):
+                work.evict_changed()
+                outcomes.update(enumerate(self._aborted(len(items), outcomes)))
+                return None
+        try:
+            saved = self._save(work, accepted)
+        except IntegrityError:
+            work.evict_all()
+            retry = self._settle_conflicts(items, digests, accepted, outcomes)
+            retry += [i for i, _ in duplicates if i not in outcomes]
+            return sorted(retry)
+        for item, receipt in zip(accepted, saved, strict=True):
+            outcomes[item.index] = ItemOutcome(_recorded(receipt, replayed=False))
+            for action in item.outcome.after_commit:
+                _after_commit(action)
+        for i, earlier in duplicates:
+            outcomes[i] = self._same_key(items[i], digests, i, earlier, outcomes)
+        return None
+
+    def _handle_items(
+        self,
+        work: _Work,
+        items: Sequence[tuple[str, cmd._Command]],
+        digests: list[str],
+        pending: list[int],
+        outcomes: dict[int, ItemOutcome],
+    ) -> tuple[list[_Accepted], list[tuple[int, int]]] | None:
+        """Check and apply each pending item; None when a refusal came from a stale copy."""
+        accepted: list[_Accepted] = []
+        duplicates: list[tuple[int, int]] = []
+        first_of_key: dict[tuple[str, str], int] = {}
+        for i in pending:
+            principal, c = items[i]
+            earlier = first_of_key.get((principal, c.idempotency_key))
+            if earlier is not None:
+                duplicates.append((i, earlier))
+                continue
+            if isinstance(c, cmd.RegisterSubject):  # a replay must not touch the key store
+                known = self._receipt_outcome(principal, c, digests[i])
+                if known is not None:
+                    outcomes[i] = known
+                    continue
+            try:
+                out = work.handle(principal, c)
+            except LedgerError as error:
+                if work.stale():  # decided on an out-of-date cached copy: run again, fresh
+                    work.evict_all()
+                    return None
+                outcomes[i] = self._known_or(principal, c, digests[i], error)
+                continue
+            first_of_key[principal, c.idempotency_key] = i
+            answer = out.answer
+            receipt = Receipt(
+                receipt_id(principal, c.idempotency_key),
+                digests[i],
+                answer.id,
+                answer.version,
+                out.subject_id,
+                type(answer.pending_events[-1]).__name__,
+            )
+            accepted.append(_Accepted(i, out, receipt))
+        return accepted, duplicates
 
     def _save(self, work: _Work, accepted: list[_Accepted]) -> list[Receipt]:
         """Save the changed aggregates and the receipts in one transaction; the receipts come
@@ -555,6 +606,15 @@ class _Work:
         for aggregate_id, aggregate in self.loaded.items():
             if aggregate.pending_events:
                 self.app._evict(aggregate_id)
+
+    def stale(self) -> bool:
+        """True when another writer has moved on any aggregate this attempt loaded."""
+        recorder = self.app.recorder
+        for aggregate_id, aggregate in self.loaded.items():
+            stored = aggregate.version - len(aggregate.pending_events)
+            if recorder.select_events(aggregate_id, gt=stored, limit=1):
+                return True
+        return False
 
     def evict_all(self) -> None:
         """Forget every cached aggregate this attempt touched (a save failed)."""
