@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -49,7 +48,7 @@ from ledger.rules import check_occurred_at
 from ledger.sealing import Sealer
 from ledger.subject import Subject
 from ledger.subject_state import SubjectState
-from ledger.transcoding import ModelTranscoding, OrjsonTranscoder
+from ledger.transcoding import DataclassTranscoding, ModelTranscoding, OrjsonTranscoder
 
 _log = logging.getLogger(__name__)
 _BOOK_REFRESH_SECONDS = 1.0
@@ -101,12 +100,7 @@ BATCHABLE = (
 """Commands that trigger exactly one event after their rules pass, so batch items sharing an
 aggregate cannot leave a refused item's event behind."""
 
-_STORED_MODELS: tuple[type[BaseModel], ...] = (
-    *ev.ALL_PAYLOADS,
-    SubjectState,
-    RequestState,
-    PublishedVersion,
-)
+_STORED_MODELS: tuple[type[BaseModel], ...] = (*ev.ALL_PAYLOADS, RequestState, PublishedVersion)
 
 
 class Ledger(Application[UUID]):
@@ -132,6 +126,7 @@ class Ledger(Application[UUID]):
         self.max_attempts = max_attempts
         self._policies: dict[str, Policy] = {}
         self._book_checked = 0.0
+        self._book_cache: PolicyBook | None = None
         self._write_lock = threading.RLock()
         self._index = _VersionIndex(None)
         self._index_of: tuple[UUID, int] | None = None
@@ -146,6 +141,7 @@ class Ledger(Application[UUID]):
         super().register_transcodings(transcoder)
         for model in _STORED_MODELS:
             transcoder.register(ModelTranscoding(model))
+        transcoder.register(DataclassTranscoding(SubjectState))
 
     # --- use cases ---------------------------------------------------------------------------
 
@@ -356,6 +352,8 @@ class Ledger(Application[UUID]):
             retry = self._settle_conflicts(items, digests, accepted, outcomes)
             retry += [i for i, _ in duplicates if i not in outcomes]
             return sorted(retry)
+        if POLICY_BOOK_ID in work.loaded:  # a new version: read the book afresh
+            self._book_checked = 0.0
         for item, receipt in zip(accepted, saved, strict=True):
             outcomes[item.index] = ItemOutcome(_recorded(receipt, replayed=False))
             for action in item.outcome.after_commit:
@@ -422,14 +420,14 @@ class Ledger(Application[UUID]):
         except Exception:
             work.evict_all()
             raise
-        positions = {
-            (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
-            for r in recordings
-        }
-        return [
-            dataclasses.replace(r, position=positions[(r.aggregate_id, r.version)])
-            for r in receipts
-        ]
+        if recordings and not receipts[0].position:  # a recorder that keeps no positions
+            positions = {
+                (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
+                for r in recordings
+            }
+            for r in receipts:
+                r.position = positions[(r.aggregate_id, r.version)]
+        return receipts
 
     def _save_collected(self, aggregates: list[Aggregate], receipts: list[Receipt]) -> Any:
         """`Application.save` without its per-object runtime Protocol checks (costly on 3.11),
@@ -513,16 +511,20 @@ class Ledger(Application[UUID]):
                 cache.get(aggregate_id, evict=True)
 
     def _book(self) -> PolicyBook | None:
+        """The policy book, re-read from the store at most every second (other processes may
+        publish) and at once after a publication here."""
         now = time.monotonic()
-        if now - self._book_checked > _BOOK_REFRESH_SECONDS:
-            self._book_checked = now
-            self._evict(POLICY_BOOK_ID)
+        if now - self._book_checked <= _BOOK_REFRESH_SECONDS and self._book_cache is not None:
+            return self._book_cache
+        self._book_checked = now
+        self._evict(POLICY_BOOK_ID)
+        book: Aggregate | None
         try:
-            return cast(
-                "PolicyBook", self.repository.get(POLICY_BOOK_ID, deepcopy_from_cache=False)
-            )
+            book = self.repository.get(POLICY_BOOK_ID, deepcopy_from_cache=False)
         except AggregateNotFoundError:
-            return None
+            book = None
+        self._book_cache = cast("PolicyBook | None", book)
+        return self._book_cache
 
     def _parsed(self, book: PolicyBook, version: str) -> Policy:
         policy = self._policies.get(version)

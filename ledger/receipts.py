@@ -9,22 +9,24 @@ and one with a different payload is refused.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from uuid import UUID, uuid5
-
-_NAMESPACE = UUID("6d1f4f0e-2a43-5b8e-9c61-6a0f5d3c2b7a")
+from uuid import UUID
 
 
-def receipt_id(principal: str, idempotency_key: str) -> UUID:
-    """The id of the receipt for a principal's idempotency key."""
-    return uuid5(_NAMESPACE, f"{principal}\x00{idempotency_key}")
+def receipt_id(principal: str, idempotency_key: str) -> str:
+    """The id of the receipt for a principal's idempotency key (32 hex digits)."""
+    return hashlib.blake2b(
+        f"{principal}\x00{idempotency_key}".encode(), digest_size=16, person=b"pdl-receipt"
+    ).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Receipt:
-    """That a principal's idempotency key was used, for which command, and its answer."""
+    """That a principal's idempotency key was used, for which command, and its answer; the
+    recorder fills in the log position of the answering event as it writes."""
 
-    receipt_id: UUID
+    receipt_id: str
     digest: str
     aggregate_id: UUID
     version: int

@@ -36,40 +36,31 @@ RECEIPTS = "receipts"
 class KeepsReceipts(Protocol):
     """A recorder that stores idempotency receipts with the events."""
 
-    def receipt(self, receipt_id: UUID) -> Receipt | None: ...
+    def receipt(self, receipt_id: str) -> Receipt | None: ...
 
 
 def _positioned(
     receipts: Sequence[Receipt], stored: Sequence[StoredEvent], ids: Sequence[int] | None
-) -> list[Receipt]:
-    """The receipts with the log position of their answering event filled in."""
+) -> Sequence[Receipt]:
+    """Fill in each receipt's log position: that of its answering event in this write."""
     if not receipts:
-        return []
+        return receipts
     if ids is None:
         msg = "the recorder returned no notification ids"
         raise IntegrityError(msg)
-    where = {
-        (str(s.originator_id), s.originator_version): n for s, n in zip(stored, ids, strict=True)
-    }
-    positioned = []
+    where = {(s.originator_id, s.originator_version): n for s, n in zip(stored, ids, strict=True)}
     for r in receipts:
-        position = where.get((str(r.aggregate_id), r.version))
+        position = where.get((r.aggregate_id, r.version))
         if position is None:
             msg = "a receipt's answering event is not in the same write"
             raise IntegrityError(msg)
-        positioned.append(_with_position(r, position))
-    return positioned
-
-
-def _with_position(r: Receipt, position: int) -> Receipt:
-    return Receipt(
-        r.receipt_id, r.digest, r.aggregate_id, r.version, r.subject_id, r.event_type, position
-    )
+        r.position = position
+    return receipts
 
 
 def _row(r: Receipt) -> tuple[str, str, str, int, str | None, str, int]:
     return (
-        r.receipt_id.hex,
+        r.receipt_id,
         r.digest,
         r.aggregate_id.hex,
         r.version,
@@ -81,7 +72,7 @@ def _row(r: Receipt) -> tuple[str, str, str, int, str | None, str, int]:
 
 def _from_row(row: Sequence[Any]) -> Receipt:
     return Receipt(
-        UUID(str(row[0])),
+        str(row[0]),
         str(row[1]),
         UUID(str(row[2])),
         int(row[3]),
@@ -96,7 +87,7 @@ class LedgerPOPORecorder(POPOApplicationRecorder):
 
     def __init__(self) -> None:
         super().__init__()
-        self._receipts: dict[UUID, Receipt] = {}
+        self._receipts: dict[str, Receipt] = {}
 
     def _assert_uniqueness(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         super()._assert_uniqueness(stored_events, **kwargs)
@@ -114,7 +105,7 @@ class LedgerPOPORecorder(POPOApplicationRecorder):
             self._receipts[r.receipt_id] = r
         return ids
 
-    def receipt(self, receipt_id: UUID) -> Receipt | None:
+    def receipt(self, receipt_id: str) -> Receipt | None:
         with self._database_lock:
             return self._receipts.get(receipt_id)
 
@@ -157,11 +148,11 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             )
         return ids
 
-    def receipt(self, receipt_id: UUID) -> Receipt | None:
+    def receipt(self, receipt_id: str) -> Receipt | None:
         with self.datastore.transaction(commit=False) as c:
             c.execute(
                 f"SELECT * FROM {self.receipts_table_name} WHERE receipt_id=?",  # noqa: S608
-                (receipt_id.hex,),
+                (receipt_id,),
             )
             row = c.fetchone()
         return None if row is None else _from_row(tuple(row))
@@ -203,7 +194,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
-                "receipt_id uuid PRIMARY KEY, digest text NOT NULL, aggregate_id uuid NOT NULL, "
+                "receipt_id text PRIMARY KEY, digest text NOT NULL, aggregate_id uuid NOT NULL, "
                 "version bigint NOT NULL, subject_id uuid, event_type text NOT NULL, "
                 "position bigint NOT NULL)"
             ).format(schema=schema, table=table)
@@ -226,7 +217,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 pipeline.sync()
         return ids
 
-    def receipt(self, receipt_id: UUID) -> Receipt | None:
+    def receipt(self, receipt_id: str) -> Receipt | None:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._select_receipt, (receipt_id,))
             row = curs.fetchone()

@@ -61,34 +61,34 @@ class Subject(Aggregate):
         _refuse_if(
             rules.check_open(self.state) or rules.check_collection(policy, self.state, payload)
         )
-        self._collected(payload)
+        self._emit("DataCollected", payload)
 
     def use(self, policy: Policy, payload: ev.DataUsed) -> None:
         _refuse_if(rules.check_open(self.state) or rules.check_use(policy, self.state, payload))
-        self._used(payload)
+        self._emit("DataUsed", payload)
 
     def share(self, policy: Policy, payload: ev.DataShared, *, sale: bool) -> None:
         _refuse_if(
             rules.check_open(self.state)
             or rules.check_share(policy, self.state, payload, sale=sale)
         )
-        self._shared(payload)
+        self._emit("DataShared", payload)
 
     def give_consent(self, policy: Policy, payload: ev.ConsentGiven) -> None:
         _refuse_if(
             rules.check_open(self.state) or rules.check_consent_given(policy, self.state, payload)
         )
-        self._consent_given(payload)
+        self._emit("ConsentGiven", payload)
 
     def withdraw_consent(self, policy: Policy, payload: ev.ConsentWithdrawn) -> None:
         _refuse_if(rules.check_open(self.state) or rules.check_consent_withdrawn(policy, payload))
-        self._consent_withdrawn(payload)
+        self._emit("ConsentWithdrawn", payload)
 
     def correct(self, policy: Policy, payload: ev.DataCorrected) -> None:
         _refuse_if(
             rules.check_open(self.state) or rules.check_correction(policy, self.state, payload)
         )
-        self._corrected(payload)
+        self._emit("DataCorrected", payload)
 
     def erase(self, policy: Policy, erased: ev.DataErased, shredded: ev.KeyShredded | None) -> None:
         """Erase (a closing event, allowed after cancellation); a full erasure shreds the key."""
@@ -119,6 +119,11 @@ class Subject(Aggregate):
         self._acknowledged(payload)
 
     # --- events --------------------------------------------------------------------------------
+
+    def _emit(self, name: str, payload: ev.SubjectEnvelope) -> None:
+        """Trigger the event the `@event` method below defines, without the decorator's
+        argument coercion (this is the write path's hottest call)."""
+        self.trigger_event(getattr(type(self), name), payload=payload)
 
     @event("DataCollected")
     def _collected(self, payload: ev.DataCollected) -> None:

@@ -1,52 +1,54 @@
 """A subject's compact state: what is held, the consents in force, and the closing flags.
 
 The state is folded from events only; it keeps no personal value (those stay sealed in the
-events), so snapshots of it carry none either.
+events), so snapshots of it carry none either. It is made of slotted dataclasses, not pydantic
+models: it is changed on every recorded event, and stored (in snapshots) through a pydantic
+`TypeAdapter` (see `ledger.transcoding`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from ledger import events as ev
 
 
-class _State(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@dataclass(slots=True)
+class HeldCategory:
+    """A category of data held about the person: first and latest collection or correction
+    (occurred-at), the sources, purposes and regions, and how many collections."""
+
+    first_at: datetime
+    last_at: datetime
+    sources: set[str]
+    purposes: set[str]
+    regions: set[str]
+    collections: int
 
 
-class HeldCategory(_State):
-    """A category of data held about the person."""
+@dataclass(slots=True)
+class ConsentGrant:
+    """A consent given, as recorded: its scope, when (occurred-at), by whom, under which
+    policy version."""
 
-    first_at: datetime = Field(description="First collection (occurred-at).")
-    last_at: datetime = Field(description="Latest collection or correction (occurred-at).")
-    sources: set[str] = Field(description="Sources it came from.")
-    purposes: set[str] = Field(description="Purposes it was collected for.")
-    regions: set[str] = Field(description="Regions it is stored in.")
-    collections: int = Field(description="How many collections recorded it.")
-
-
-class ConsentGrant(_State):
-    """A consent given, as recorded."""
-
-    consent_id: UUID = Field(description="Id of the consent.")
-    purposes: set[str] = Field(description="Purposes covered.")
-    categories: set[str] = Field(description="Categories covered.")
-    given_at: datetime = Field(description="When it was given (occurred-at).")
-    given_by: ev.ConsentGiver = Field(description="The person or their guardian.")
-    policy_version: str = Field(description="Policy version it was given under.")
+    consent_id: UUID
+    purposes: set[str]
+    categories: set[str]
+    given_at: datetime
+    given_by: ev.ConsentGiver
+    policy_version: str
 
 
-class ConsentWithdrawal(_State):
-    """A withdrawal, as recorded; an empty set means 'every'."""
+@dataclass(slots=True)
+class ConsentWithdrawal:
+    """A withdrawal, as recorded (occurred-at); an empty set means 'every'."""
 
-    purposes: set[str] = Field(description="Purposes withdrawn; empty means all.")
-    categories: set[str] = Field(description="Categories withdrawn; empty means all.")
-    at: datetime = Field(description="When it was withdrawn (occurred-at).")
+    purposes: set[str]
+    categories: set[str]
+    at: datetime
 
 
 class ConsentStatus(Enum):
@@ -57,32 +59,34 @@ class ConsentStatus(Enum):
     NONE = "none"
 
 
-class SubjectState(_State):
-    """Everything the rules need to know about one person, and no personal value."""
+@dataclass(slots=True)
+class SubjectState:
+    """Everything the rules need to know about one person, and no personal value.
 
-    subject_id: UUID = Field(description="The person's pseudonym.")
-    namespace: str = Field(description="Account namespace of the registering service.")
-    registered_at: datetime = Field(description="When the person registered (occurred-at).")
-    birth_year: int | None = Field(description="Birth year, when known.")
-    minor: bool = Field(description="Minor at registration.")
-    has_guardian: bool = Field(description="A guardian is on record.")
-    storage_region: str = Field(description="Region the person's data is stored in.")
-    held: dict[str, HeldCategory] = Field(default_factory=dict, description="Held categories.")
-    consents: list[ConsentGrant] = Field(default_factory=list, description="Consents given.")
-    withdrawals: list[ConsentWithdrawal] = Field(default_factory=list, description="Withdrawals.")
-    shared_with: dict[str, set[str]] = Field(
-        default_factory=dict, description="Recipients by recipient class."
-    )
-    purposes_used: set[str] = Field(default_factory=set, description="Purposes data was used for.")
-    erased: bool = Field(default=False, description="All data erased.")
-    cancelled: bool = Field(default=False, description="Account cancelled.")
-    key_shredded: bool = Field(default=False, description="Data key destroyed.")
-    closed_at: datetime | None = Field(default=None, description="When erased or cancelled.")
-    notified_versions: set[str] = Field(default_factory=set, description="Policy versions told.")
-    acknowledged_versions: set[str] = Field(
-        default_factory=set, description="Policy versions acknowledged."
-    )
-    events: int = Field(default=1, description="Number of events folded.")
+    Registration facts (namespace, occurred-at, birth year, minority, guardian, region); the
+    categories held; consents and withdrawals; recipients by class; purposes used; the closing
+    flags and when the subject closed; policy versions told and acknowledged; events folded.
+    """
+
+    subject_id: UUID
+    namespace: str
+    registered_at: datetime
+    birth_year: int | None
+    minor: bool
+    has_guardian: bool
+    storage_region: str
+    held: dict[str, HeldCategory] = field(default_factory=dict)
+    consents: list[ConsentGrant] = field(default_factory=list)
+    withdrawals: list[ConsentWithdrawal] = field(default_factory=list)
+    shared_with: dict[str, set[str]] = field(default_factory=dict)
+    purposes_used: set[str] = field(default_factory=set)
+    erased: bool = False
+    cancelled: bool = False
+    key_shredded: bool = False
+    closed_at: datetime | None = None
+    notified_versions: set[str] = field(default_factory=set)
+    acknowledged_versions: set[str] = field(default_factory=set)
+    events: int = 1
 
     # --- queries ---------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import orjson
 from eventsourcing.persistence import JSONTranscoder, Transcoding
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 
 class ModelTranscoding(Transcoding):
@@ -28,6 +28,21 @@ class ModelTranscoding(Transcoding):
         return cast("type[BaseModel]", self.type).model_validate(data)
 
 
+class DataclassTranscoding(Transcoding):
+    """Stores a dataclass (nested dataclasses, sets, datetimes) as JSON, through pydantic."""
+
+    def __init__(self, kind: type[Any]) -> None:
+        self.type = kind
+        self.name = kind.__name__
+        self._adapter: TypeAdapter[Any] = TypeAdapter(kind)
+
+    def encode(self, obj: Any) -> Any:
+        return orjson.Fragment(self._adapter.dump_json(obj))
+
+    def decode(self, data: Any) -> Any:
+        return self._adapter.validate_python(data)
+
+
 class OrjsonTranscoder(JSONTranscoder):
     """The library's JSON transcoder, encoding with orjson.
 
@@ -36,4 +51,5 @@ class OrjsonTranscoder(JSONTranscoder):
     """
 
     def encode(self, obj: Any) -> bytes:
-        return orjson.dumps(obj, default=self._encode_obj, option=orjson.OPT_PASSTHROUGH_DATETIME)
+        options = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+        return orjson.dumps(obj, default=self._encode_obj, option=options)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,3 +118,48 @@ def client(served: Served) -> Iterator[LedgerClient]:
     """A client holding every scope."""
     with served.client() as c:
         yield c
+
+
+# --- servers with settings of their own, and the store a test's server uses -----------------
+
+
+@dataclass(frozen=True)
+class E2EStore:
+    """The storage back-end of one test: SQLite in its data dir, or a fresh PostgreSQL schema."""
+
+    backend: str
+    schema: str | None = None
+
+    @property
+    def database_url(self) -> str | None:
+        return "postgresql://postgres@127.0.0.1:5432/test" if self.backend == "postgres" else None
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def e2e_store(request: pytest.FixtureRequest) -> E2EStore:
+    """Each storage back-end in turn, for tests that start their own server or process."""
+    if request.param == "postgres":
+        return E2EStore("postgres", request.getfixturevalue("postgres_schema"))
+    return E2EStore("sqlite")
+
+
+@pytest.fixture
+def serve_with(e2e_store: E2EStore, tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    """Starts a server with extra settings (`max_batch_items=5`, `tls=...`) and extra
+    principals (`extra_principals=(...)`) on each back-end; stops it after the test."""
+    started: list[Served] = []
+
+    def start(*, extra_principals: tuple[PrincipalConfig, ...] = (), **extra: object) -> Served:
+        settings = e2e_settings(
+            tmp_path,
+            e2e_store.backend,
+            e2e_store.schema,
+            principals=(*principals(), *extra_principals),
+            **extra,
+        )
+        started.append(start_server(settings))
+        return started[-1]
+
+    yield start
+    for running in started:
+        stop_server(running)

@@ -88,3 +88,17 @@ def test_a_second_ledger_on_the_same_store_sees_the_first_ones_events(ledger_fac
     reg = register(first)
     state = second.subject_state(c.SubjectRef(subject_id=reg.subject_id))
     assert state.subject_id == reg.subject_id
+
+
+def test_a_subject_loaded_from_a_snapshot_equals_the_live_subject(ledger) -> None:
+    reg = register(ledger)
+    sid = reg.subject_id
+    ledger.execute(PRINCIPAL, consent(sid, at=later(ledger)))
+    ledger.execute(PRINCIPAL, gps_collection(sid, at=later(ledger)))
+    ledger.execute(PRINCIPAL, collection(sid, at=later(ledger)))
+    live = ledger.subject(sid).state
+    ledger.take_snapshot(sid)
+    ledger.repository.cache.get(sid, evict=True)
+    snapshots = list(ledger.snapshots.get(sid))
+    assert len(snapshots) == 1
+    assert ledger.subject(sid).state == live

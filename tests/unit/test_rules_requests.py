@@ -418,11 +418,11 @@ def test_refusing_a_request_changes_nothing_on_the_subject__clause_6(memory_ledg
     memory_ledger.execute(PRINCIPAL, consent(sid, at=later(memory_ledger)))
     memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
     rid = _request(memory_ledger, sid, kind, **_SCOPES[kind])
-    subject_before = memory_ledger.subject(sid).state.model_dump()
+    subject_before = memory_ledger.subject(sid).state
 
     memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger), RequestOutcome.REFUSED))
 
-    assert memory_ledger.subject(sid).state.model_dump() == subject_before
+    assert memory_ledger.subject(sid).state == subject_before
     assert memory_ledger.rights_request(rid).outcome is RequestOutcome.REFUSED
 
 

@@ -1,0 +1,617 @@
+"""The server as operators and tools meet it, on SQLite and PostgreSQL: reflection as grpcurl
+uses it, health, deadlines, a real `pdl serve` process stopped by SIGTERM under load (nothing
+acknowledged lost, one clean log line per call), the loopback-only rule without TLS, and TLS
+with and without client certificates.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from outcomes import reason_of
+from scenario import secret
+
+from server._pb.pdl.v1 import common_pb2 as cpb
+from server._pb.pdl.v1 import ledger_service_pb2 as lpb
+from server._pb.pdl.v1 import ledger_service_pb2_grpc as lgrpc
+from server._pb.pdl.v1 import policy_service_pb2 as ppb
+from server._pb.pdl.v1 import policy_service_pb2_grpc as pgrpc
+from server._pb.pdl.v1 import query_service_pb2 as qpb
+from server._pb.pdl.v1 import query_service_pb2_grpc as qgrpc
+from server.client import LedgerClient, meta, subject
+from server.runtime import open_runtime
+from server.settings import PrincipalConfig, Scope, TlsConfig, load_settings
+
+if TYPE_CHECKING:
+    from conftest import E2EStore, Served
+
+_IP = "network_log.ip_address"
+_PDL = Path(sys.executable).with_name("pdl")
+_GRACE_SECONDS = 10.0  # the default shutdown_grace_seconds
+
+
+def ip_collection(
+    subject_id: str, value: str, key: str | None = None
+) -> lpb.RecordCollectionRequest:
+    return lpb.RecordCollectionRequest(
+        meta=meta(key, datetime.now(UTC) - timedelta(seconds=1)),
+        subject=subject(subject_id),
+        category=_IP,
+        source="server_logs",
+        purposes=["security_detection"],
+        values={"ip": value},
+    )
+
+
+# --- reflection and health ----------------------------------------------------------------
+
+
+def reflect(channel: grpc.Channel, **ask: str) -> reflection_pb2.ServerReflectionResponse:
+    """One request on the reflection stream, as grpcurl sends it."""
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(host="", **ask)
+    [answer] = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
+    return answer
+
+
+def test_reflection_lists_every_service_without_a_token(served: Served) -> None:
+    with grpc.insecure_channel(served.target) as channel:
+        answer = reflect(channel, list_services="")
+
+    names = {s.name for s in answer.list_services_response.service}
+    assert names == {
+        "pdl.v1.LedgerService",
+        "pdl.v1.RightsRequestService",
+        "pdl.v1.PolicyService",
+        "pdl.v1.QueryService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+
+
+def test_reflection_resolves_the_file_that_declares_a_service(served: Served) -> None:
+    with grpc.insecure_channel(served.target) as channel:
+        answer = reflect(channel, file_containing_symbol="pdl.v1.LedgerService")
+
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in answer.file_descriptor_response.file_descriptor_proto
+    ]
+    by_name = {f.name: f for f in files}
+    ledger = by_name["pdl/v1/ledger_service.proto"]
+    assert ledger.package == "pdl.v1"
+    [service] = ledger.service
+    assert service.name == "LedgerService"
+    assert "RecordBatch" in {m.name for m in service.method}
+    assert "pdl/v1/common.proto" in ledger.dependency
+
+
+@pytest.mark.parametrize("service", ["", "pdl.v1.LedgerService", "pdl.v1.QueryService"])
+def test_health_says_serving_without_a_token(served: Served, service: str) -> None:
+    with grpc.insecure_channel(served.target) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=10
+        )
+
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# --- deadlines ----------------------------------------------------------------------------
+
+
+def test_a_call_past_its_deadline_fails_and_leaves_nothing_half_written(
+    client: LedgerClient,
+) -> None:
+    account = cpb.AccountRef(namespace="app", account_id=secret("account"))
+    registration = lpb.RegisterSubjectRequest(
+        meta=meta(uuid.uuid4().hex, datetime.now(UTC) - timedelta(seconds=1)), account=account
+    )
+    with pytest.raises(grpc.RpcError) as late:
+        client.ledger.RegisterSubject(
+            registration, metadata=client.options["metadata"], timeout=0.0001
+        )
+    assert late.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    sid = client.ledger.RegisterSubject(registration, **client.options).recorded.subject_id
+    collection = ip_collection(sid, secret("ip"), uuid.uuid4().hex)
+    batch = lpb.RecordBatchRequest(
+        items=[lpb.BatchItem(collection=ip_collection(sid, secret("ip"))) for _ in range(20)]
+    )
+
+    for method, request in [("RecordCollection", collection), ("RecordBatch", batch)]:
+        call = getattr(client.ledger, method)
+        with pytest.raises(grpc.RpcError) as late:
+            call(request, metadata=client.options["metadata"], timeout=0.0001)
+        assert late.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED, method
+        call(request, **client.options)  # the retry: a replay if the first got through
+
+    by_account = client.query.GetSubjectState(
+        qpb.GetSubjectStateRequest(subject=cpb.SubjectRef(account=account)), **client.options
+    ).state
+    assert by_account.subject_id == sid
+    events = client.history(sid)
+    assert [e.event_type for e in events] == ["SubjectRegistered", *["DataCollected"] * 21]
+    keys = [json.loads(e.payload_json)["idempotency_key"] for e in events]
+    expected = [
+        registration.meta.idempotency_key,
+        collection.meta.idempotency_key,
+        *(item.collection.meta.idempotency_key for item in batch.items),
+    ]
+    assert keys == expected
+
+
+# --- a real `pdl serve` process -----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without any PDL_* setting."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PDL_")}
+
+
+def serve_environment(store: E2EStore) -> dict[str, str]:
+    env = clean_environment()
+    if store.database_url is not None and store.schema is not None:
+        env["PDL_DATABASE_URL"] = store.database_url
+        env["PDL_POSTGRES_SCHEMA"] = store.schema
+    return env
+
+
+@dataclass
+class ServeProcess:
+    """A `pdl serve` child process, its stderr read line by line as it comes."""
+
+    process: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+    ready: threading.Event = field(default_factory=threading.Event)
+    closed: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("pdl: serving on"):
+                self.ready.set()
+        self.ready.set()
+        self.closed.set()
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to exit and its stderr to be read to the end; its exit code."""
+        code = self.process.wait(timeout)
+        assert self.closed.wait(10), "stderr was not closed"
+        return code
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def pdl_serve(e2e_store: E2EStore, tmp_path: Path) -> Iterator[tuple[ServeProcess, Path, str]]:
+    """A `pdl serve` process on a fresh data dir and a free loopback port: (process, data dir,
+    target); killed after the test if it is still running."""
+    data_dir, port = tmp_path / "data", free_port()
+    process = subprocess.Popen(  # noqa: S603 (our own script, fixed arguments)
+        [str(_PDL), "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=serve_environment(e2e_store),
+    )
+    running = ServeProcess(process)
+    try:
+        assert running.ready.wait(30), "pdl serve did not start in 30 s"
+        assert process.poll() is None, running.stderr
+        yield running, data_dir, f"127.0.0.1:{port}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+@dataclass
+class Load:
+    """Calls kept in flight from one thread until told to stop; what each call answered."""
+
+    client: LedgerClient
+    subject_id: str
+    in_flight: int = 32
+    acknowledged: list[tuple[str, str, cpb.Recorded]] = field(default_factory=list)
+    failed: list[grpc.StatusCode] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        pending: list[tuple[str, str, Any]] = []
+        while not self.stop.is_set() or pending:
+            while not self.stop.is_set() and len(pending) < self.in_flight:
+                key, value = uuid.uuid4().hex, secret("load")
+                future = self.client.ledger.RecordCollection.future(
+                    ip_collection(self.subject_id, value, key), **self.client.options
+                )
+                pending.append((key, value, future))
+            key, value, future = pending.pop(0)
+            try:
+                self.acknowledged.append((key, value, future.result().recorded))
+            except grpc.RpcError as error:
+                self.failed.append(error.code())
+                time.sleep(0.001)
+
+
+def test_sigterm_drains_in_flight_calls_and_loses_nothing_acknowledged(
+    pdl_serve: tuple[ServeProcess, Path, str], e2e_store: E2EStore
+) -> None:
+    running, data_dir, target = pdl_serve
+    for secret_file in ("admin.token", "master.key"):
+        assert (data_dir / secret_file).stat().st_mode & 0o777 == 0o600, secret_file
+    token = (data_dir / "admin.token").read_text().strip()
+    account = secret("account")
+    with LedgerClient(target, token) as client:
+        sid = client.register_subject("app", account).subject_id
+        load = Load(client, sid)
+        recorder = threading.Thread(target=load.run, daemon=True)
+        recorder.start()
+        deadline = time.monotonic() + 20
+        while len(load.acknowledged) < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+        started = time.monotonic()
+        running.process.send_signal(signal.SIGTERM)
+        code = running.wait(_GRACE_SECONDS + 5)
+        stopped_in = time.monotonic() - started
+        load.stop.set()
+        recorder.join(30)
+
+    assert code == 0, running.stderr
+    assert stopped_in < _GRACE_SECONDS
+    assert len(load.acknowledged) >= 200
+    # Calls gRPC had queued but not yet handed to the server end CANCELLED at shutdown;
+    # calls after it, UNAVAILABLE. Neither was acknowledged, so neither may be relied on.
+    assert set(load.failed) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+
+    settings = load_settings(
+        environ={},
+        data_dir=data_dir,
+        database_url=e2e_store.database_url,
+        postgres_schema=e2e_store.schema,
+    )
+    runtime = open_runtime(settings)
+    try:
+        stored = runtime.ledger.history(UUID(sid))
+        state = runtime.ledger.subject(UUID(sid)).state
+    finally:
+        runtime.close()
+    assert state.events == len(stored)
+    assert state.held[_IP].collections == len(load.acknowledged)
+    for key, _, recorded in load.acknowledged:
+        assert stored[recorded.version - 1].idempotency_key == key
+    collected = [p for p in stored if type(p).__name__ == "DataCollected"]
+    assert len(collected) == len(load.acknowledged)  # and nothing unacknowledged was recorded
+
+    calls = [json.loads(line) for line in running.lines if line.startswith("{")]
+    assert all(set(c) == {"principal", "method", "status", "ms"} for c in calls)
+    assert {c["principal"] for c in calls} == {"admin"}
+    ok = [c["method"] for c in calls if c["status"] == "OK"]
+    assert ok.count("/pdl.v1.LedgerService/RegisterSubject") == 1
+    assert ok.count("/pdl.v1.LedgerService/RecordCollection") == len(load.acknowledged)
+    assert "Traceback" not in running.stderr
+    for personal in [account, *(value for _, value, _ in load.acknowledged)]:
+        assert personal not in running.stderr
+
+
+def access_log(caplog: pytest.LogCaptureFixture, calls: int) -> list[dict[str, Any]]:
+    """The server's per-call log lines, parsed, once there are `calls` of them (the server
+    writes a failed call's line just after the client has its status)."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "pdl.access"]
+        if len(lines) >= calls or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
+
+
+def test_each_call_is_logged_once_with_its_principal_method_and_status(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pdl.access")
+    account = secret("account")
+    with served.client("recorder") as recorder, served.client("reader") as reader:
+        sid = recorder.register_subject("app", account).subject_id
+        reader.subject_state(sid)
+        with pytest.raises(grpc.RpcError):
+            recorder.subject_state(sid)
+
+    calls = access_log(caplog, 3)
+    assert [(c["principal"], c["method"], c["status"]) for c in calls] == [
+        ("recorder", "/pdl.v1.LedgerService/RegisterSubject", "OK"),
+        ("reader", "/pdl.v1.QueryService/GetSubjectState", "OK"),
+        (calls[2]["principal"], "/pdl.v1.QueryService/GetSubjectState", "PERMISSION_DENIED"),
+    ]
+    assert all(isinstance(c["ms"], float | int) and c["ms"] >= 0 for c in calls)
+    assert account not in caplog.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG: server/interceptors.py LedgerInterceptor._unary/_streaming assign `who` only "
+    "after _enter returns, and _enter raises PermissionDenied after authenticating, so a "
+    "denied call is logged with principal '-' instead of the caller who was denied",
+)
+def test_a_denied_call_is_logged_with_the_principal_that_was_denied(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pdl.access")
+    with served.client("reader") as reader, pytest.raises(grpc.RpcError) as denied:
+        reader.register_subject("app", secret("account"))
+
+    assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    [call] = access_log(caplog, 1)
+    assert (call["principal"], call["status"]) == ("reader", "PERMISSION_DENIED")
+
+
+def test_serving_on_a_public_address_without_tls_is_refused_in_one_line(tmp_path: Path) -> None:
+    finished = subprocess.run(  # noqa: S603 (our own script, fixed arguments)
+        [str(_PDL), "serve", "--data-dir", str(tmp_path / "data"), "--listen", "0.0.0.0:50051"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_environment(),
+        check=False,
+    )
+
+    assert finished.returncode == 1
+    [line] = finished.stderr.splitlines()
+    assert line.startswith("error: ")
+    assert "loopback" in line
+    assert finished.stdout == ""
+
+
+# --- TLS and mutual TLS -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """A test CA, a server certificate for 127.0.0.1 and localhost, a client certificate."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> Certificates:
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+
+    def builder(subject_name: x509.Name, issuer: x509.Name, key: Any) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject_name)
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+        )
+
+    ca = (
+        builder(_name("pdl test ca"), _name("pdl test ca"), ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def leaf(
+        common_name: str, usage: x509.ObjectIdentifier, names: list[x509.GeneralName]
+    ) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        made = builder(_name(common_name), ca.subject, key).add_extension(
+            x509.ExtendedKeyUsage([usage]), critical=False
+        )
+        if names:
+            made = made.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        cert = made.sign(ca_key, hashes.SHA256())
+        return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+    server_cert, server_key = leaf(
+        "localhost",
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
+    client_cert, client_key = leaf("tls-service", ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    files = {
+        "ca": ca.public_bytes(serialization.Encoding.PEM),
+        "server_cert": server_cert,
+        "server_key": server_key,
+        "client_cert": client_cert,
+        "client_key": client_key,
+    }
+    for name, data in files.items():
+        (tmp_path / f"{name}.pem").write_bytes(data)
+    return Certificates(**{name: tmp_path / f"{name}.pem" for name in files})
+
+
+def tls_server(serve_with: Any, certs: Certificates, *, require_client_cert: bool) -> Served:
+    return serve_with(  # type: ignore[no-any-return]
+        tls=TlsConfig(
+            cert_file=certs.server_cert,
+            key_file=certs.server_key,
+            client_ca_file=certs.ca,
+            require_client_cert=require_client_cert,
+        ),
+        extra_principals=(
+            PrincipalConfig(
+                name="tls-service", scopes=(Scope.READ,), tls_client_subject="tls-service"
+            ),
+        ),
+    )
+
+
+def tls_channel(served: Served, certs: Certificates, *, client_cert: bool) -> grpc.Channel:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=certs.ca.read_bytes(),
+        private_key=certs.client_key.read_bytes() if client_cert else None,
+        certificate_chain=certs.client_cert.read_bytes() if client_cert else None,
+    )
+    return grpc.secure_channel(served.target, credentials)
+
+
+def get_policy(channel: grpc.Channel, **options: Any) -> ppb.GetPolicyResponse:
+    return pgrpc.PolicyServiceStub(channel).GetPolicy(ppb.GetPolicyRequest(), timeout=10, **options)
+
+
+def register_over(channel: grpc.Channel, **options: Any) -> lpb.RegisterSubjectResponse:
+    request = lpb.RegisterSubjectRequest(
+        meta=meta(), account=cpb.AccountRef(namespace="app", account_id=secret("account"))
+    )
+    return lgrpc.LedgerServiceStub(channel).RegisterSubject(request, timeout=10, **options)
+
+
+def test_over_tls_a_bearer_token_authenticates_the_caller(
+    serve_with: Any, certificates: Certificates
+) -> None:
+    served = tls_server(serve_with, certificates, require_client_cert=False)
+    ca = certificates.ca.read_bytes()
+
+    with (
+        served.client("everything", root_certificates=ca) as client,
+        served.client("reader", root_certificates=ca) as reader,
+    ):
+        sid = client.register_subject("app", secret("account")).subject_id
+        state = reader.subject_state(sid)
+
+    assert state.subject_id == sid
+
+
+def test_a_plaintext_client_cannot_talk_to_a_tls_port(
+    serve_with: Any, certificates: Certificates
+) -> None:
+    served = tls_server(serve_with, certificates, require_client_cert=False)
+
+    with served.client("reader") as plaintext, pytest.raises(grpc.RpcError) as refused:
+        plaintext.policy.GetPolicy(ppb.GetPolicyRequest(), **plaintext.options)
+
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_over_tls_a_caller_with_neither_token_nor_certificate_is_unauthenticated(
+    serve_with: Any, certificates: Certificates
+) -> None:
+    served = tls_server(serve_with, certificates, require_client_cert=False)
+
+    with (
+        tls_channel(served, certificates, client_cert=False) as channel,
+        pytest.raises(grpc.RpcError) as denied,
+    ):
+        get_policy(channel)
+
+    assert denied.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG: server/app.py _bind passes require_client_auth=False to "
+    "grpc.ssl_server_credentials, which never requests a client certificate, so with "
+    "client_ca_file set and require_client_cert=False a certificate principal cannot sign in",
+)
+def test_with_client_certificates_optional_a_presented_certificate_names_the_principal(
+    serve_with: Any, certificates: Certificates
+) -> None:
+    served = tls_server(serve_with, certificates, require_client_cert=False)
+
+    with tls_channel(served, certificates, client_cert=True) as channel:
+        try:
+            answer = get_policy(channel)
+        except grpc.RpcError as error:
+            raise AssertionError(f"{error.code()}: {error.details()}") from None
+
+    assert answer.version.version == "1"
+
+
+def test_with_client_certificates_required_the_certificate_names_a_read_only_principal(
+    serve_with: Any, certificates: Certificates, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pdl.access")
+    served = tls_server(serve_with, certificates, require_client_cert=True)
+
+    with tls_channel(served, certificates, client_cert=True) as channel:
+        as_everything = (("authorization", "Bearer tok-everything-0123456789abcdef"),)
+        sid = register_over(channel, metadata=as_everything).recorded.subject_id
+        caplog.clear()
+        policy = get_policy(channel)
+        state = qgrpc.QueryServiceStub(channel).GetSubjectState(
+            qpb.GetSubjectStateRequest(subject=subject(sid)), timeout=10
+        )
+        with pytest.raises(grpc.RpcError) as denied:
+            register_over(channel)
+
+    assert policy.version.version == "1"
+    assert state.state.subject_id == sid
+    assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert reason_of(denied.value) == "PERMISSION_DENIED"
+    calls = access_log(caplog, 3)
+    assert [(c["method"], c["status"]) for c in calls] == [
+        ("/pdl.v1.PolicyService/GetPolicy", "OK"),
+        ("/pdl.v1.QueryService/GetSubjectState", "OK"),
+        ("/pdl.v1.LedgerService/RegisterSubject", "PERMISSION_DENIED"),
+    ]
+    assert [c["principal"] for c in calls[:2]] == ["tls-service", "tls-service"]
+
+
+def test_with_client_certificates_required_a_token_alone_cannot_connect(
+    serve_with: Any, certificates: Certificates
+) -> None:
+    served = tls_server(serve_with, certificates, require_client_cert=True)
+
+    with (
+        served.client("everything", root_certificates=certificates.ca.read_bytes()) as client,
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        client.policy.GetPolicy(ppb.GetPolicyRequest(), **client.options)
+
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
