@@ -568,7 +568,7 @@ class _Accepted:
 
 
 def _recorded(receipt: Receipt, *, replayed: bool) -> Recorded:
-    return Recorded(
+    return Recorded.model_construct(
         aggregate_id=receipt.aggregate_id,
         subject_id=receipt.subject_id,
         version=receipt.version,
