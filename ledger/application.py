@@ -239,6 +239,8 @@ class Ledger(Application[UUID]):
             return self.subject(subject_id).state
         aggregate: Subject | None = None
         for event in self.events.get(subject_id):
+            if aggregate is None and not isinstance(event, Subject.Event):
+                raise SubjectNotFound
             payload = getattr(event, "payload", None)
             if not isinstance(payload, ev.Envelope) or payload.recorded_at > as_of:
                 break

@@ -28,7 +28,7 @@ from ledger.policy import Policy, RightKind
 UtcDatetime = Annotated[datetime, AfterValidator(ensure_utc)]
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.-]*$")]
 Ids = Annotated[tuple[Id, ...], Field(max_length=64)]
-Text = Annotated[str, Field(min_length=1, max_length=500)]
+Text = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00]*$")]
 FieldName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")]
 
 
@@ -55,10 +55,16 @@ class _Command(BaseModel):
         min_length=1, max_length=128, description="Caller's key; a retry with it is recorded once."
     )
     occurred_at: UtcDatetime = Field(description="When it happened in the source system.")
+    occurred_at_defaulted: bool = Field(
+        default=False,
+        description="True when the caller gave no occurred-at and the ledger's clock supplied "
+        "it; it is then left out of the idempotency comparison, so a retry still matches.",
+    )
 
     def canonical(self) -> bytes:
         """Canonical bytes of the whole command, secrets included, for the keyed digest."""
-        body = self.model_dump_json(context={"reveal_secrets": True})
+        exclude = {"occurred_at", "occurred_at_defaulted"} if self.occurred_at_defaulted else None
+        body = self.model_dump_json(context={"reveal_secrets": True}, exclude=exclude)
         return type(self).__name__.encode() + b"\x00" + body.encode()
 
 
@@ -108,7 +114,9 @@ class RecordCollection(_Command):
         default=CollectionMode.AUTOMATIC, description="Default or consent."
     )
     values: Values = Field(default_factory=dict, description="Collected values by field.")
-    fields: tuple[FieldName, ...] = Field(default=(), description="Field names without values.")
+    fields: tuple[FieldName, ...] = Field(
+        default=(), max_length=64, description="Field names without values."
+    )
     reference: Secret | None = Field(default=None, description="Where the value is kept instead.")
     storage_region: Id | None = Field(default=None, description="Defaults to the policy's region.")
     cross_border_basis: Id | None = Field(default=None, description="Basis for another region.")

@@ -66,7 +66,9 @@ class Category(_Entry):
         "be collected by default."
     )
     retention_days: int = Field(
-        gt=0, description="How long data of this category may be held after its last collection."
+        gt=0,
+        le=36_500,
+        description="How long data of this category may be held after its last collection.",
     )
     clause: Clause
 
@@ -171,7 +173,7 @@ class Right(_Entry):
 class ResponseDeadline(_Entry):
     """How long the organisation has to answer a rights request."""
 
-    days: int = Field(gt=0, description="Length of the deadline.")
+    days: int = Field(gt=0, le=365, description="Length of the deadline.")
     kind: Literal["calendar", "working"] = Field(
         description="Calendar days, or working days under a public-holiday calendar."
     )
@@ -181,7 +183,7 @@ class ResponseDeadline(_Entry):
         description="ISO 3166 country whose public holidays count as non-working days.",
     )
     max_extension_days: int = Field(
-        ge=0, description="The most a deadline may be extended in total, with a reason."
+        ge=0, le=365, description="The most a deadline may be extended in total, with a reason."
     )
     clause: Clause
 
@@ -254,7 +256,9 @@ class Policy(_Entry):
 
     policy_id: Identifier = Field(description="Stable id of the policy across its versions.")
     version: str = Field(
-        pattern=r"^\d+(\.\d+){0,2}$", description="Version, dotted numbers such as '1' or '2.1'."
+        max_length=32,
+        pattern=r"^\d{1,9}(\.\d{1,9}){0,2}$",
+        description="Version, dotted numbers such as '1' or '2.1'.",
     )
     title: str = Field(min_length=1, description="Title of the policy.")
     text_sha256: str = Field(

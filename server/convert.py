@@ -118,6 +118,8 @@ class _Draft:
                 self.bad("meta.idempotency_key", _REQUIRED)
             self.text("idempotency_key", meta.idempotency_key, "meta.idempotency_key")
             self.time("occurred_at", meta, "occurred_at", "meta.occurred_at", default=now)
+            if not meta.HasField("occurred_at"):
+                self.data["occurred_at_defaulted"] = True
 
     def bad(self, field: str, description: str) -> None:
         self.problems.append(FieldViolation(field, description))

@@ -123,7 +123,18 @@ def status_of(error: BaseException) -> StatusParts:
     return StatusParts(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL")
 
 
+_MOST_VIOLATIONS = 20
+"""Violations reported per status: more would outgrow gRPC's trailer limit (16 KB)."""
+
+
 def _bad_request(violations: list[FieldViolation]) -> StatusParts:
+    if len(violations) > _MOST_VIOLATIONS:
+        more = len(violations) - _MOST_VIOLATIONS + 1
+        violations = [
+            *violations[: _MOST_VIOLATIONS - 1],
+            FieldViolation("request", f"and {more} more violations"),
+        ]
+    violations = [FieldViolation(v.field[:200], v.description[:300]) for v in violations]
     request = error_details_pb2.BadRequest(
         field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)

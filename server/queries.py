@@ -8,7 +8,7 @@ keeps tailing the log.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from eventsourcing.domain import Aggregate
@@ -33,6 +33,7 @@ _MAX_HISTORY_PAGE = 1000
 _DEFAULT_AUDIT_PAGE = 500
 _MAX_AUDIT_PAGE = 1000
 _FOLLOW_POLL_SECONDS = 0.05
+_MESSAGE_BUDGET = 4 * 1024 * 1024  # stored bytes per audit message, well under the send limit
 
 
 def _event_topics() -> dict[str, str]:
@@ -115,13 +116,25 @@ class QueryServicer(qgrpc.QueryServiceServicer):
             )
             if page:
                 position = page[-1].id + 1
-                yield qpb.StreamAuditLogResponse(
-                    events=[_audit_event(n) for n in page], next_position=position
-                )
+                for chunk in _by_size(page):
+                    yield qpb.StreamAuditLogResponse(
+                        events=[_audit_event(n) for n in chunk], next_position=chunk[-1].id + 1
+                    )
             if len(page) < size:
                 if not request.follow:
                     return
                 await asyncio.sleep(_FOLLOW_POLL_SECONDS)
+
+
+def _by_size(page: Sequence[Notification]) -> Iterator[Sequence[Notification]]:
+    """Split a page so that no message grows past `_MESSAGE_BUDGET` bytes of stored state."""
+    start, size = 0, 0
+    for index, n in enumerate(page):
+        size += len(n.state) + 128
+        if size > _MESSAGE_BUDGET and index > start:
+            yield page[start:index]
+            start, size = index, len(n.state) + 128
+    yield page[start:]
 
 
 def _audit_event(n: Notification) -> qpb.AuditEvent:
@@ -143,6 +156,6 @@ def _page_size(asked: int, default: int, most: int) -> int:
 def _page_token(token: str) -> int:
     if not token:
         return 0
-    if not token.isdigit() or len(token) > 12:
+    if not (token.isascii() and token.isdigit()) or len(token) > 12:
         raise InvalidRequest([FieldViolation("page_token", "not a token this service gave")])
     return int(token)
