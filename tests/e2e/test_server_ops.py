@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -111,14 +111,19 @@ def test_reflection_resolves_the_file_that_declares_a_service(served: Served) ->
     assert "pdl/v1/common.proto" in ledger.dependency
 
 
-@pytest.mark.parametrize("service", ["", "pdl.v1.LedgerService", "pdl.v1.QueryService"])
-def test_health_says_serving_without_a_token(served: Served, service: str) -> None:
+def test_health_says_serving_without_a_token(served: Served) -> None:
+    services = ["", "pdl.v1.LedgerService", "pdl.v1.QueryService", "pdl.v1.PolicyService"]
     with grpc.insecure_channel(served.target) as channel:
-        answer = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=10
-        )
+        health = health_pb2_grpc.HealthStub(channel)
+        answers = {
+            name: health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status
+            for name in services
+        }
+        with pytest.raises(grpc.RpcError) as unknown:
+            health.Check(health_pb2.HealthCheckRequest(service="pdl.v1.NoSuchService"), timeout=10)
 
-    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    assert answers == dict.fromkeys(services, health_pb2.HealthCheckResponse.SERVING)
+    assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
 
 
 # --- deadlines ----------------------------------------------------------------------------
@@ -294,8 +299,9 @@ def test_sigterm_drains_in_flight_calls_and_loses_nothing_acknowledged(
         load.stop.set()
         recorder.join(30)
 
-    assert code == 0, running.stderr
-    assert stopped_in < _GRACE_SECONDS
+    unexpected = [line for line in running.lines if not line.startswith(("{", "pdl: "))]
+    assert code == 0, "\n".join(unexpected)
+    assert stopped_in < _GRACE_SECONDS, "\n".join(unexpected)
     assert len(load.acknowledged) >= 200
     # Calls gRPC had queued but not yet handed to the server end CANCELLED at shutdown;
     # calls after it, UNAVAILABLE. Neither was acknowledged, so neither may be relied on.
@@ -326,7 +332,7 @@ def test_sigterm_drains_in_flight_calls_and_loses_nothing_acknowledged(
     ok = [c["method"] for c in calls if c["status"] == "OK"]
     assert ok.count("/pdl.v1.LedgerService/RegisterSubject") == 1
     assert ok.count("/pdl.v1.LedgerService/RecordCollection") == len(load.acknowledged)
-    assert "Traceback" not in running.stderr
+    assert "Traceback" not in running.stderr, "\n".join(unexpected)
     for personal in [account, *(value for _, value, _ in load.acknowledged)]:
         assert personal not in running.stderr
 
@@ -475,8 +481,10 @@ def certificates(tmp_path: Path) -> Certificates:
     return Certificates(**{name: tmp_path / f"{name}.pem" for name in files})
 
 
-def tls_server(serve_with: Any, certs: Certificates, *, require_client_cert: bool) -> Served:
-    return serve_with(  # type: ignore[no-any-return]
+def tls_server(
+    serve_with: Callable[..., Served], certs: Certificates, *, require_client_cert: bool
+) -> Served:
+    return serve_with(
         tls=TlsConfig(
             cert_file=certs.server_cert,
             key_file=certs.server_key,
@@ -512,7 +520,7 @@ def register_over(channel: grpc.Channel, **options: Any) -> lpb.RegisterSubjectR
 
 
 def test_over_tls_a_bearer_token_authenticates_the_caller(
-    serve_with: Any, certificates: Certificates
+    serve_with: Callable[..., Served], certificates: Certificates
 ) -> None:
     served = tls_server(serve_with, certificates, require_client_cert=False)
     ca = certificates.ca.read_bytes()
@@ -528,7 +536,7 @@ def test_over_tls_a_bearer_token_authenticates_the_caller(
 
 
 def test_a_plaintext_client_cannot_talk_to_a_tls_port(
-    serve_with: Any, certificates: Certificates
+    serve_with: Callable[..., Served], certificates: Certificates
 ) -> None:
     served = tls_server(serve_with, certificates, require_client_cert=False)
 
@@ -539,7 +547,7 @@ def test_a_plaintext_client_cannot_talk_to_a_tls_port(
 
 
 def test_over_tls_a_caller_with_neither_token_nor_certificate_is_unauthenticated(
-    serve_with: Any, certificates: Certificates
+    serve_with: Callable[..., Served], certificates: Certificates
 ) -> None:
     served = tls_server(serve_with, certificates, require_client_cert=False)
 
@@ -560,7 +568,7 @@ def test_over_tls_a_caller_with_neither_token_nor_certificate_is_unauthenticated
     "client_ca_file set and require_client_cert=False a certificate principal cannot sign in",
 )
 def test_with_client_certificates_optional_a_presented_certificate_names_the_principal(
-    serve_with: Any, certificates: Certificates
+    serve_with: Callable[..., Served], certificates: Certificates
 ) -> None:
     served = tls_server(serve_with, certificates, require_client_cert=False)
 
@@ -574,7 +582,7 @@ def test_with_client_certificates_optional_a_presented_certificate_names_the_pri
 
 
 def test_with_client_certificates_required_the_certificate_names_a_read_only_principal(
-    serve_with: Any, certificates: Certificates, caplog: pytest.LogCaptureFixture
+    serve_with: Callable[..., Served], certificates: Certificates, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="pdl.access")
     served = tls_server(serve_with, certificates, require_client_cert=True)
@@ -604,7 +612,7 @@ def test_with_client_certificates_required_the_certificate_names_a_read_only_pri
 
 
 def test_with_client_certificates_required_a_token_alone_cannot_connect(
-    serve_with: Any, certificates: Certificates
+    serve_with: Callable[..., Served], certificates: Certificates
 ) -> None:
     served = tls_server(serve_with, certificates, require_client_cert=True)
 
