@@ -95,7 +95,7 @@ async def build_server(
     ledger, clock = runtime.ledger, runtime.ledger.clock
     committer = GroupCommitter(ledger, settings.group_commit_items)
     server = aio.server(
-        interceptors=[LedgerInterceptor(registry, method_scopes())],
+        interceptors=[LedgerInterceptor(registry, method_scopes(), tls=settings.tls is not None)],
         options=[
             ("grpc.max_receive_message_length", _MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MESSAGE_BYTES),

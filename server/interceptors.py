@@ -10,7 +10,6 @@ reflection pass through untouched.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -34,9 +33,13 @@ Streaming = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 class LedgerInterceptor(aio.ServerInterceptor):
     """Authenticates, authorises, translates errors and logs every call of the ledger's API."""
 
-    def __init__(self, registry: PrincipalRegistry, scopes: Mapping[str, Scope]) -> None:
+    def __init__(
+        self, registry: PrincipalRegistry, scopes: Mapping[str, Scope], *, tls: bool = False
+    ) -> None:
         self._registry = registry
         self._scopes = dict(scopes)
+        self._tls = tls
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -45,11 +48,21 @@ class LedgerInterceptor(aio.ServerInterceptor):
         ],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(details)
         method = details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:  # a method's handler never changes: wrap it once
+            return wrapped
+        handler = await continuation(details)
         scope = self._scopes.get(method)
         if handler is None or scope is None:
             return handler
+        wrapped = self._wrap(handler, method, scope)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str, scope: Scope
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(cast("Unary", handler.unary_unary), method, scope),
@@ -137,14 +150,9 @@ async def _abort(
 
 
 def _log_call(principal: str, method: str, code: grpc.StatusCode, started: float) -> None:
-    _access.info(
-        json.dumps(
-            {
-                "principal": principal,
-                "method": method,
-                "status": code.name,
-                "ms": round((time.perf_counter() - started) * 1000, 3),
-            },
-            separators=(",", ":"),
+    if _access.isEnabledFor(logging.INFO):
+        ms = round((time.perf_counter() - started) * 1000, 3)
+        # Principal names and method names are restricted to JSON-safe characters.
+        _access.info(
+            f'{{"principal":"{principal}","method":"{method}","status":"{code.name}","ms":{ms}}}'
         )
-    )

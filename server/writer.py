@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ledger import commands as cmd
@@ -36,6 +37,7 @@ class GroupCommitter:
         self._max_items = max_items
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdl-writer")
         self.groups = 0
         self.items = 0
 
@@ -51,6 +53,7 @@ class GroupCommitter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._thread.shutdown(wait=True)
 
     async def record(self, principal: str, command: cmd._Command) -> Recorded:
         """Record one command, sharing a transaction with concurrent ones where it can."""
@@ -79,9 +82,10 @@ class GroupCommitter:
             group = [await queue.get()]
             while len(group) < self._max_items and not queue.empty():
                 group.append(queue.get_nowait())
+            items = [(p.principal, p.command) for p in group]
             try:
-                outcomes = await asyncio.to_thread(
-                    self._ledger.execute_many, [(p.principal, p.command) for p in group]
+                outcomes = await asyncio.get_running_loop().run_in_executor(
+                    self._thread, self._ledger.execute_many, items
                 )
             except Exception as error:  # noqa: BLE001 (each caller gets the failure)
                 _log.error("group commit of %d failed: %s", len(group), type(error).__name__)
