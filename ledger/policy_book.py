@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from datetime import datetime, timedelta
 from uuid import UUID, uuid5
 
@@ -90,3 +91,19 @@ class PolicyBook(Aggregate):
     def policy(self, version: str) -> Policy:
         """The policy document of a version, validated."""
         return parse_policy(self.documents[version])
+
+
+class VersionIndex:
+    """The book's versions by effective instant, for a quick 'in force at' (usually the latest)."""
+
+    def __init__(self, book: PolicyBook | None) -> None:
+        versions = [] if book is None else list(book.versions)
+        versions.sort(key=lambda v: (v.effective_at, version_key(v.version)))
+        self._versions = versions
+        self._starts = [v.effective_at for v in versions]
+
+    def at(self, instant: datetime) -> PublishedVersion | None:
+        if self._starts and instant >= self._starts[-1]:
+            return self._versions[-1]
+        index = bisect.bisect_right(self._starts, instant)
+        return self._versions[index - 1] if index else None
