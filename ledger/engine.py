@@ -37,6 +37,7 @@ from ledger.policy_book import POLICY_BOOK_ID, PolicyBook
 from ledger.receipts import Receipt, receipt_id
 from ledger.recorders import RECEIPTS, KeepsReceipts
 from ledger.rights import RightsRequest
+from ledger.rights_handlers import REQUEST_HANDLERS
 from ledger.rules import check_occurred_at
 from ledger.subject import Subject
 
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from ledger.application import Ledger
 
 _log = logging.getLogger(__name__)
+_HANDLERS = {**HANDLERS, **REQUEST_HANDLERS}
 
 
 class Engine:
@@ -308,7 +310,7 @@ class Work:
         refusal = check_occurred_at(c.occurred_at, self.now)
         if refusal is not None:
             raise Refused(refusal.reason, refusal.clause, refusal.detail)
-        return HANDLERS[type(c)](self, c)
+        return _HANDLERS[type(c)](self, c)
 
     def evict_changed(self) -> None:
         """Forget cached aggregates this attempt changed but will not save."""

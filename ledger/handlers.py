@@ -20,13 +20,12 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate
 
 from ledger import commands as cmd
-from ledger import deadlines
 from ledger import events as ev
-from ledger.errors import InvalidCommand, Refused
-from ledger.policy import Policy, RightKind
+from ledger.errors import Refused
+from ledger.policy import Policy
 from ledger.policy_book import PolicyBook
-from ledger.rights import RightsRequest, check_close
-from ledger.rules import check_open, check_registration, check_request_opened
+from ledger.rights import RightsRequest
+from ledger.rules import check_registration
 from ledger.sealing import Sealer
 from ledger.subject import Subject
 from ledger.subject_state import minor_at
@@ -325,145 +324,6 @@ def _cancel(
     _shred_after_commit(ctx, subject, out)
 
 
-def open_request(ctx: Context, c: cmd.OpenRightsRequest) -> Outcome:
-    version, policy = ctx.policy_at(c.occurred_at)
-    subject = ctx.subject(c.subject)
-    refusal = check_open(subject.state)
-    if refusal is not None:
-        raise Refused(refusal.reason, refusal.clause, refusal.detail)
-    received = c.received_at or c.occurred_at
-    if received > c.occurred_at:
-        raise InvalidCommand("received_at", "a request cannot be received after it is opened")
-    deadline = policy.response_deadline
-    payload = ev.RightsRequestOpened(
-        **_envelope(ctx, c, version),
-        subject_id=subject.id,
-        request_id=uuid4(),
-        kind=c.kind,
-        ground=c.ground,
-        purposes=c.purposes,
-        categories=c.categories,
-        received_at=received,
-        due_at=deadlines.due_at(received, deadline),
-        deadline_kind=deadline.kind,
-        deadline_clause=deadline.clause,
-    )
-    refusal = check_request_opened(policy, payload)
-    if refusal is not None:
-        raise Refused(refusal.reason, refusal.clause, refusal.detail)
-    request = RightsRequest(payload)
-    return Outcome([request], request, subject.id)
-
-
-def extend_request(ctx: Context, c: cmd.ExtendRightsRequest) -> Outcome:
-    version, policy = ctx.policy_at(c.occurred_at)
-    request = ctx.request(c.request_id)
-    s = request.state
-    request.extend(
-        policy,
-        ev.RightsRequestExtended(
-            **_envelope(ctx, c, version),
-            subject_id=s.subject_id,
-            request_id=request.id,
-            days=c.days,
-            reason=c.reason,
-            due_at=deadlines.extend(s.due_at, c.days, policy.response_deadline),
-        ),
-    )
-    return Outcome([request], request, s.subject_id)
-
-
-def pause_request(ctx: Context, c: cmd.PauseRightsRequest) -> Outcome:
-    version, _ = ctx.policy_at(c.occurred_at)
-    request = ctx.request(c.request_id)
-    request.pause(
-        ev.RightsRequestPaused(
-            **_envelope(ctx, c, version),
-            subject_id=request.state.subject_id,
-            request_id=request.id,
-            reason=c.reason,
-        )
-    )
-    return Outcome([request], request, request.state.subject_id)
-
-
-def resume_request(ctx: Context, c: cmd.ResumeRightsRequest) -> Outcome:
-    version, _ = ctx.policy_at(c.occurred_at)
-    request = ctx.request(c.request_id)
-    s = request.state
-    paused_at = s.paused_at or c.occurred_at
-    request.resume(
-        ev.RightsRequestResumed(
-            **_envelope(ctx, c, version),
-            subject_id=s.subject_id,
-            request_id=request.id,
-            due_at=deadlines.resume(s.due_at, paused_at, max(paused_at, c.occurred_at)),
-        )
-    )
-    return Outcome([request], request, s.subject_id)
-
-
-def close_request(ctx: Context, c: cmd.CloseRightsRequest) -> Outcome:
-    """Close a request; fulfilling it carries out what the right asks, in the same save."""
-    version, policy = ctx.policy_at(c.occurred_at)
-    request = ctx.request(c.request_id)
-    s = request.state
-    refusal = check_close(s)
-    if refusal is not None:
-        raise Refused(refusal.reason, refusal.clause, refusal.detail)
-    out = Outcome([request], request, s.subject_id)
-    if c.outcome is ev.RequestOutcome.FULFILLED:
-        subject = ctx.subject(cmd.SubjectRef(subject_id=s.subject_id))
-        _fulfil(ctx, c, version, policy, request, subject, out)
-    request.close(
-        ev.RightsRequestClosed(
-            **_envelope(ctx, c, version),
-            subject_id=s.subject_id,
-            request_id=request.id,
-            outcome=c.outcome,
-            reason=c.reason,
-            late=c.occurred_at > s.due_at,
-        )
-    )
-    return out
-
-
-def _fulfil(
-    ctx: Context,
-    c: cmd.CloseRightsRequest,
-    version: str,
-    policy: Policy,
-    request: RightsRequest,
-    subject: Subject,
-    out: Outcome,
-) -> None:
-    kind = request.state.kind
-    done = subject.state.erased or subject.state.key_shredded
-    if kind is RightKind.DELETION and not done:
-        ground = request.state.ground or "no_consent"
-        _erase(ctx, c, version, policy, subject, ground, (), request.id, out)
-    elif kind is RightKind.ACCOUNT_CANCELLATION and not done:
-        _cancel(ctx, c, version, policy, subject, request.id, out)
-    elif kind is RightKind.CONSENT_WITHDRAWAL:
-        subject.withdraw_consent(policy, _withdrawal(ctx, c, version, subject.id, request))
-    elif kind is RightKind.CORRECTION:
-        if c.correction is None:
-            raise InvalidCommand("correction", "fulfilling a correction request needs its values")
-        scope = request.state.categories
-        if scope and c.correction.category not in scope:
-            raise InvalidCommand("correction.category", "outside the categories of the request")
-        subject.check_open()
-        subject.correct(
-            policy,
-            _correction(
-                ctx, c, version, subject.id, c.correction.category, c.correction.values, request.id
-            ),
-        )
-    else:
-        return
-    out.aggregates.append(subject)
-
-
 def notify_policy(ctx: Context, c: cmd.NotifyPolicy) -> Outcome:
     version, _ = ctx.policy_at(c.occurred_at)
     subject = ctx.subject(c.subject)
@@ -496,11 +356,6 @@ HANDLERS: dict[type[cmd._Command], Callable[[Context, Any], Outcome]] = {
     cmd.CorrectData: correct,
     cmd.EraseSubject: erase,
     cmd.CancelAccount: cancel,
-    cmd.OpenRightsRequest: open_request,
-    cmd.ExtendRightsRequest: extend_request,
-    cmd.PauseRightsRequest: pause_request,
-    cmd.ResumeRightsRequest: resume_request,
-    cmd.CloseRightsRequest: close_request,
     cmd.NotifyPolicy: notify_policy,
     cmd.AcknowledgePolicy: acknowledge_policy,
 }
