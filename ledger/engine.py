@@ -38,7 +38,7 @@ from ledger.receipts import Receipt, receipt_id
 from ledger.recorders import RECEIPTS, KeepsReceipts
 from ledger.rights import RightsRequest
 from ledger.rights_handlers import REQUEST_HANDLERS
-from ledger.rules import check_occurred_at
+from ledger.rules import check_occurred_at, refuse_if
 from ledger.subject import Subject
 
 if TYPE_CHECKING:
@@ -308,8 +308,7 @@ class Work:
         """Check the command's time, then let its handler build and trigger its events."""
         self.principal = principal
         refusal = check_occurred_at(c.occurred_at, self.now)
-        if refusal is not None:
-            raise Refused(refusal.reason, refusal.clause, refusal.detail)
+        refuse_if(refusal)
         return _HANDLERS[type(c)](self, c)
 
     def evict_changed(self) -> None:

@@ -21,11 +21,10 @@ from eventsourcing.domain import Aggregate
 
 from ledger import commands as cmd
 from ledger import events as ev
-from ledger.errors import Refused
 from ledger.policy import Policy
 from ledger.policy_book import PolicyBook
 from ledger.rights import RightsRequest
-from ledger.rules import check_registration
+from ledger.rules import check_registration, refuse_if
 from ledger.sealing import Sealer
 from ledger.subject import Subject
 from ledger.subject_state import minor_at
@@ -88,8 +87,7 @@ def register(ctx: Context, c: cmd.RegisterSubject) -> Outcome:
         region=c.storage_region or policy.storage.region,
         cross_border_basis=c.cross_border_basis,
     )
-    if refusal is not None:  # before the key store learns of the account
-        raise Refused(refusal.reason, refusal.clause, refusal.detail)
+    refuse_if(refusal)  # before the key store learns of the account
     subject_id = ctx.new_subject_id(c.namespace, c.account_id.get_secret_value())
     seal = ctx.sealer.seal
     payload = ev.SubjectRegistered(

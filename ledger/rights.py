@@ -14,9 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ledger import events as ev
 from ledger.errors import RefusalReason as R
-from ledger.errors import Refused
 from ledger.policy import Policy, RightKind
-from ledger.rules import Refusal
+from ledger.rules import Refusal, refuse_if
 
 
 class RequestStatus(StrEnum):
@@ -88,11 +87,6 @@ def check_close(state: RequestState) -> Refusal | None:
     return None
 
 
-def _refuse_if(refusal: Refusal | None) -> None:
-    if refusal is not None:
-        raise Refused(refusal.reason, refusal.clause, refusal.detail)
-
-
 class RightsRequest(Aggregate):
     """A person's request to exercise a right."""
 
@@ -117,19 +111,19 @@ class RightsRequest(Aggregate):
         )
 
     def extend(self, policy: Policy, payload: ev.RightsRequestExtended) -> None:
-        _refuse_if(check_extend(policy, self.state, payload.days))
+        refuse_if(check_extend(policy, self.state, payload.days))
         self._extended(payload)
 
     def pause(self, payload: ev.RightsRequestPaused) -> None:
-        _refuse_if(check_pause(self.state))
+        refuse_if(check_pause(self.state))
         self._paused(payload)
 
     def resume(self, payload: ev.RightsRequestResumed) -> None:
-        _refuse_if(check_resume(self.state))
+        refuse_if(check_resume(self.state))
         self._resumed(payload)
 
     def close(self, payload: ev.RightsRequestClosed) -> None:
-        _refuse_if(check_close(self.state))
+        refuse_if(check_close(self.state))
         self._closed(payload)
 
     @event("RightsRequestExtended")

@@ -10,7 +10,7 @@ from uuid import uuid4
 from ledger import commands as cmd
 from ledger import deadlines
 from ledger import events as ev
-from ledger.errors import InvalidCommand, Refused
+from ledger.errors import InvalidCommand
 from ledger.handlers import (
     Context,
     Outcome,
@@ -22,7 +22,7 @@ from ledger.handlers import (
 )
 from ledger.policy import Policy, RightKind
 from ledger.rights import RightsRequest, check_close
-from ledger.rules import check_open, check_request_opened
+from ledger.rules import check_open, check_request_opened, refuse_if
 from ledger.subject import Subject
 
 
@@ -30,8 +30,7 @@ def open_request(ctx: Context, c: cmd.OpenRightsRequest) -> Outcome:
     version, policy = ctx.policy_at(c.occurred_at)
     subject = ctx.subject(c.subject)
     refusal = check_open(subject.state)
-    if refusal is not None:
-        raise Refused(refusal.reason, refusal.clause, refusal.detail)
+    refuse_if(refusal)
     received = c.received_at or c.occurred_at
     if received > c.occurred_at:
         raise InvalidCommand("received_at", "a request cannot be received after it is opened")
@@ -50,8 +49,7 @@ def open_request(ctx: Context, c: cmd.OpenRightsRequest) -> Outcome:
         deadline_clause=deadline.clause,
     )
     refusal = check_request_opened(policy, payload)
-    if refusal is not None:
-        raise Refused(refusal.reason, refusal.clause, refusal.detail)
+    refuse_if(refusal)
     request = RightsRequest(payload)
     return Outcome([request], request, subject.id)
 
@@ -110,8 +108,7 @@ def close_request(ctx: Context, c: cmd.CloseRightsRequest) -> Outcome:
     request = ctx.request(c.request_id)
     s = request.state
     refusal = check_close(s)
-    if refusal is not None:
-        raise Refused(refusal.reason, refusal.clause, refusal.detail)
+    refuse_if(refusal)
     out = Outcome([request], request, s.subject_id)
     if c.outcome is ev.RequestOutcome.FULFILLED:
         subject = ctx.subject(cmd.SubjectRef(subject_id=s.subject_id))

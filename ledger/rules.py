@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from ledger import events as ev
 from ledger.errors import RefusalReason as R
+from ledger.errors import Refused
 from ledger.policy import LegalBasis, Policy, Purpose, RecipientClass, RightKind
 from ledger.subject_state import ConsentStatus, SubjectState, minor_at
 
@@ -27,6 +28,12 @@ class Refusal:
     reason: R
     clause: str
     detail: str = ""
+
+
+def refuse_if(refusal: Refusal | None) -> None:
+    """Raise the refusal a rule returned, if it returned one."""
+    if refusal is not None:
+        raise Refused(refusal.reason, refusal.clause, refusal.detail)
 
 
 def check_occurred_at(occurred_at: datetime, now: datetime) -> Refusal | None:

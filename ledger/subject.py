@@ -12,14 +12,9 @@ from eventsourcing.domain import Aggregate, event
 
 from ledger import events as ev
 from ledger import rules
-from ledger.errors import Refused
 from ledger.policy import Policy
+from ledger.rules import refuse_if
 from ledger.subject_state import SubjectState
-
-
-def _refuse_if(refusal: rules.Refusal | None) -> None:
-    if refusal is not None:
-        raise Refused(refusal.reason, refusal.clause, refusal.detail)
 
 
 class Subject(Aggregate):
@@ -33,7 +28,7 @@ class Subject(Aggregate):
 
     @classmethod
     def register(cls, policy: Policy, payload: ev.SubjectRegistered) -> Subject:
-        _refuse_if(
+        refuse_if(
             rules.check_registration(
                 policy,
                 occurred_at=payload.occurred_at,
@@ -55,44 +50,44 @@ class Subject(Aggregate):
 
     def check_open(self) -> None:
         """Refuse early (before sealing anything) when the subject is closed."""
-        _refuse_if(rules.check_open(self.state))
+        refuse_if(rules.check_open(self.state))
 
     def collect(self, policy: Policy, payload: ev.DataCollected) -> None:
-        _refuse_if(
+        refuse_if(
             rules.check_open(self.state) or rules.check_collection(policy, self.state, payload)
         )
         self._emit("DataCollected", payload)
 
     def use(self, policy: Policy, payload: ev.DataUsed) -> None:
-        _refuse_if(rules.check_open(self.state) or rules.check_use(policy, self.state, payload))
+        refuse_if(rules.check_open(self.state) or rules.check_use(policy, self.state, payload))
         self._emit("DataUsed", payload)
 
     def share(self, policy: Policy, payload: ev.DataShared, *, sale: bool) -> None:
-        _refuse_if(
+        refuse_if(
             rules.check_open(self.state)
             or rules.check_share(policy, self.state, payload, sale=sale)
         )
         self._emit("DataShared", payload)
 
     def give_consent(self, policy: Policy, payload: ev.ConsentGiven) -> None:
-        _refuse_if(
+        refuse_if(
             rules.check_open(self.state) or rules.check_consent_given(policy, self.state, payload)
         )
         self._emit("ConsentGiven", payload)
 
     def withdraw_consent(self, policy: Policy, payload: ev.ConsentWithdrawn) -> None:
-        _refuse_if(rules.check_open(self.state) or rules.check_consent_withdrawn(policy, payload))
+        refuse_if(rules.check_open(self.state) or rules.check_consent_withdrawn(policy, payload))
         self._emit("ConsentWithdrawn", payload)
 
     def correct(self, policy: Policy, payload: ev.DataCorrected) -> None:
-        _refuse_if(
+        refuse_if(
             rules.check_open(self.state) or rules.check_correction(policy, self.state, payload)
         )
         self._emit("DataCorrected", payload)
 
     def erase(self, policy: Policy, erased: ev.DataErased, shredded: ev.KeyShredded | None) -> None:
         """Erase (a closing event, allowed after cancellation); a full erasure shreds the key."""
-        _refuse_if(rules.check_erasure(policy, self.state, erased))
+        refuse_if(rules.check_erasure(policy, self.state, erased))
         self._erased(erased)
         if shredded is not None:
             self._key_shredded(shredded)
@@ -105,17 +100,17 @@ class Subject(Aggregate):
         shredded: ev.KeyShredded,
     ) -> None:
         """Cancel the account and erase its data (§6.3(5), §6.4): all rules first, then events."""
-        _refuse_if(rules.check_open(self.state) or rules.check_erasure(policy, self.state, erased))
+        refuse_if(rules.check_open(self.state) or rules.check_erasure(policy, self.state, erased))
         self._cancelled(payload)
         self._erased(erased)
         self._key_shredded(shredded)
 
     def record_notified(self, payload: ev.PolicyNotified) -> None:
-        _refuse_if(rules.check_open(self.state))
+        refuse_if(rules.check_open(self.state))
         self._notified(payload)
 
     def acknowledge_policy(self, payload: ev.PolicyAcknowledged) -> None:
-        _refuse_if(rules.check_open(self.state))
+        refuse_if(rules.check_open(self.state))
         self._acknowledged(payload)
 
     # --- events --------------------------------------------------------------------------------
