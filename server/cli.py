@@ -272,9 +272,7 @@ def _announce(settings: Settings, runtime: Runtime, port: int, *, made: bool) ->
     host = settings.listen.rsplit(":", 1)[0]
     security = "TLS" if settings.tls is not None else "no TLS: plaintext, loopback only"
     if settings.tls is not None and settings.tls.client_ca_file is not None:
-        security = (
-            "mutual TLS" if settings.tls.require_client_cert else "TLS, client certs optional"
-        )
+        security = "mutual TLS: client certificates required"
     lines = [
         f"pdl: serving on {host}:{port} ({security})",
         f"pdl: storage {_location(runtime)}",

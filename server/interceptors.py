@@ -18,7 +18,7 @@ from typing import Any, cast
 import grpc
 from grpc import aio
 
-from server.auth import CURRENT_PRINCIPAL, PrincipalRegistry, authorize
+from server.auth import CURRENT_PRINCIPAL, Principal, PrincipalRegistry, authorize
 from server.errors import StatusParts, status_of
 from server.settings import Scope
 
@@ -82,7 +82,9 @@ class LedgerInterceptor(aio.ServerInterceptor):
             started = time.perf_counter()
             who, code = "-", grpc.StatusCode.OK
             try:
-                who = self._enter(context, method, scope)
+                principal = self._authenticate(context)
+                who = principal.name
+                self._admit(principal, scope, method)
                 return await behaviour(request, context)
             except (asyncio.CancelledError, aio.AbortError):
                 code = _cancelled_or(context)
@@ -101,7 +103,9 @@ class LedgerInterceptor(aio.ServerInterceptor):
             started = time.perf_counter()
             who, code = "-", grpc.StatusCode.OK
             try:
-                who = self._enter(context, method, scope)
+                principal = self._authenticate(context)
+                who = principal.name
+                self._admit(principal, scope, method)
                 async for response in behaviour(request, context):
                     yield response
             except (asyncio.CancelledError, aio.AbortError, GeneratorExit):
@@ -116,15 +120,18 @@ class LedgerInterceptor(aio.ServerInterceptor):
 
         return call
 
-    def _enter(self, context: aio.ServicerContext[Any, Any], method: str, scope: Scope) -> str:
+    def _authenticate(self, context: aio.ServicerContext[Any, Any]) -> Principal:
         metadata = {
             k.lower(): v for k, v in context.invocation_metadata() or () if isinstance(v, str)
         }
-        subjects = _tls_subjects(context)
-        principal = self._registry.authenticate(metadata, subjects)
+        subjects = _tls_subjects(context) if self._tls else []
+        return self._registry.authenticate(metadata, subjects)
+
+    @staticmethod
+    def _admit(principal: Principal, scope: Scope, method: str) -> None:
+        """Check the scope, then hand the principal to the servicer."""
         authorize(principal, scope, method)
         CURRENT_PRINCIPAL.set(principal)
-        return principal.name
 
 
 def _tls_subjects(context: aio.ServicerContext[Any, Any]) -> list[str]:

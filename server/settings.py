@@ -62,7 +62,12 @@ class PrincipalConfig(BaseModel):
 
 
 class TlsConfig(BaseModel):
-    """Server TLS, and mutual TLS when a client CA is given."""
+    """Server TLS, and mutual TLS when a client CA is given.
+
+    gRPC's Python server can require a client certificate or not ask for one, but cannot ask
+    for an optional one; so a client CA means every client must present a certificate (and
+    may still send a bearer token, which then names the principal).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -72,8 +77,20 @@ class TlsConfig(BaseModel):
         default=None, description="CA bundle for client certificates; enables mutual TLS."
     )
     require_client_cert: bool = Field(
-        default=False, description="Refuse connections without a valid client certificate."
+        default=False,
+        description="Refuse connections without a valid client certificate; must be true "
+        "exactly when client_ca_file is set.",
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if (self.client_ca_file is not None) != self.require_client_cert:
+            msg = (
+                "client_ca_file and require_client_cert go together: gRPC cannot ask for an "
+                "optional client certificate, so mutual TLS requires one"
+            )
+            raise ValueError(msg)
+        return self
 
 
 class Settings(BaseModel):

@@ -34,6 +34,7 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from outcomes import reason_of
+from pydantic import ValidationError
 from scenario import secret
 
 from server._pb.pdl.v1 import common_pb2 as cpb
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 
 _IP = "network_log.ip_address"
 _PDL = Path(sys.executable).with_name("pdl")
-_GRACE_SECONDS = 10.0  # the default shutdown_grace_seconds
+_GRACE_SECONDS = 5.0  # shutdown_grace_seconds of the `pdl serve` processes started here
 
 
 def ip_collection(
@@ -184,7 +185,7 @@ def clean_environment() -> dict[str, str]:
 
 
 def serve_environment(store: E2EStore) -> dict[str, str]:
-    env = clean_environment()
+    env = {**clean_environment(), "PDL_SHUTDOWN_GRACE_SECONDS": str(_GRACE_SECONDS)}
     if store.database_url is not None and store.schema is not None:
         env["PDL_DATABASE_URL"] = store.database_url
         env["PDL_POSTGRES_SCHEMA"] = store.schema
@@ -299,12 +300,21 @@ def test_sigterm_drains_in_flight_calls_and_loses_nothing_acknowledged(
         load.stop.set()
         recorder.join(30)
 
-    unexpected = [line for line in running.lines if not line.startswith(("{", "pdl: "))]
-    assert code == 0, "\n".join(unexpected)
-    assert stopped_in < _GRACE_SECONDS, "\n".join(unexpected)
+    slow_or_failed = [
+        line
+        for line in running.lines
+        if not line.startswith("{") or '"OK"' not in line or json.loads(line)["ms"] > 1000
+    ]
+    assert code == 0, "\n".join(slow_or_failed)
+    # Usually well under a second. Now and then gRPC holds a call that reached the server as
+    # it began to stop, never handing it to the servicer, until the grace ends and it cancels
+    # it (measured: Server.stop alone took the whole grace, with no task left); so the bound
+    # is the grace itself, plus the time to exit.
+    assert stopped_in < _GRACE_SECONDS + 1.5, "\n".join(slow_or_failed[-40:])
     assert len(load.acknowledged) >= 200
-    # Calls gRPC had queued but not yet handed to the server end CANCELLED at shutdown;
-    # calls after it, UNAVAILABLE. Neither was acknowledged, so neither may be relied on.
+    # Calls gRPC had queued but not yet handed to the servicer end CANCELLED (or UNAVAILABLE,
+    # "Cancelling all calls", at the end of the grace); calls after it, UNAVAILABLE. None was
+    # acknowledged, so none may be relied on, and none was recorded (below).
     assert set(load.failed) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
 
     settings = load_settings(
@@ -332,7 +342,7 @@ def test_sigterm_drains_in_flight_calls_and_loses_nothing_acknowledged(
     ok = [c["method"] for c in calls if c["status"] == "OK"]
     assert ok.count("/pdl.v1.LedgerService/RegisterSubject") == 1
     assert ok.count("/pdl.v1.LedgerService/RecordCollection") == len(load.acknowledged)
-    assert "Traceback" not in running.stderr, "\n".join(unexpected)
+    assert "Traceback" not in running.stderr, "\n".join(slow_or_failed)
     for personal in [account, *(value for _, value, _ in load.acknowledged)]:
         assert personal not in running.stderr
 
@@ -369,13 +379,6 @@ def test_each_call_is_logged_once_with_its_principal_method_and_status(
     assert account not in caplog.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: server/interceptors.py LedgerInterceptor._unary/_streaming assign `who` only "
-    "after _enter returns, and _enter raises PermissionDenied after authenticating, so a "
-    "denied call is logged with principal '-' instead of the caller who was denied",
-)
 def test_a_denied_call_is_logged_with_the_principal_that_was_denied(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -488,7 +491,7 @@ def tls_server(
         tls=TlsConfig(
             cert_file=certs.server_cert,
             key_file=certs.server_key,
-            client_ca_file=certs.ca,
+            client_ca_file=certs.ca if require_client_cert else None,
             require_client_cert=require_client_cert,
         ),
         extra_principals=(
@@ -560,25 +563,18 @@ def test_over_tls_a_caller_with_neither_token_nor_certificate_is_unauthenticated
     assert denied.value.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: server/app.py _bind passes require_client_auth=False to "
-    "grpc.ssl_server_credentials, which never requests a client certificate, so with "
-    "client_ca_file set and require_client_cert=False a certificate principal cannot sign in",
-)
-def test_with_client_certificates_optional_a_presented_certificate_names_the_principal(
-    serve_with: Callable[..., Served], certificates: Certificates
+def test_a_client_ca_without_required_client_certificates_is_refused_as_configuration(
+    certificates: Certificates,
 ) -> None:
-    served = tls_server(serve_with, certificates, require_client_cert=False)
-
-    with tls_channel(served, certificates, client_cert=True) as channel:
-        try:
-            answer = get_policy(channel)
-        except grpc.RpcError as error:
-            raise AssertionError(f"{error.code()}: {error.details()}") from None
-
-    assert answer.version.version == "1"
+    """gRPC's Python server cannot ask for an optional client certificate, so a client CA must
+    come with required certificates rather than silently never asking for one."""
+    with pytest.raises(ValidationError, match="client_ca_file and require_client_cert"):
+        TlsConfig(
+            cert_file=certificates.server_cert,
+            key_file=certificates.server_key,
+            client_ca_file=certificates.ca,
+            require_client_cert=False,
+        )
 
 
 def test_with_client_certificates_required_the_certificate_names_a_read_only_principal(
