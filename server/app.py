@@ -91,7 +91,7 @@ async def build_server(
 ) -> Serving:
     """Wire the services, health and reflection, bind and start; health says SERVING."""
     address = listen or settings.listen
-    _check_listen(address, settings.tls)
+    check_listen(address, settings.tls)
     ledger, clock = runtime.ledger, runtime.ledger.clock
     committer = GroupCommitter(ledger, settings.group_commit_items)
     server = aio.server(
@@ -124,7 +124,7 @@ async def build_server(
     return Serving(server, port, committer, checker)
 
 
-def _check_listen(address: str, tls: TlsConfig | None) -> None:
+def check_listen(address: str, tls: TlsConfig | None) -> None:
     host = address.rsplit(":", 1)[0].strip("[]")
     if tls is not None:
         return

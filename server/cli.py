@@ -28,6 +28,7 @@ from ledger.clock import Clock, FixedClock
 from ledger.commands import SubjectRef
 from ledger.errors import LedgerError, SubjectNotFound
 from ledger.subject_state import ConsentStatus, SubjectState, minor_at
+from server.app import check_listen
 from server.app import serve as serve_forever
 from server.auth import PrincipalRegistry, load_or_create_admin_token
 from server.demo import DEMO_START, DEMO_ZONE, DemoValues, run_demo
@@ -258,6 +259,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     with _one_line_errors():
         settings = load_settings(config, data_dir=data_dir, listen=listen)
+        check_listen(settings.listen, settings.tls)  # before anything is created on disk
         token, made = load_or_create_admin_token(settings.admin_token_path)
         registry = PrincipalRegistry.from_settings(settings, token)
         with _runtime(config, data_dir, settings=settings) as runtime:

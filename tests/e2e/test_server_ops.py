@@ -406,6 +406,7 @@ def test_serving_on_a_public_address_without_tls_is_refused_in_one_line(tmp_path
     assert line.startswith("error: ")
     assert "loopback" in line
     assert finished.stdout == ""
+    assert not (tmp_path / "data").exists()  # refused before any key or token was made
 
 
 # --- TLS and mutual TLS -------------------------------------------------------------------
