@@ -277,7 +277,7 @@ class _Accepted:
 
 
 def _recorded(receipt: Receipt, *, replayed: bool) -> Recorded:
-    return Recorded.model_construct(
+    return Recorded(
         aggregate_id=receipt.aggregate_id,
         subject_id=receipt.subject_id,
         version=receipt.version,
