@@ -130,6 +130,18 @@ def test_health_says_serving_without_a_token(served: Served) -> None:
 # --- deadlines ----------------------------------------------------------------------------
 
 
+_DEADLINE_OUTCOMES = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.OK)
+"""A 0.1 ms deadline almost always expires first; on a fast, idle machine the call can win."""
+
+
+def _with_tiny_deadline(client: LedgerClient, method: str, request: object) -> grpc.StatusCode:
+    try:
+        getattr(client.ledger, method)(request, metadata=client.options["metadata"], timeout=0.0001)
+    except grpc.RpcError as late:
+        return late.code()  # type: ignore[attr-defined, no-any-return]
+    return grpc.StatusCode.OK
+
+
 def test_a_call_past_its_deadline_fails_and_leaves_nothing_half_written(
     client: LedgerClient,
 ) -> None:
@@ -137,11 +149,7 @@ def test_a_call_past_its_deadline_fails_and_leaves_nothing_half_written(
     registration = lpb.RegisterSubjectRequest(
         meta=meta(uuid.uuid4().hex, datetime.now(UTC) - timedelta(seconds=1)), account=account
     )
-    with pytest.raises(grpc.RpcError) as late:
-        client.ledger.RegisterSubject(
-            registration, metadata=client.options["metadata"], timeout=0.0001
-        )
-    assert late.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert _with_tiny_deadline(client, "RegisterSubject", registration) in _DEADLINE_OUTCOMES
     sid = client.ledger.RegisterSubject(registration, **client.options).recorded.subject_id
     collection = ip_collection(sid, secret("ip"), uuid.uuid4().hex)
     batch = lpb.RecordBatchRequest(
@@ -149,11 +157,8 @@ def test_a_call_past_its_deadline_fails_and_leaves_nothing_half_written(
     )
 
     for method, request in [("RecordCollection", collection), ("RecordBatch", batch)]:
-        call = getattr(client.ledger, method)
-        with pytest.raises(grpc.RpcError) as late:
-            call(request, metadata=client.options["metadata"], timeout=0.0001)
-        assert late.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED, method
-        call(request, **client.options)  # the retry: a replay if the first got through
+        assert _with_tiny_deadline(client, method, request) in _DEADLINE_OUTCOMES, method
+        getattr(client.ledger, method)(request, **client.options)  # a replay if it got through
 
     by_account = client.query.GetSubjectState(
         qpb.GetSubjectStateRequest(subject=cpb.SubjectRef(account=account)), **client.options
