@@ -7,10 +7,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+import pytest
 from pydantic import SecretStr
 
 from ledger import commands as c
 from ledger.application import Ledger, Recorded
+from ledger.errors import Refused
 
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 PRINCIPAL = "app-backend"
@@ -104,3 +106,24 @@ def share(subject_id: UUID, *, at: datetime, **fields: Any) -> c.RecordShare:
 def later(ledger: Ledger, seconds: float = 1.0) -> datetime:
     """Move the test clock on and return the new instant."""
     return ledger.clock.advance(timedelta(seconds=seconds))  # type: ignore[attr-defined]
+
+
+def written(ledger: Ledger) -> int:
+    """The log's last position (0 when empty)."""
+    return ledger.recorder.max_notification_id() or 0
+
+
+def refused(ledger: Ledger, command: c._Command) -> Refused:
+    """Execute a command that must be refused; check it wrote nothing; return the refusal."""
+    before = written(ledger)
+    with pytest.raises(Refused) as caught:
+        ledger.execute(PRINCIPAL, command)
+    assert written(ledger) == before, "a refused command wrote to the log"
+    return caught.value
+
+
+def subject(ledger: Ledger, **fields: Any) -> UUID:
+    """A newly registered subject's pseudonym."""
+    sid = register(ledger, **fields).subject_id
+    assert sid is not None
+    return sid

@@ -20,9 +20,11 @@ from scenario import (
     gps_collection,
     key,
     later,
+    refused,
     register,
     secret,
     share,
+    subject,
     use,
     withdrawal,
 )
@@ -30,30 +32,10 @@ from scenario import (
 from ledger import commands as c
 from ledger.application import Ledger
 from ledger.errors import RefusalReason as R
-from ledger.errors import Refused
 from ledger.events import CollectionMode, ConsentGiver
 from ledger.policy import SEED_EFFECTIVE_AT, load_seed_policy
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _written(ledger: Ledger) -> int:
-    return ledger.recorder.max_notification_id() or 0
-
-
-def _refused(ledger: Ledger, command: c._Command) -> Refused:
-    """Execute a command that must be refused; check it wrote nothing; return the refusal."""
-    before = _written(ledger)
-    with pytest.raises(Refused) as caught:
-        ledger.execute(PRINCIPAL, command)
-    assert _written(ledger) == before, "a refused command wrote to the log"
-    return caught.value
-
-
-def _subject(ledger: Ledger, **fields: Any) -> UUID:
-    sid = register(ledger, **fields).subject_id
-    assert sid is not None
-    return sid
 
 
 def _registration(ledger: Ledger, **fields: Any) -> c.RegisterSubject:
@@ -89,26 +71,26 @@ def _publish(ledger: Ledger, version: str, effective_at: datetime) -> c.PublishP
 
 
 def test_gps_collection_without_prior_consent_is_refused__clause_1_5(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
 
-    refusal = _refused(memory_ledger, gps_collection(sid, at=later(memory_ledger)))
+    refusal = refused(memory_ledger, gps_collection(sid, at=later(memory_ledger)))
 
     assert (refusal.reason, refusal.clause) == (R.SENSITIVE_CATEGORY_WITHOUT_CONSENT, "§1(5)")
 
 
 def test_imei_collection_without_prior_consent_is_refused__clause_1_3(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     imei = collection(
         sid, at=later(memory_ledger), category="device_id.imei", source="app", values={}
     )
 
-    refusal = _refused(memory_ledger, imei)
+    refusal = refused(memory_ledger, imei)
 
     assert (refusal.reason, refusal.clause) == (R.SENSITIVE_CATEGORY_WITHOUT_CONSENT, "§1(3)")
 
 
 def test_gps_collection_after_consent_is_accepted__clause_1(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, consent(sid, at=later(memory_ledger)))
 
     recorded = memory_ledger.execute(
@@ -122,22 +104,22 @@ def test_gps_collection_after_consent_is_accepted__clause_1(memory_ledger):
 def test_consent_given_after_a_backfilled_collection_does_not_cover_it__clause_1(memory_ledger):
     """§1: consent must come *before* collection; a later consent is not retroactive."""
     now = memory_ledger.clock.now()
-    sid = _subject(memory_ledger, at=now - timedelta(days=2))
+    sid = subject(memory_ledger, at=now - timedelta(days=2))
     memory_ledger.execute(PRINCIPAL, consent(sid, at=later(memory_ledger)))
 
-    refusal = _refused(memory_ledger, gps_collection(sid, at=now - timedelta(days=1)))
+    refusal = refused(memory_ledger, gps_collection(sid, at=now - timedelta(days=1)))
 
     assert (refusal.reason, refusal.clause) == (R.SENSITIVE_CATEGORY_WITHOUT_CONSENT, "§1(5)")
 
 
 def test_consent_for_another_purpose_does_not_cover_gps_collection__clause_1(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(
         PRINCIPAL,
         consent(sid, at=later(memory_ledger), purposes=("legal_compliance",)),
     )
 
-    refusal = _refused(memory_ledger, gps_collection(sid, at=later(memory_ledger)))
+    refusal = refused(memory_ledger, gps_collection(sid, at=later(memory_ledger)))
 
     assert refusal.reason is R.SENSITIVE_CATEGORY_WITHOUT_CONSENT
 
@@ -145,7 +127,7 @@ def test_consent_for_another_purpose_does_not_cover_gps_collection__clause_1(mem
 def test_non_sensitive_ip_address_is_collected_by_default_without_consent__clauses_0_1(
     memory_ledger,
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
 
     recorded = memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
 
@@ -174,9 +156,9 @@ def test_non_sensitive_ip_address_is_collected_by_default_without_consent__claus
 def test_collection_outside_the_declared_categories_sources_and_purposes_is_refused__clauses_1_3(
     memory_ledger, fields, reason, clause
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
 
-    refusal = _refused(memory_ledger, collection(sid, at=later(memory_ledger), **fields))
+    refusal = refused(memory_ledger, collection(sid, at=later(memory_ledger), **fields))
 
     assert (refusal.reason, refusal.clause) == (reason, clause)
 
@@ -202,18 +184,18 @@ def test_collection_outside_the_declared_categories_sources_and_purposes_is_refu
 def test_use_outside_the_declared_purposes_bases_and_categories_is_refused__clause_2(
     memory_ledger, fields, reason, clause
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
 
-    refusal = _refused(memory_ledger, use(sid, at=later(memory_ledger), **fields))
+    refusal = refused(memory_ledger, use(sid, at=later(memory_ledger), **fields))
 
     assert (refusal.reason, refusal.clause) == (reason, clause)
 
 
 def test_use_of_data_never_collected_is_refused_as_not_held__clause_1(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
 
-    refusal = _refused(memory_ledger, use(sid, at=later(memory_ledger)))
+    refusal = refused(memory_ledger, use(sid, at=later(memory_ledger)))
 
     assert (refusal.reason, refusal.clause) == (R.DATA_NOT_HELD, "§1")
 
@@ -221,7 +203,7 @@ def test_use_of_data_never_collected_is_refused_as_not_held__clause_1(memory_led
 def test_use_of_held_data_for_a_purpose_needing_it_on_an_allowed_basis_is_accepted__clause_2(
     memory_ledger,
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
 
     recorded = memory_ledger.execute(PRINCIPAL, use(sid, at=later(memory_ledger)))
@@ -233,16 +215,16 @@ def test_use_of_held_data_for_a_purpose_needing_it_on_an_allowed_basis_is_accept
 def test_use_backfilled_before_the_data_was_first_collected_is_refused__clause_1(memory_ledger):
     """§1: data cannot have been used at an instant the ledger says it was not yet held."""
     now = memory_ledger.clock.now()
-    sid = _subject(memory_ledger, at=now - timedelta(days=10))
+    sid = subject(memory_ledger, at=now - timedelta(days=10))
     memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
 
-    refusal = _refused(memory_ledger, use(sid, at=now - timedelta(days=5)))
+    refusal = refused(memory_ledger, use(sid, at=now - timedelta(days=5)))
 
     assert refusal.reason is R.DATA_NOT_HELD
 
 
 def test_use_of_held_gps_for_a_purpose_without_consent_is_refused__clause_1_5(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, consent(sid, at=later(memory_ledger)))
     memory_ledger.execute(PRINCIPAL, gps_collection(sid, at=later(memory_ledger)))
     transfer = use(
@@ -253,7 +235,7 @@ def test_use_of_held_gps_for_a_purpose_without_consent_is_refused__clause_1_5(me
         legal_basis="corporate_transaction",
     )
 
-    refusal = _refused(memory_ledger, transfer)
+    refusal = refused(memory_ledger, transfer)
 
     assert (refusal.reason, refusal.clause) == (R.SENSITIVE_CATEGORY_WITHOUT_CONSENT, "§1(5)")
 
@@ -289,23 +271,23 @@ def test_use_of_held_gps_for_a_purpose_without_consent_is_refused__clause_1_5(me
 def test_share_outside_the_recipient_class_is_refused__clause_4(
     memory_ledger, fields, reason, clause
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(
         PRINCIPAL, _usage_collection(sid, at=later(memory_ledger), purpose="advertising")
     )
 
-    refusal = _refused(memory_ledger, share(sid, at=later(memory_ledger), **fields))
+    refusal = refused(memory_ledger, share(sid, at=later(memory_ledger), **fields))
 
     assert (refusal.reason, refusal.clause) == (reason, clause)
 
 
 def test_advertising_partner_receiving_gps_for_advertising_is_refused__clause_4_2(memory_ledger):
     """§4.2: partners get only the data necessary for the purpose; advertising needs no GPS."""
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, consent(sid, at=later(memory_ledger)))
     memory_ledger.execute(PRINCIPAL, gps_collection(sid, at=later(memory_ledger)))
 
-    refusal = _refused(
+    refusal = refused(
         memory_ledger, share(sid, at=later(memory_ledger), categories=("location.gps",))
     )
 
@@ -315,7 +297,7 @@ def test_advertising_partner_receiving_gps_for_advertising_is_refused__clause_4_
 def test_advertising_partner_receiving_usage_for_advertising_on_consent_is_accepted__clause_4_2(
     memory_ledger,
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(
         PRINCIPAL, _usage_collection(sid, at=later(memory_ledger), purpose="advertising")
     )
@@ -329,27 +311,27 @@ def test_advertising_partner_receiving_usage_for_advertising_on_consent_is_accep
 
 
 def test_share_for_a_purpose_without_data_held_is_refused__clause_4_2(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
 
-    refusal = _refused(memory_ledger, share(sid, at=later(memory_ledger)))
+    refusal = refused(memory_ledger, share(sid, at=later(memory_ledger)))
 
     assert refusal.reason is R.DATA_NOT_HELD
 
 
 def test_share_on_a_basis_the_purpose_does_not_allow_is_refused__clauses_3_2_4_2(memory_ledger):
     """§3.2/§4.2: advertising rests on consent only; 'contract' must not carry it to partners."""
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(
         PRINCIPAL, _usage_collection(sid, at=later(memory_ledger), purpose="advertising")
     )
 
-    refusal = _refused(memory_ledger, share(sid, at=later(memory_ledger), legal_basis="contract"))
+    refusal = refused(memory_ledger, share(sid, at=later(memory_ledger), legal_basis="contract"))
 
     assert refusal.reason is R.LEGAL_BASIS_NOT_ALLOWED_FOR_PURPOSE
 
 
 def test_sale_is_refused_even_with_consent__clause_4(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(
         PRINCIPAL,
         consent(
@@ -364,7 +346,7 @@ def test_sale_is_refused_even_with_consent__clause_4(memory_ledger):
         PRINCIPAL, _usage_collection(sid, at=later(memory_ledger), purpose="advertising")
     )
 
-    refusal = _refused(memory_ledger, share(sid, at=later(memory_ledger), sale=True))
+    refusal = refused(memory_ledger, share(sid, at=later(memory_ledger), sale=True))
 
     assert (refusal.reason, refusal.clause) == (R.SALE_PROHIBITED, "§4")
 
@@ -373,7 +355,7 @@ def test_sale_is_refused_even_with_consent__clause_4(memory_ledger):
 def test_aggregate_recipients_receive_only_anonymised_data__clause_4_5(
     memory_ledger, anonymised, accepted
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(
         PRINCIPAL, _usage_collection(sid, at=later(memory_ledger), purpose="product_analysis")
     )
@@ -389,13 +371,13 @@ def test_aggregate_recipients_receive_only_anonymised_data__clause_4_5(
     if accepted:
         assert memory_ledger.execute(PRINCIPAL, aggregate).event_type == "DataShared"
     else:
-        refusal = _refused(memory_ledger, aggregate)
+        refusal = refused(memory_ledger, aggregate)
         assert (refusal.reason, refusal.clause) == (R.ANONYMISATION_REQUIRED, "§4.5")
 
 
 def _gps_held_without_consent(ledger: Ledger) -> UUID:
     """A subject whose GPS was collected on consent, and who then withdrew it."""
-    sid = _subject(ledger)
+    sid = subject(ledger)
     ledger.execute(PRINCIPAL, consent(sid, at=later(ledger)))
     ledger.execute(PRINCIPAL, gps_collection(sid, at=later(ledger)))
     ledger.execute(PRINCIPAL, withdrawal(sid, at=later(ledger), categories=("location.gps",)))
@@ -418,7 +400,7 @@ def _to_authorities(sid: UUID, at: datetime, **fields: Any) -> c.RecordShare:
 def test_disclosure_to_authorities_without_a_legal_ground_is_refused__clause_4_3(memory_ledger):
     sid = _gps_held_without_consent(memory_ledger)
 
-    refusal = _refused(memory_ledger, _to_authorities(sid, later(memory_ledger)))
+    refusal = refused(memory_ledger, _to_authorities(sid, later(memory_ledger)))
 
     assert (refusal.reason, refusal.clause) == (R.LEGAL_GROUND_REQUIRED, "§4.3")
 
@@ -440,7 +422,7 @@ def test_authorities_cannot_receive_on_consent__clause_4_3(memory_ledger):
         sid, later(memory_ledger), legal_ground="court_order", legal_basis="consent"
     )
 
-    refusal = _refused(memory_ledger, on_consent)
+    refusal = refused(memory_ledger, on_consent)
 
     assert (refusal.reason, refusal.clause) == (R.LEGAL_BASIS_NOT_ALLOWED_FOR_PURPOSE, "§4.3")
 
@@ -455,7 +437,7 @@ def test_authorities_cannot_receive_on_consent__clause_4_3(memory_ledger):
 def test_acquirer_receives_data_only_for_a_business_transfer__clause_4_4(
     memory_ledger, purpose, basis, refused_with
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
     transfer = share(
         sid,
@@ -470,7 +452,7 @@ def test_acquirer_receives_data_only_for_a_business_transfer__clause_4_4(
     if refused_with is None:
         assert memory_ledger.execute(PRINCIPAL, transfer).event_type == "DataShared"
     else:
-        refusal = _refused(memory_ledger, transfer)
+        refusal = refused(memory_ledger, transfer)
         assert (refusal.reason, refusal.clause) == (refused_with, "§4.4")
 
 
@@ -490,17 +472,17 @@ def test_acquirer_receives_data_only_for_a_business_transfer__clause_4_4(
 def test_consent_outside_the_declared_methods_purposes_and_categories_is_refused__clauses_1_2(
     memory_ledger, fields, reason, clause
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
 
-    refusal = _refused(memory_ledger, consent(sid, at=later(memory_ledger), **fields))
+    refusal = refused(memory_ledger, consent(sid, at=later(memory_ledger), **fields))
 
     assert (refusal.reason, refusal.clause) == (reason, clause)
 
 
 def test_withdrawal_of_an_undeclared_purpose_is_refused__clause_6_5(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
 
-    refusal = _refused(
+    refusal = refused(
         memory_ledger, withdrawal(sid, at=later(memory_ledger), purposes=("profiling",))
     )
 
@@ -514,13 +496,13 @@ def test_withdrawal_of_an_undeclared_purpose_is_refused__clause_6_5(memory_ledge
     "fields", [{"minor": True}, {"birth_year": 2010}], ids=["flagged", "by-birth-year"]
 )
 def test_registering_a_minor_without_a_guardian_is_refused__clause_5(memory_ledger, fields):
-    refusal = _refused(memory_ledger, _registration(memory_ledger, **fields))
+    refusal = refused(memory_ledger, _registration(memory_ledger, **fields))
 
     assert (refusal.reason, refusal.clause) == (R.MINOR_WITHOUT_GUARDIAN, "§5")
 
 
 def test_registering_a_minor_with_a_guardian_is_accepted__clause_5(memory_ledger):
-    guardian = _subject(memory_ledger)
+    guardian = subject(memory_ledger)
 
     by_account = register(
         memory_ledger, minor=True, guardian_account_id=SecretStr(secret("guardian"))
@@ -537,13 +519,13 @@ def test_registering_an_adult_by_birth_year_needs_no_guardian__clause_5(memory_l
 
 
 def _minor(ledger: Ledger) -> UUID:
-    return _subject(ledger, birth_year=2012, guardian_account_id=SecretStr(secret("guardian")))
+    return subject(ledger, birth_year=2012, guardian_account_id=SecretStr(secret("guardian")))
 
 
 def test_a_minors_consent_given_by_the_minor_is_refused__clause_5(memory_ledger):
     sid = _minor(memory_ledger)
 
-    refusal = _refused(memory_ledger, consent(sid, at=later(memory_ledger)))
+    refusal = refused(memory_ledger, consent(sid, at=later(memory_ledger)))
 
     assert (refusal.reason, refusal.clause) == (R.MINOR_CONSENT_REQUIRES_GUARDIAN, "§5")
 
@@ -569,7 +551,7 @@ def test_a_minors_consent_given_by_the_guardian_is_accepted__clause_5(memory_led
 def test_collection_stored_outside_cn_mainland_needs_a_cross_border_basis__clause_7(
     memory_ledger, basis, accepted
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     abroad = collection(
         sid, at=later(memory_ledger), storage_region="eu-west", cross_border_basis=basis
     )
@@ -580,7 +562,7 @@ def test_collection_stored_outside_cn_mainland_needs_a_cross_border_basis__claus
             "eu-west"
         }
     else:
-        refusal = _refused(memory_ledger, abroad)
+        refusal = refused(memory_ledger, abroad)
         assert (refusal.reason, refusal.clause) == (R.OUTSIDE_STORAGE_REGION, "§7")
 
 
@@ -588,7 +570,7 @@ def test_collection_stored_outside_cn_mainland_needs_a_cross_border_basis__claus
 def test_share_to_a_destination_outside_cn_mainland_needs_a_cross_border_basis__clause_7(
     memory_ledger, basis, accepted
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(
         PRINCIPAL, _usage_collection(sid, at=later(memory_ledger), purpose="advertising")
     )
@@ -599,7 +581,7 @@ def test_share_to_a_destination_outside_cn_mainland_needs_a_cross_border_basis__
     if accepted:
         assert memory_ledger.execute(PRINCIPAL, abroad).event_type == "DataShared"
     else:
-        refusal = _refused(memory_ledger, abroad)
+        refusal = refused(memory_ledger, abroad)
         assert (refusal.reason, refusal.clause) == (R.OUTSIDE_STORAGE_REGION, "§7")
 
 
@@ -614,7 +596,7 @@ def test_registration_stored_outside_cn_mainland_needs_a_cross_border_basis__cla
         assert recorded.subject_id is not None
         assert memory_ledger.subject(recorded.subject_id).state.storage_region == "eu-west"
     else:
-        refusal = _refused(memory_ledger, abroad)
+        refusal = refused(memory_ledger, abroad)
         assert (refusal.reason, refusal.clause) == (R.OUTSIDE_STORAGE_REGION, "§7")
 
 
@@ -622,16 +604,16 @@ def test_registration_stored_outside_cn_mainland_needs_a_cross_border_basis__cla
 
 
 def test_an_event_more_than_5_minutes_in_the_future_is_refused__clause_0(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     ahead = memory_ledger.clock.now() + timedelta(minutes=5, seconds=1)
 
-    refusal = _refused(memory_ledger, collection(sid, at=ahead))
+    refusal = refused(memory_ledger, collection(sid, at=ahead))
 
     assert (refusal.reason, refusal.clause) == (R.OCCURRED_IN_FUTURE, "§0")
 
 
 def test_an_event_4_minutes_in_the_future_is_accepted_as_clock_skew__clause_0(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     ahead = memory_ledger.clock.now() + timedelta(minutes=4)
 
     recorded = memory_ledger.execute(PRINCIPAL, collection(sid, at=ahead))
@@ -645,7 +627,7 @@ def test_an_event_4_minutes_in_the_future_is_accepted_as_clock_skew__clause_0(me
 def test_an_event_before_the_seed_policy_took_effect_is_refused__clause_8(memory_ledger):
     before_policy = SEED_EFFECTIVE_AT - timedelta(seconds=1)
 
-    refusal = _refused(memory_ledger, _registration(memory_ledger, occurred_at=before_policy))
+    refusal = refused(memory_ledger, _registration(memory_ledger, occurred_at=before_policy))
 
     assert (refusal.reason, refusal.clause) == (R.NO_POLICY_IN_FORCE, "§8")
 
@@ -665,7 +647,7 @@ def test_publishing_a_newer_version_effective_in_the_future_is_accepted__clause_
 def test_publishing_a_version_not_newer_is_refused__clause_8(memory_ledger, version):
     effective = memory_ledger.clock.now() + timedelta(days=30)
 
-    refusal = _refused(memory_ledger, _publish(memory_ledger, version, effective))
+    refusal = refused(memory_ledger, _publish(memory_ledger, version, effective))
 
     assert (refusal.reason, refusal.clause) == (R.POLICY_VERSION_NOT_NEWER, "§8")
 
@@ -673,7 +655,7 @@ def test_publishing_a_version_not_newer_is_refused__clause_8(memory_ledger, vers
 def test_a_new_version_taking_effect_in_the_past_is_refused__clause_8(memory_ledger):
     effective = memory_ledger.clock.now() - timedelta(hours=1)
 
-    refusal = _refused(memory_ledger, _publish(memory_ledger, "2", effective))
+    refusal = refused(memory_ledger, _publish(memory_ledger, "2", effective))
 
     assert (refusal.reason, refusal.clause) == (R.POLICY_RETROACTIVE, "§8")
 
@@ -682,7 +664,7 @@ def test_events_record_the_policy_version_in_force_at_their_occurred_at__clause_
     start = memory_ledger.clock.now()
     effective = start + timedelta(hours=1)
     memory_ledger.execute(PRINCIPAL, _publish(memory_ledger, "2", effective))
-    sid = _subject(memory_ledger, at=start)
+    sid = subject(memory_ledger, at=start)
     memory_ledger.clock.advance(timedelta(hours=2))
 
     memory_ledger.execute(PRINCIPAL, collection(sid, at=start + timedelta(minutes=30)))

@@ -12,7 +12,18 @@ from uuid import UUID, uuid4
 
 import pytest
 from pydantic import SecretStr
-from scenario import PRINCIPAL, collection, consent, gps_collection, key, later, register, secret
+from scenario import (
+    PRINCIPAL,
+    collection,
+    consent,
+    gps_collection,
+    key,
+    later,
+    refused,
+    secret,
+    subject,
+    written,
+)
 
 from ledger import commands as c
 from ledger.application import Ledger
@@ -20,7 +31,6 @@ from ledger.errors import (
     InvalidCommand,
     KeyShreddedError,
     LedgerError,
-    Refused,
     RightsRequestNotFound,
     SubjectNotFound,
 )
@@ -32,25 +42,6 @@ from ledger.rights import RequestStatus
 _FIFTEEN_DAYS = timedelta(days=15)
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _written(ledger: Ledger) -> int:
-    return ledger.recorder.max_notification_id() or 0
-
-
-def _refused(ledger: Ledger, command: c._Command) -> Refused:
-    """Execute a command that must be refused; check it wrote nothing; return the refusal."""
-    before = _written(ledger)
-    with pytest.raises(Refused) as caught:
-        ledger.execute(PRINCIPAL, command)
-    assert _written(ledger) == before, "a refused command wrote to the log"
-    return caught.value
-
-
-def _subject(ledger: Ledger, **fields: Any) -> UUID:
-    sid = register(ledger, **fields).subject_id
-    assert sid is not None
-    return sid
 
 
 def _open(sid: UUID, at: datetime, kind: RightKind, **fields: Any) -> c.OpenRightsRequest:
@@ -119,7 +110,7 @@ def test_each_declared_right_can_be_requested_and_is_due_in_15_calendar_days__cl
     memory_ledger, kind
 ):
     """§6.4/§9: 'within 15 days', read as 15 calendar days from receipt (protective)."""
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     received = memory_ledger.clock.now() - timedelta(hours=6)
 
     rid = memory_ledger.execute(
@@ -135,7 +126,7 @@ def test_each_declared_right_can_be_requested_and_is_due_in_15_calendar_days__cl
 def test_a_request_without_received_at_is_due_15_days_after_it_occurred__clause_6_4(
     memory_ledger,
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     at = later(memory_ledger)
 
     rid = memory_ledger.execute(PRINCIPAL, _open(sid, at, RightKind.ACCESS)).aggregate_id
@@ -164,10 +155,10 @@ def test_a_request_without_received_at_is_due_15_days_after_it_occurred__clause_
 def test_a_request_outside_the_declared_grounds_purposes_and_categories_is_refused__clause_6(
     memory_ledger, fields, reason, clause
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     kind = fields.pop("kind")
 
-    refusal = _refused(memory_ledger, _open(sid, later(memory_ledger), kind, **fields))
+    refusal = refused(memory_ledger, _open(sid, later(memory_ledger), kind, **fields))
 
     assert (refusal.reason, refusal.clause) == (reason, clause)
 
@@ -188,19 +179,19 @@ def test_a_right_the_policy_in_force_does_not_declare_cannot_be_requested__claus
             major=True,
         ),
     )
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
 
-    refusal = _refused(memory_ledger, _open(sid, later(memory_ledger, 120), RightKind.ACCESS))
+    refusal = refused(memory_ledger, _open(sid, later(memory_ledger, 120), RightKind.ACCESS))
 
     assert (refusal.reason, refusal.clause) == (R.RIGHT_NOT_DECLARED, "§6")
 
 
 def test_a_request_for_an_erased_subject_is_refused__clause_6_3(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     rid = _request(memory_ledger, sid, RightKind.DELETION, ground="no_consent")
     memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
 
-    refusal = _refused(memory_ledger, _open(sid, later(memory_ledger), RightKind.ACCESS))
+    refusal = refused(memory_ledger, _open(sid, later(memory_ledger), RightKind.ACCESS))
 
     assert (refusal.reason, refusal.clause) == (R.SUBJECT_ERASED, "§6.3")
 
@@ -212,7 +203,7 @@ def test_a_request_for_an_unknown_subject_raises_subject_not_found(memory_ledger
 
 def test_a_request_received_in_the_future_is_refused__clauses_0_6_4(memory_ledger):
     """A received_at after the ledger's clock would move the 15-day deadline at will."""
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     far = memory_ledger.clock.now() + timedelta(days=300)
 
     with pytest.raises(LedgerError):
@@ -225,7 +216,7 @@ def test_a_request_received_in_the_future_is_refused__clauses_0_6_4(memory_ledge
 
 
 def test_an_extension_with_a_reason_moves_the_due_instant__clause_6_4(memory_ledger):
-    rid = _request(memory_ledger, _subject(memory_ledger))
+    rid = _request(memory_ledger, subject(memory_ledger))
     due = memory_ledger.rights_request(rid).due_at
 
     memory_ledger.execute(PRINCIPAL, _extend(rid, later(memory_ledger), 10))
@@ -236,21 +227,21 @@ def test_an_extension_with_a_reason_moves_the_due_instant__clause_6_4(memory_led
 
 
 def test_extensions_beyond_15_days_in_total_are_refused__clause_6_4(memory_ledger):
-    rid = _request(memory_ledger, _subject(memory_ledger))
+    rid = _request(memory_ledger, subject(memory_ledger))
     memory_ledger.execute(PRINCIPAL, _extend(rid, later(memory_ledger), 10))
 
-    refusal = _refused(memory_ledger, _extend(rid, later(memory_ledger), 6))
+    refusal = refused(memory_ledger, _extend(rid, later(memory_ledger), 6))
 
     assert (refusal.reason, refusal.clause) == (R.EXTENSION_TOO_LONG, "§6.4")
     assert memory_ledger.rights_request(rid).extended_days == 10
 
 
 def test_pausing_a_request_pauses_it_and_pausing_again_is_refused__clause_6(memory_ledger):
-    rid = _request(memory_ledger, _subject(memory_ledger))
+    rid = _request(memory_ledger, subject(memory_ledger))
     paused_at = later(memory_ledger)
 
     memory_ledger.execute(PRINCIPAL, _pause(rid, paused_at))
-    refusal = _refused(memory_ledger, _pause(rid, later(memory_ledger)))
+    refusal = refused(memory_ledger, _pause(rid, later(memory_ledger)))
 
     state = memory_ledger.rights_request(rid)
     assert (state.status, state.paused_at) == (RequestStatus.PAUSED, paused_at)
@@ -258,7 +249,7 @@ def test_pausing_a_request_pauses_it_and_pausing_again_is_refused__clause_6(memo
 
 
 def test_resuming_moves_the_due_instant_by_the_paused_time__clause_6_4(memory_ledger):
-    rid = _request(memory_ledger, _subject(memory_ledger))
+    rid = _request(memory_ledger, subject(memory_ledger))
     due = memory_ledger.rights_request(rid).due_at
     memory_ledger.execute(PRINCIPAL, _pause(rid, later(memory_ledger)))
 
@@ -270,9 +261,9 @@ def test_resuming_moves_the_due_instant_by_the_paused_time__clause_6_4(memory_le
 
 
 def test_resuming_a_request_that_is_not_paused_is_refused__clause_6(memory_ledger):
-    rid = _request(memory_ledger, _subject(memory_ledger))
+    rid = _request(memory_ledger, subject(memory_ledger))
 
-    refusal = _refused(memory_ledger, _resume(rid, later(memory_ledger)))
+    refusal = refused(memory_ledger, _resume(rid, later(memory_ledger)))
 
     assert (refusal.reason, refusal.clause) == (R.REQUEST_NOT_PAUSED, "§6")
 
@@ -281,10 +272,10 @@ def test_resuming_a_request_that_is_not_paused_is_refused__clause_6(memory_ledge
 
 
 def test_closing_a_paused_request_is_refused__clause_6(memory_ledger):
-    rid = _request(memory_ledger, _subject(memory_ledger))
+    rid = _request(memory_ledger, subject(memory_ledger))
     memory_ledger.execute(PRINCIPAL, _pause(rid, later(memory_ledger)))
 
-    refusal = _refused(memory_ledger, _close(rid, later(memory_ledger)))
+    refusal = refused(memory_ledger, _close(rid, later(memory_ledger)))
 
     assert (refusal.reason, refusal.clause) == (R.REQUEST_PAUSED, "§6")
 
@@ -298,10 +289,10 @@ def test_closing_a_paused_request_is_refused__clause_6(memory_ledger):
     ],
 )
 def test_a_closed_request_cannot_be_closed_extended_or_paused__clause_6(memory_ledger, make):
-    rid = _request(memory_ledger, _subject(memory_ledger))
+    rid = _request(memory_ledger, subject(memory_ledger))
     memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
 
-    refusal = _refused(memory_ledger, make(rid, later(memory_ledger)))
+    refusal = refused(memory_ledger, make(rid, later(memory_ledger)))
 
     assert (refusal.reason, refusal.clause) == (R.REQUEST_CLOSED, "§6")
 
@@ -310,7 +301,7 @@ def test_a_closed_request_cannot_be_closed_extended_or_paused__clause_6(memory_l
 def test_closing_after_the_due_instant_marks_the_request_late__clause_6_4(
     memory_ledger, days_later, late
 ):
-    rid = _request(memory_ledger, _subject(memory_ledger))
+    rid = _request(memory_ledger, subject(memory_ledger))
     memory_ledger.clock.advance(timedelta(days=days_later))
 
     memory_ledger.execute(PRINCIPAL, _close(rid, memory_ledger.clock.now()))
@@ -326,15 +317,15 @@ def test_closing_after_the_due_instant_marks_the_request_late__clause_6_4(
 def test_fulfilling_a_deletion_request_erases_the_subject_in_the_same_save__clause_6_3(
     memory_ledger,
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
     rid = _request(memory_ledger, sid, RightKind.DELETION, ground="breach_of_agreement")
-    before = _written(memory_ledger)
+    before = written(memory_ledger)
 
     memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
 
-    written = memory_ledger.recorder.select_notifications(before + 1, 10)
-    assert sorted(n.topic.rsplit(".", 1)[-1] for n in written) == [
+    new = memory_ledger.recorder.select_notifications(before + 1, 10)
+    assert sorted(n.topic.rsplit(".", 1)[-1] for n in new) == [
         "DataErased",
         "KeyShredded",
         "RightsRequestClosed",
@@ -351,7 +342,7 @@ def test_fulfilling_a_deletion_request_erases_the_subject_in_the_same_save__clau
 def test_fulfilling_an_account_cancellation_request_cancels_and_erases__clause_6_4(
     memory_ledger,
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     rid = _request(memory_ledger, sid, RightKind.ACCOUNT_CANCELLATION)
 
     memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
@@ -362,7 +353,7 @@ def test_fulfilling_an_account_cancellation_request_cancels_and_erases__clause_6
 
 
 def test_fulfilling_a_consent_withdrawal_request_withdraws_its_scope__clause_6_5(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, consent(sid, at=later(memory_ledger)))
     rid = _request(
         memory_ledger, sid, RightKind.CONSENT_WITHDRAWAL, **_SCOPES[RightKind.CONSENT_WITHDRAWAL]
@@ -377,12 +368,12 @@ def test_fulfilling_a_consent_withdrawal_request_withdraws_its_scope__clause_6_5
         ("location.gps",),
         rid,
     )
-    refusal = _refused(memory_ledger, gps_collection(sid, at=later(memory_ledger)))
+    refusal = refused(memory_ledger, gps_collection(sid, at=later(memory_ledger)))
     assert refusal.reason is R.CONSENT_WITHDRAWN
 
 
 def test_fulfilling_a_correction_request_records_the_correction__clause_6_2(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
     rid = _request(memory_ledger, sid, RightKind.CORRECTION, **_SCOPES[RightKind.CORRECTION])
     fixed = secret("ip")
@@ -397,16 +388,16 @@ def test_fulfilling_a_correction_request_records_the_correction__clause_6_2(memo
 
 
 def test_fulfilling_a_correction_request_without_values_is_invalid__clause_6_2(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
     rid = _request(memory_ledger, sid, RightKind.CORRECTION, **_SCOPES[RightKind.CORRECTION])
-    before = _written(memory_ledger)
+    before = written(memory_ledger)
 
     with pytest.raises(InvalidCommand) as caught:
         memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
 
     assert caught.value.field == "correction"
-    assert _written(memory_ledger) == before
+    assert written(memory_ledger) == before
     assert memory_ledger.rights_request(rid).status is RequestStatus.OPEN
 
 
@@ -414,7 +405,7 @@ def test_fulfilling_a_correction_request_without_values_is_invalid__clause_6_2(m
     "kind", [RightKind.DELETION, RightKind.ACCOUNT_CANCELLATION, RightKind.CONSENT_WITHDRAWAL]
 )
 def test_refusing_a_request_changes_nothing_on_the_subject__clause_6(memory_ledger, kind):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, consent(sid, at=later(memory_ledger)))
     memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
     rid = _request(memory_ledger, sid, kind, **_SCOPES[kind])
@@ -437,13 +428,13 @@ def test_refusing_a_request_changes_nothing_on_the_subject__clause_6(memory_ledg
 )
 def test_a_command_for_an_unknown_request_raises_rights_request_not_found(memory_ledger, make):
     unknown = uuid4()
-    before = _written(memory_ledger)
+    before = written(memory_ledger)
 
     with pytest.raises(RightsRequestNotFound) as caught:
         memory_ledger.execute(PRINCIPAL, make(unknown, later(memory_ledger)))
 
     assert caught.value.request_id == unknown
-    assert _written(memory_ledger) == before
+    assert written(memory_ledger) == before
 
 
 def test_querying_an_unknown_request_raises_rights_request_not_found(memory_ledger):

@@ -19,11 +19,14 @@ from scenario import (
     gps_collection,
     key,
     later,
+    refused,
     register,
     secret,
     share,
+    subject,
     use,
     withdrawal,
+    written,
 )
 
 from ledger import commands as c
@@ -35,27 +38,8 @@ from ledger.policy import load_seed_policy
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _written(ledger: Ledger) -> int:
-    return ledger.recorder.max_notification_id() or 0
-
-
-def _refused(ledger: Ledger, command: c._Command) -> Refused:
-    """Execute a command that must be refused; check it wrote nothing; return the refusal."""
-    before = _written(ledger)
-    with pytest.raises(Refused) as caught:
-        ledger.execute(PRINCIPAL, command)
-    assert _written(ledger) == before, "a refused command wrote to the log"
-    return caught.value
-
-
 def _ref(sid: UUID) -> c.SubjectRef:
     return c.SubjectRef(subject_id=sid)
-
-
-def _subject(ledger: Ledger, **fields: Any) -> UUID:
-    sid = register(ledger, **fields).subject_id
-    assert sid is not None
-    return sid
 
 
 def _erase(sid: UUID, at: datetime, **fields: Any) -> c.EraseSubject:
@@ -91,14 +75,14 @@ def _types(ledger: Ledger, sid: UUID) -> list[str]:
 
 
 def test_use_after_withdrawal_is_refused_and_history_stays__clause_6_5(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, consent(sid, at=later(memory_ledger)))
     memory_ledger.execute(PRINCIPAL, gps_collection(sid, at=later(memory_ledger)))
     memory_ledger.execute(PRINCIPAL, _gps_use(sid, later(memory_ledger)))
     before = memory_ledger.history(sid)
 
     memory_ledger.execute(PRINCIPAL, withdrawal(sid, at=later(memory_ledger)))
-    refusal = _refused(memory_ledger, _gps_use(sid, later(memory_ledger)))
+    refusal = refused(memory_ledger, _gps_use(sid, later(memory_ledger)))
 
     assert refusal.reason is R.CONSENT_WITHDRAWN
     assert memory_ledger.history(sid)[: len(before)] == before
@@ -107,19 +91,19 @@ def test_use_after_withdrawal_is_refused_and_history_stays__clause_6_5(memory_le
 
 def test_use_after_withdrawal_is_refused_citing_the_withdrawal_clause__clause_6_5(memory_ledger):
     """§6.5 grants the withdrawal; the refusal it causes should cite §6.5, not §1."""
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, consent(sid, at=later(memory_ledger)))
     memory_ledger.execute(PRINCIPAL, gps_collection(sid, at=later(memory_ledger)))
     memory_ledger.execute(PRINCIPAL, withdrawal(sid, at=later(memory_ledger)))
 
-    refusal = _refused(memory_ledger, _gps_use(sid, later(memory_ledger)))
+    refusal = refused(memory_ledger, _gps_use(sid, later(memory_ledger)))
 
     assert refusal.clause == "§6.5"
 
 
 def test_use_backfilled_before_the_withdrawal_is_accepted__clause_6_5(memory_ledger):
     """§6.5: the withdrawal does not affect the legality of earlier processing."""
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, consent(sid, at=later(memory_ledger)))
     memory_ledger.execute(PRINCIPAL, gps_collection(sid, at=later(memory_ledger)))
     used_at = later(memory_ledger)
@@ -141,14 +125,14 @@ def test_use_backfilled_before_the_withdrawal_is_accepted__clause_6_5(memory_led
 def test_withdrawing_a_category_stops_its_collection__clauses_0_6_5(
     memory_ledger, category, make_collection
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, consent(sid, at=later(memory_ledger)))
     memory_ledger.execute(PRINCIPAL, make_collection(sid, at=later(memory_ledger)))
     memory_ledger.execute(
         PRINCIPAL, withdrawal(sid, at=later(memory_ledger), purposes=(), categories=(category,))
     )
 
-    refusal = _refused(memory_ledger, make_collection(sid, at=later(memory_ledger)))
+    refusal = refused(memory_ledger, make_collection(sid, at=later(memory_ledger)))
 
     assert refusal.reason is R.CONSENT_WITHDRAWN
 
@@ -156,7 +140,7 @@ def test_withdrawing_a_category_stops_its_collection__clauses_0_6_5(
 def test_consent_given_again_after_a_withdrawal_allows_collection_again__clause_6_5(
     memory_ledger,
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, consent(sid, at=later(memory_ledger)))
     memory_ledger.execute(PRINCIPAL, withdrawal(sid, at=later(memory_ledger)))
     memory_ledger.execute(PRINCIPAL, consent(sid, at=later(memory_ledger)))
@@ -170,23 +154,23 @@ def test_consent_given_again_after_a_withdrawal_allows_collection_again__clause_
 
 
 def test_correcting_a_category_not_held_is_refused__clause_6_2(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
 
-    refusal = _refused(memory_ledger, _correct(sid, later(memory_ledger)))
+    refusal = refused(memory_ledger, _correct(sid, later(memory_ledger)))
 
     assert (refusal.reason, refusal.clause) == (R.DATA_NOT_HELD, "§6.2")
 
 
 def test_correcting_an_undeclared_category_is_refused__clause_1(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
 
-    refusal = _refused(memory_ledger, _correct(sid, later(memory_ledger), "biometrics.face"))
+    refusal = refused(memory_ledger, _correct(sid, later(memory_ledger), "biometrics.face"))
 
     assert (refusal.reason, refusal.clause) == (R.CATEGORY_NOT_DECLARED, "§1")
 
 
 def test_correcting_a_held_category_is_accepted__clause_6_2(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
 
     recorded = memory_ledger.execute(PRINCIPAL, _correct(sid, later(memory_ledger)))
@@ -231,17 +215,17 @@ _LATER_COMMANDS = [
 
 @pytest.mark.parametrize("make", _LATER_COMMANDS)
 def test_every_command_for_an_erased_subject_is_refused__clause_6_3(memory_ledger, make):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
     memory_ledger.execute(PRINCIPAL, _erase(sid, later(memory_ledger)))
 
-    refusal = _refused(memory_ledger, make(sid, later(memory_ledger)))
+    refusal = refused(memory_ledger, make(sid, later(memory_ledger)))
 
     assert (refusal.reason, refusal.clause) == (R.SUBJECT_ERASED, "§6.3")
 
 
 def test_erasure_empties_the_held_data_and_shreds_the_key__clause_6_3(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
 
     memory_ledger.execute(PRINCIPAL, _erase(sid, later(memory_ledger)))
@@ -259,17 +243,17 @@ def test_every_command_for_a_cancelled_account_is_refused_as_erased__clauses_6_3
 
     `ACCOUNT_CANCELLED` (rules.check_open) is therefore unreachable through commands.
     """
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
     memory_ledger.execute(PRINCIPAL, _cancel(sid, later(memory_ledger)))
 
-    refusal = _refused(memory_ledger, make(sid, later(memory_ledger)))
+    refusal = refused(memory_ledger, make(sid, later(memory_ledger)))
 
     assert (refusal.reason, refusal.clause) == (R.SUBJECT_ERASED, "§6.3")
 
 
 def test_cancelling_an_account_cancels_erases_and_shreds__clause_6_4(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
 
     memory_ledger.execute(PRINCIPAL, _cancel(sid, later(memory_ledger)))
 
@@ -282,7 +266,7 @@ def test_cancelling_an_account_cancels_erases_and_shreds__clause_6_4(memory_ledg
 def test_a_partial_erasure_removes_the_categories_but_keeps_the_subject_open__clause_7(
     memory_ledger,
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
     partial = _erase(
         sid,
@@ -295,7 +279,7 @@ def test_a_partial_erasure_removes_the_categories_but_keeps_the_subject_open__cl
 
     state = memory_ledger.subject(sid).state
     assert (state.erased, state.key_shredded, state.held) == (False, False, {})
-    refusal = _refused(memory_ledger, use(sid, at=later(memory_ledger)))
+    refusal = refused(memory_ledger, use(sid, at=later(memory_ledger)))
     assert refusal.reason is R.DATA_NOT_HELD
     recorded = memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
     assert recorded.event_type == "DataCollected"
@@ -312,9 +296,9 @@ def test_a_partial_erasure_removes_the_categories_but_keeps_the_subject_open__cl
 def test_erasure_on_an_undeclared_ground_or_category_is_refused__clause_6_3(
     memory_ledger, fields, reason, clause
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
 
-    refusal = _refused(memory_ledger, _erase(sid, later(memory_ledger), **fields))
+    refusal = refused(memory_ledger, _erase(sid, later(memory_ledger), **fields))
 
     assert (refusal.reason, refusal.clause) == (reason, clause)
     assert memory_ledger.subject(sid).state.erased is False
@@ -332,7 +316,7 @@ def test_erasure_on_an_undeclared_ground_or_category_is_refused__clause_6_3(
     ids=["by-subject-id", "by-account"],
 )
 def test_a_command_for_an_unknown_subject_raises_subject_not_found(memory_ledger, subject):
-    before = _written(memory_ledger)
+    before = written(memory_ledger)
     unknown = c.RecordCollection(
         idempotency_key=key("col"),
         occurred_at=later(memory_ledger),
@@ -345,7 +329,7 @@ def test_a_command_for_an_unknown_subject_raises_subject_not_found(memory_ledger
     with pytest.raises(SubjectNotFound):
         memory_ledger.execute(PRINCIPAL, unknown)
 
-    assert _written(memory_ledger) == before
+    assert written(memory_ledger) == before
 
 
 def test_registering_the_same_account_twice_is_refused__clause_6_1(memory_ledger):
@@ -358,7 +342,7 @@ def test_registering_the_same_account_twice_is_refused__clause_6_1(memory_ledger
         account_id=account,
     )
 
-    refusal = _refused(memory_ledger, again)
+    refusal = refused(memory_ledger, again)
 
     assert (refusal.reason, refusal.clause) == (R.SUBJECT_ALREADY_REGISTERED, "§6.1")
     found = memory_ledger.resolve(c.SubjectRef(namespace="app", account_id=account))
@@ -376,7 +360,7 @@ def test_a_refused_registration_leaves_nothing_in_the_key_store__clause_5(memory
         minor=True,
     )
 
-    refusal = _refused(memory_ledger, minor)
+    refusal = refused(memory_ledger, minor)
 
     assert refusal.reason is R.MINOR_WITHOUT_GUARDIAN
     sealer = memory_ledger.sealer
@@ -398,7 +382,7 @@ def test_the_same_account_in_another_namespace_is_another_subject(memory_ledger)
 def test_a_batch_records_accepted_items_and_refuses_the_others_each_with_its_outcome(
     memory_ledger,
 ):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     at = later(memory_ledger)
     items = [
         collection(sid, at=at),
@@ -423,10 +407,10 @@ def test_a_batch_records_accepted_items_and_refuses_the_others_each_with_its_out
 
 
 def test_an_all_or_nothing_batch_with_one_refused_item_writes_nothing(memory_ledger):
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     at = later(memory_ledger)
     items = [collection(sid, at=at), gps_collection(sid, at=at), use(sid, at=at)]
-    before = _written(memory_ledger)
+    before = written(memory_ledger)
 
     outcomes = memory_ledger.execute_batch(PRINCIPAL, items, all_or_nothing=True)
 
@@ -436,7 +420,7 @@ def test_an_all_or_nothing_batch_with_one_refused_item_writes_nothing(memory_led
         assert aborted.recorded is None
         assert isinstance(aborted.error, BatchAborted)
         assert aborted.error.index == 1
-    assert _written(memory_ledger) == before
+    assert written(memory_ledger) == before
     assert _types(memory_ledger, sid) == ["SubjectRegistered"]
 
 
@@ -458,7 +442,7 @@ def test_cancellation_without_its_erasure_ground_is_refused_before_anything_is_r
             major=True,
         ),
     )
-    sid = _subject(memory_ledger)
+    sid = subject(memory_ledger)
     at = later(memory_ledger, 120)
     memory_ledger.execute(PRINCIPAL, collection(sid, at=at))
     before = memory_ledger.recorder.max_notification_id()
