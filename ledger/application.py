@@ -26,6 +26,7 @@ from ledger import events as ev
 from ledger.clock import Clock
 from ledger.engine import Engine
 from ledger.errors import (
+    ConfigurationError,
     InvalidCommand,
     KeyShreddedError,
     RefusalReason,
@@ -92,6 +93,9 @@ class Ledger(Application[UUID]):
         self._index = VersionIndex(None)
         self._index_of: tuple[UUID, int] | None = None
         super().__init__(env)
+        if not callable(getattr(self.recorder, "receipt", None)):
+            msg = "the event store's recorder keeps no idempotency receipts; use ledger.storage"
+            raise ConfigurationError(msg)
 
     def construct_transcoder(self) -> Transcoder:
         transcoder = OrjsonTranscoder()

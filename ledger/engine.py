@@ -110,7 +110,7 @@ class Engine:
                 outcomes.update(enumerate(self._aborted(len(items), outcomes)))
                 return None
         try:
-            saved = self._save(work, accepted)
+            saved = self._save(accepted)
         except IntegrityError:
             work.evict_all()
             retry = self._settle_conflicts(items, digests, accepted, outcomes)
@@ -170,27 +170,14 @@ class Engine:
             accepted.append(_Accepted(i, out, receipt))
         return accepted, duplicates
 
-    def _save(self, work: Work, accepted: list[_Accepted]) -> list[Receipt]:
-        """Save the changed aggregates and the receipts in one transaction; the receipts come
-        back with the log positions of their answering events."""
+    def _save(self, accepted: list[_Accepted]) -> list[Receipt]:
+        """Save the changed aggregates and the receipts in one transaction; the recorder fills
+        in each receipt's log position. (A failure here evicts in `_attempts`.)"""
         if not accepted:
             return []
         changed = {a.id: a for item in accepted for a in item.outcome.aggregates}
         receipts = [item.receipt for item in accepted]
-        try:
-            recordings = self._save_collected(list(changed.values()), receipts)
-        except IntegrityError:
-            raise
-        except Exception:
-            work.evict_all()
-            raise
-        if recordings and not receipts[0].position:  # a recorder that keeps no positions
-            positions = {
-                (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
-                for r in recordings
-            }
-            for r in receipts:
-                r.position = positions[(r.aggregate_id, r.version)]
+        self._save_collected(list(changed.values()), receipts)
         return receipts
 
     def _save_collected(self, aggregates: list[Aggregate], receipts: list[Receipt]) -> Any:

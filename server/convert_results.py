@@ -24,7 +24,7 @@ from ledger.subject_state import SubjectState
 from server._pb.pdl.v1 import common_pb2, ledger_service_pb2, policy_service_pb2
 from server._pb.pdl.v1 import query_service_pb2 as qpb
 from server._pb.pdl.v1 import rights_service_pb2 as rpb
-from server.errors import CODE_NAMES, status_of
+from server.errors import status_of
 
 _E = TypeVar("_E", bound=Enum)
 _V = TypeVar("_V", bound=int)
@@ -81,7 +81,7 @@ def item_outcome(o: ItemOutcome) -> ledger_service_pb2.ItemOutcome:
     parts = status_of(o.error)
     return ledger_service_pb2.ItemOutcome(
         refusal=ledger_service_pb2.ItemRefusal(
-            code=CODE_NAMES[parts.code],
+            code=parts.code.name,
             reason=parts.reason,
             clause=o.error.clause if isinstance(o.error, Refused) else "",
             message=parts.message,

@@ -154,7 +154,3 @@ def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
-
-
-CODE_NAMES = {code: code.name for code in grpc.StatusCode}
-"""gRPC code names, as batch item refusals carry them."""
