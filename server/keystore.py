@@ -154,7 +154,7 @@ class SqlKeyStore:
                 .where(self._lookups.c.subject_id == subject_id)
                 .returning(self._lookups.c.subject_id)
             ).all()
-        if self._dialect == "sqlite":
+        if self._dialect == "sqlite" and (keys or lookups):
             self._checkpoint()
         return bool(keys or lookups)
 
