@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import JSONTranscoder, Transcoder
+from eventsourcing.persistence import JSONTranscoder, Recording, Transcoder
 from pydantic import BaseModel
 
 from ledger import commands as cmd
@@ -92,6 +92,7 @@ class Ledger(Application[UUID]):
         self._write_lock = threading.RLock()
         self._index = VersionIndex(None)
         self._index_of: tuple[UUID, int] | None = None
+        self._listeners: list[Callable[[int], None]] = []
         super().__init__(env)
         if not callable(getattr(self.recorder, "receipt", None)):
             msg = "the event store's recorder keeps no idempotency receipts; use ledger.storage"
@@ -256,7 +257,22 @@ class Ledger(Application[UUID]):
             raise Refused(RefusalReason.NO_POLICY_IN_FORCE, "§8", "no policy version in force")
         return published, self._parsed(book, published.version)
 
+    def add_listener(self, listener: Callable[[int], None]) -> None:
+        """Call `listener` with the last log position after every save in this process (how
+        in-process projections learn of new events without polling). It must not block."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[int], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
     # --- plumbing ----------------------------------------------------------------------------
+
+    def _notify(self, recordings: list[Recording[UUID]]) -> None:
+        if recordings and self._listeners:
+            position = recordings[-1].notification.id
+            for listener in list(self._listeners):
+                listener(position)
 
     def _evict(self, aggregate_id: UUID) -> None:
         cache = self.repository.cache

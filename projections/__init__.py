@@ -1,1 +1,57 @@
-"""Read models built from the ledger's log."""
+"""Read models of the ledger's log: current-state views in SQLAlchemy Core tables, each with
+its tracking position, folded by one runner; and policy-change notifications.
+
+`views(dialect, notifier)` makes every view; `ProjectionRunner` catches them up and follows
+the log; `projections.queries` reads them.
+"""
+
+from __future__ import annotations
+
+from projections.consents import ConsentView
+from projections.deadlines import DeadlineView
+from projections.notices import LedgerNotifier, NoticeView, Notifier
+from projections.register import RegisterView
+from projections.retention import RetentionView
+from projections.runner import ProjectionRunner, RunnerStopped
+from projections.store import ViewStore
+from projections.subjects import SubjectView
+from projections.view import View
+
+__all__ = [
+    "VIEW_NAMES",
+    "ConsentView",
+    "DeadlineView",
+    "LedgerNotifier",
+    "NoticeView",
+    "ProjectionRunner",
+    "RegisterView",
+    "RetentionView",
+    "RunnerStopped",
+    "SubjectView",
+    "View",
+    "ViewStore",
+    "views",
+]
+
+VIEW_NAMES = ("subjects", "consents", "register", "deadlines", "retention", "notices")
+"""Every view, by the name its tracking row has."""
+
+
+def views(
+    dialect: str, notifier: Notifier | None = None, names: tuple[str, ...] = VIEW_NAMES
+) -> list[View]:
+    """The views named (all by default) for a views database of this dialect; `notifier`
+    records policy notifications (without one, none are recorded)."""
+    unknown = sorted(set(names) - set(VIEW_NAMES))
+    if unknown:
+        msg = f"unknown view(s): {', '.join(unknown)}; known: {', '.join(VIEW_NAMES)}"
+        raise ValueError(msg)
+    made: dict[str, View] = {
+        "subjects": SubjectView(dialect),
+        "consents": ConsentView(dialect),
+        "register": RegisterView(dialect),
+        "deadlines": DeadlineView(dialect),
+        "retention": RetentionView(dialect),
+        "notices": NoticeView(dialect, notifier),
+    }
+    return [made[name] for name in VIEW_NAMES if name in names]

@@ -1,0 +1,238 @@
+"""The projection runner: catch every view up with the log, then follow it.
+
+The runner reads the notification log in pages from the lowest view position, decodes each
+page once, and hands each view the entries past its own position; each view's rows and its
+tracking position are written in one transaction, so a runner killed at any instant resumes
+from the tracking positions with nothing counted twice.
+
+It wakes when this process records an event (a ledger listener), on PostgreSQL when another
+process does (LISTEN on the recorder's NOTIFY channel), and otherwise polls at a short
+interval (SQLite has no notifications across processes). A failing page is retried with a
+growing pause; the error is kept for health reporting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from eventsourcing.persistence import Notification
+from pydantic import BaseModel
+
+from ledger.application import Ledger
+from projections.store import ViewStore
+from projections.view import Entry, View
+
+__all__ = ["ProjectionRunner", "RunnerStopped"]
+
+_log = logging.getLogger(__name__)
+
+_DEFAULT_PAGE = 500
+_DEFAULT_POLL_SECONDS = 0.05
+_MAX_BACKOFF_SECONDS = 5.0
+
+
+class RunnerStopped(Exception):
+    """The runner was stopped while a caller waited for it."""
+
+
+Progress = Callable[[int, int], None]
+"""Called after each page with (position reached, events folded in this page)."""
+
+
+class ProjectionRunner:
+    """Folds the ledger's log into a set of views, once each, in log order."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        store: ViewStore,
+        views: Sequence[View],
+        *,
+        page_size: int = _DEFAULT_PAGE,
+        poll_interval: float = _DEFAULT_POLL_SECONDS,
+    ) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.views = list(views)
+        self.page_size = page_size
+        self.poll_interval = poll_interval
+        stored = store.positions()
+        self._positions = {v.name: stored.get(v.name, 0) for v in self.views}
+        self._changed = threading.Condition()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listener: _PostgresListener | None = None
+        self.last_error: str | None = None
+
+    # --- state -------------------------------------------------------------------------------
+
+    @property
+    def position(self) -> int:
+        """The position every view has reached."""
+        return min(self._positions.values(), default=0)
+
+    def positions(self) -> dict[str, int]:
+        return dict(self._positions)
+
+    # --- running -----------------------------------------------------------------------------
+
+    def catch_up(self, progress: Progress | None = None) -> int:
+        """Fold everything recorded so far; returns the position reached."""
+        while self.step(progress):
+            pass
+        return self.position
+
+    def step(self, progress: Progress | None = None) -> int:
+        """Fold one page; returns how many log entries it read (0 when up to date)."""
+        start = self.position + 1
+        notifications = self.ledger.recorder.select_notifications(start, self.page_size)
+        if not notifications:
+            return 0
+        entries = self._decode(notifications)
+        last = notifications[-1].id
+        advanced: dict[str, int] = {}
+        with self.store.write() as conn:
+            for view in self.views:
+                reached = self._positions[view.name]
+                if reached >= last:
+                    continue
+                todo = entries if reached < start else [e for e in entries if e[0] > reached]
+                if todo:
+                    view.apply(conn, todo)
+                self.store.set_position(conn, view.name, last)
+                advanced[view.name] = last
+        with self._changed:
+            self._positions.update(advanced)
+            self._changed.notify_all()
+        if progress is not None:
+            progress(last, len(notifications))
+        return len(notifications)
+
+    def start(self) -> None:
+        """Follow the log in a background thread."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self.ledger.add_listener(self._on_recorded)
+        channel = getattr(self.ledger.recorder, "channel_name", None)
+        if channel is not None and self.store.dialect == "postgresql":
+            self._listener = _PostgresListener(self.ledger, channel, self._wake)
+        self._thread = threading.Thread(target=self._follow, name="pdl-projections", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop following; the page in hand is finished first."""
+        self._stop.set()
+        self._wake.set()
+        self.ledger.remove_listener(self._on_recorded)
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait(self, position: int, timeout: float) -> bool:
+        """Block until every view has folded `position`, or `timeout` seconds; True if it has."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.position < position:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                if self._stop.is_set() and self._thread is None:
+                    raise RunnerStopped
+                self._wake.set()
+                self._changed.wait(min(left, 0.5))
+        return True
+
+    def rebuild(self, names: Sequence[str], progress: Progress | None = None) -> int:
+        """Empty the named views and fold the whole log into them again."""
+        chosen = [v for v in self.views if v.name in names]
+        with self.store.write() as conn:
+            for view in chosen:
+                self.store.reset(conn, view.name, view.tables)
+        with self._changed:
+            for view in chosen:
+                self._positions[view.name] = 0
+        return self.catch_up(progress)
+
+    def __enter__(self) -> ProjectionRunner:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def _on_recorded(self, _position: int) -> None:
+        self._wake.set()
+
+    def _follow(self) -> None:
+        backoff = self.poll_interval
+        while not self._stop.is_set():
+            try:
+                read = self.step()
+            except Exception as exc:  # noqa: BLE001 (kept, logged and retried; never lost)
+                self.last_error = f"{type(exc).__name__}"
+                _log.warning(
+                    "projection page failed, retrying",
+                    extra={"error": type(exc).__name__, "position": self.position},
+                )
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+                continue
+            self.last_error = None
+            backoff = self.poll_interval
+            if read < self.page_size:
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
+
+    def _decode(self, notifications: Sequence[Notification]) -> list[Entry]:
+        to_event = self.ledger.mapper.to_domain_event
+        entries: list[Entry] = []
+        for n in notifications:
+            payload = getattr(to_event(n), "payload", None)
+            if isinstance(payload, BaseModel):
+                entries.append((n.id, payload))
+        return entries
+
+
+class _PostgresListener:
+    """LISTENs on the event store's channel and wakes the runner on each NOTIFY."""
+
+    def __init__(self, ledger: Ledger, channel: str, wake: threading.Event) -> None:
+        self._recorder: Any = ledger.recorder
+        self._channel = channel
+        self._wake = wake
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pdl-listen", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+
+    def _run(self) -> None:
+        from psycopg import sql  # noqa: PLC0415 (only PostgreSQL deployments need it)
+
+        while not self._stop.is_set():
+            try:
+                with self._recorder.datastore.get_connection() as conn:
+                    conn.execute(sql.SQL("LISTEN {0}").format(sql.Identifier(self._channel)))
+                    conn.commit()
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            self._wake.set()
+            except Exception:  # noqa: BLE001 (a lost connection: polling covers, then re-listen)
+                with contextlib.suppress(Exception):
+                    self._stop.wait(1.0)

@@ -1,0 +1,193 @@
+"""Where the views live: SQLAlchemy Core tables on a SQLite file or PostgreSQL, and the
+tracking table that records, per view, the last log position folded into its rows.
+
+A view's rows and its tracking row are written in one transaction (`ViewStore.write`), so a
+view is always exactly "the log folded up to its tracking position".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
+
+from ledger.errors import ConfigurationError
+
+__all__ = ["METADATA", "ViewStore", "from_us", "to_us", "upsert"]
+
+METADATA = sa.MetaData()
+"""Every view table, on one metadata so one `create_all` makes them."""
+
+TRACKING = sa.Table(
+    "view_tracking",
+    METADATA,
+    sa.Column("view", sa.String(64), primary_key=True),
+    sa.Column("position", sa.BigInteger, nullable=False),
+)
+
+_BUSY_TIMEOUT_MS = 30_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_us(instant: datetime) -> int:
+    """An aware instant as integer microseconds since the epoch (portable and cheap to compare)."""
+    delta = instant - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(value: int) -> datetime:
+    """The aware UTC instant of `to_us`."""
+    return datetime.fromtimestamp(value // 1_000_000, tz=UTC).replace(microsecond=value % 1_000_000)
+
+
+class ViewStore:
+    """The views' database: an engine, the tables, and the tracking positions.
+
+    ``url`` is a SQLAlchemy URL: ``sqlite:///path/views.db`` (the embedded default),
+    ``sqlite://`` (in memory, one process; for tests) or
+    ``postgresql+psycopg://user@host/db``; ``schema`` names the PostgreSQL schema.
+    """
+
+    def __init__(self, url: str | URL, *, schema: str | None = None) -> None:
+        parsed = sa.make_url(url) if isinstance(url, str) else url
+        self.shown_url = parsed.render_as_string(hide_password=True)
+        self.dialect = parsed.get_backend_name()
+        try:
+            if self.dialect == "sqlite":
+                self.engine = _sqlite_engine(parsed)
+            elif self.dialect == "postgresql":
+                options = {} if schema is None else {"schema_translate_map": {None: schema}}
+                self.engine = sa.create_engine(parsed, pool_pre_ping=True).execution_options(
+                    **options
+                )
+            else:
+                msg = f"views {self.shown_url}: unsupported database {self.dialect!r}"
+                raise ConfigurationError(msg)
+            METADATA.create_all(self.engine)
+        except (ArgumentError, NoSuchModuleError, ImportError, SQLAlchemyError) as exc:
+            msg = f"cannot open the views database {self.shown_url}: {type(exc).__name__}"
+            raise ConfigurationError(msg) from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction (on SQLite, the write lock is taken at its start)."""
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.begin()
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """One read transaction: a consistent snapshot of every view."""
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.begin()
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
+    def positions(self, conn: Connection | None = None) -> dict[str, int]:
+        """Every view's tracking position."""
+        if conn is None:
+            with self.read() as c:
+                return self.positions(c)
+        return {row.view: row.position for row in conn.execute(sa.select(TRACKING))}
+
+    def set_position(self, conn: Connection, view: str, position: int) -> None:
+        """Record a view's position, in the transaction that wrote its rows."""
+        conn.execute(
+            upsert(self.dialect, TRACKING, ("view",), ("position",)),
+            {"view": view, "position": position},
+        )
+
+    def reset(self, conn: Connection, view: str, tables: Sequence[sa.Table]) -> None:
+        """Empty a view's tables and forget its position (to rebuild it from the log)."""
+        for table in tables:
+            conn.execute(table.delete())
+        conn.execute(TRACKING.delete().where(TRACKING.c.view == view))
+
+
+def upsert(
+    dialect: str,
+    table: sa.Table,
+    keys: Sequence[str],
+    replace: Sequence[str] = (),
+    *,
+    set_: dict[str, Any] | None = None,
+) -> Any:
+    """An INSERT that, on a key conflict, replaces `replace` columns with the new values and
+    applies `set_` expressions (which may use ``excluded``); nothing to do means DO NOTHING."""
+    insert: Any = sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
+    updates: dict[str, Any] = {name: insert.excluded[name] for name in replace}
+    if set_ is not None:
+        updates.update(set_)
+    if not updates:
+        return insert.on_conflict_do_nothing(index_elements=list(keys))
+    return insert.on_conflict_do_update(index_elements=list(keys), set_=updates)
+
+
+def greatest(dialect: str, a: Any, b: Any) -> Any:
+    """The larger of two values (scalar `max` on SQLite, `GREATEST` on PostgreSQL)."""
+    return sa.func.max(a, b) if dialect == "sqlite" else sa.func.greatest(a, b)
+
+
+def least(dialect: str, a: Any, b: Any) -> Any:
+    """The smaller of two values."""
+    return sa.func.min(a, b) if dialect == "sqlite" else sa.func.least(a, b)
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    database = url.database or ""
+    in_memory = database in ("", ":memory:")
+    if in_memory:
+        engine = sa.create_engine(
+            url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+    else:
+        path = Path(database)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        engine = sa.create_engine(
+            url,
+            poolclass=QueuePool,
+            connect_args={"check_same_thread": False, "timeout": _BUSY_TIMEOUT_MS / 1000},
+        )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Transactions are begun explicitly (BEGIN / BEGIN IMMEDIATE in `ViewStore`).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA secure_delete = ON")
+        finally:
+            cursor.close()
+
+    return engine
