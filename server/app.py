@@ -117,6 +117,8 @@ async def build_server(
     for name in ("", *SERVICE_NAMES):
         await checker.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     port = _bind(server, address, settings.tls)
+    if settings.projections == "in-process":
+        runtime.start_projections()
     await server.start()
     committer.start()
     for name in ("", *SERVICE_NAMES):

@@ -14,11 +14,13 @@ from ledger.errors import ConfigurationError
 from ledger.policy import SEED_EFFECTIVE_AT, load_policy_file, load_seed_policy
 from ledger.sealing import MasterKey, Sealer
 from ledger.storage import PostgresConfig, StorageConfig, ledger_env
+from projections import LedgerNotifier, ProjectionRunner, ViewStore, views
 from server.keystore import SqlKeyStore, load_or_create_master_key, master_key_from_text
 from server.settings import Settings
 
 EVENTS_FILE = "events.db"
 KEYS_FILE = "keys.db"
+VIEWS_FILE = "views.db"
 
 
 @dataclass
@@ -29,10 +31,24 @@ class Runtime:
     ledger: Ledger
     keystore: SqlKeyStore
     storage: StorageConfig
+    views: ViewStore
+    runner: ProjectionRunner | None = None
+
+    def start_projections(self) -> None:
+        """Keep every view up to date in this process (a background thread)."""
+        if self.runner is None:
+            self.runner = ProjectionRunner(
+                self.ledger, self.views, views(self.views.dialect, LedgerNotifier(self.ledger))
+            )
+            self.runner.start()
 
     def close(self) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+            self.runner = None
         self.ledger.close()
         self.keystore.close()
+        self.views.close()
 
 
 def storage_config(settings: Settings) -> tuple[StorageConfig, str]:
@@ -74,6 +90,14 @@ def open_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         _create_private_file(storage.sqlite_path)
     schema = settings.postgres_schema if storage.backend == "postgres" else None
     keystore = SqlKeyStore(keys_url, schema=schema)
+    views_url = (
+        f"sqlite:///{settings.data_dir / VIEWS_FILE}" if storage.backend == "sqlite" else keys_url
+    )
+    try:
+        view_store = ViewStore(views_url, schema=schema)
+    except ConfigurationError:
+        keystore.close()
+        raise
     try:
         ledger = Ledger(
             ledger_env(storage),
@@ -82,9 +106,11 @@ def open_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         )
     except ConfigurationError:
         keystore.close()
+        view_store.close()
         raise
     except Exception as exc:  # noqa: BLE001 (any driver failure at start-up is a configuration problem)
         keystore.close()
+        view_store.close()
         raise ConfigurationError(f"cannot open the event store: {type(exc).__name__}") from None
     if settings.policy_file is not None:
         policy = load_policy_file(settings.policy_file)
@@ -94,7 +120,9 @@ def open_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     ledger.ensure_policy(policy, effective, settings.bootstrap_principal)
     ledger.complete_pending_shreds()
     settle_heap()
-    return Runtime(settings=settings, ledger=ledger, keystore=keystore, storage=storage)
+    return Runtime(
+        settings=settings, ledger=ledger, keystore=keystore, storage=storage, views=view_store
+    )
 
 
 def settle_heap() -> None:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -139,6 +139,11 @@ class Settings(BaseModel):
     )
     group_commit_items: int = Field(
         default=512, ge=1, description="Most concurrent unary commands committed together."
+    )
+    projections: Literal["in-process", "external"] = Field(
+        default="in-process",
+        description="in-process: `pdl serve` keeps the views up to date itself; external: "
+        "`pdl project` workers do (PostgreSQL deployments), and the server only reads them.",
     )
     shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, description="How long SIGTERM waits for in-flight calls."
