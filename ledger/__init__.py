@@ -1,7 +1,8 @@
 """Personal data ledger: the domain.
 
-The public API: the application and its answers, the commands, the policy model, the clocks,
-sealing, storage configuration and the errors. Everything else is internal.
+The public API: the application and its answers, the commands, the policy model and the
+difference between two of its versions, the clocks, sealing, storage configuration and the
+errors. Everything else is internal.
 """
 
 from ledger.application import BatchAborted, ItemOutcome, Ledger, Recorded
@@ -49,6 +50,14 @@ from ledger.policy import (
     load_seed_policy,
     parse_policy,
 )
+from ledger.policy_diff import (
+    ChangeKind,
+    Footprint,
+    PolicyChange,
+    PolicyDiff,
+    Touched,
+    diff_policies,
+)
 from ledger.sealing import KeyStore, MasterKey, MemoryKeyStore, Sealer
 from ledger.storage import PostgresConfig, StorageConfig, ledger_env
 from ledger.subject_state import SubjectState
@@ -58,6 +67,7 @@ __all__ = [
     "AcknowledgePolicy",
     "BatchAborted",
     "CancelAccount",
+    "ChangeKind",
     "Clock",
     "CloseRightsRequest",
     "ConcurrencyExhausted",
@@ -67,6 +77,7 @@ __all__ = [
     "EraseSubject",
     "ExtendRightsRequest",
     "FixedClock",
+    "Footprint",
     "GiveConsent",
     "IdempotencyConflict",
     "InvalidCommand",
@@ -81,6 +92,8 @@ __all__ = [
     "OpenRightsRequest",
     "PauseRightsRequest",
     "Policy",
+    "PolicyChange",
+    "PolicyDiff",
     "PolicyError",
     "PostgresConfig",
     "PublishPolicy",
@@ -101,7 +114,9 @@ __all__ = [
     "SubjectRef",
     "SubjectState",
     "SystemClock",
+    "Touched",
     "WithdrawConsent",
+    "diff_policies",
     "ledger_env",
     "load_policy_file",
     "load_seed_policy",

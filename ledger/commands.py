@@ -258,8 +258,15 @@ class PublishPolicy(_Command):
 
     policy: Policy = Field(description="The policy document.")
     effective_at: UtcDatetime = Field(description="When it takes effect.")
-    major: bool = Field(description="Major change: affected people must be told (§8).")
-    changes: tuple[Text, ...] = Field(default=(), description="What changed.")
+    major: bool | None = Field(
+        default=None,
+        description="None lets the ledger classify the change against the version it replaces "
+        "(`ledger.policy_diff`); True forces a major change (affected people must be told, §8) "
+        "even when the computed changes are minor. A computed major change is never downgraded.",
+    )
+    changes: tuple[Text, ...] = Field(
+        default=(), description="What changed, in the publisher's words; the ledger adds its own."
+    )
 
 
 class NotifyPolicy(_Command):

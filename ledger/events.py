@@ -247,6 +247,11 @@ class PolicyPublished(Envelope):
     major: bool = Field(description="True for a major change (people must be told).")
     changes: tuple[str, ...] = Field(description="What changed, one line each.")
     document: dict[str, Any] = Field(description="The policy document itself.")
+    previous_version: str | None = Field(
+        default=None,
+        description="The version the changes were computed against; None for the first version "
+        "and in events recorded before changes were computed.",
+    )
 
 
 SUBJECT_PAYLOADS: tuple[type[Payload], ...] = (

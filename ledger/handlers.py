@@ -20,7 +20,8 @@ from eventsourcing.domain import Aggregate
 from ledger import commands as cmd
 from ledger import events as ev
 from ledger.policy import Policy
-from ledger.policy_book import PolicyBook
+from ledger.policy_book import PolicyBook, version_key
+from ledger.policy_diff import diff_policies
 from ledger.rights import RightsRequest
 from ledger.rules import check_registration, refuse_if
 from ledger.sealing import Sealer
@@ -357,18 +358,33 @@ HANDLERS: dict[type[cmd._Command], Callable[[Context, Any], Outcome]] = {
 }
 
 
+def _replaced_version(book: PolicyBook, effective_at: datetime) -> str | None:
+    """The version a new one is compared with: the one in force when it takes effect, since
+    that is what people live under until then; when none is in force yet (every published
+    version takes effect later), the newest published; None for the first version."""
+    in_force = book.in_force_at(effective_at)
+    if in_force is not None:
+        return in_force.version
+    newest = max(book.versions, key=lambda v: version_key(v.version), default=None)
+    return None if newest is None else newest.version
+
+
 def publish_policy(ctx: Context, c: cmd.PublishPolicy) -> Outcome:
-    """Publish a policy version in the book."""
+    """Publish a policy version in the book, its changes classified against the version it
+    replaces; the publisher may force a major change but not downgrade a computed one (§8)."""
     book = ctx.book()
+    previous = _replaced_version(book, c.effective_at)
+    diff = diff_policies(None if previous is None else book.policy(previous), c.policy)
     payload = ev.PolicyPublished(
         **_envelope(ctx, c, c.policy.version),
         version=c.policy.version,
         effective_at=c.effective_at,
         digest=c.policy.digest(),
         text_sha256=c.policy.text_sha256,
-        major=c.major,
-        changes=c.changes,
+        major=diff.major or bool(c.major),
+        changes=tuple(dict.fromkeys((*diff.reasons, *c.changes))),
         document=c.policy.model_dump(mode="json"),
+        previous_version=previous,
     )
     book.publish(payload, ctx.now)
     return Outcome([book], book, None)

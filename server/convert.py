@@ -280,6 +280,7 @@ def publish_policy(req: ppb.PublishPolicyRequest, now: datetime) -> cmd.PublishP
             except PolicyError as exc:
                 d.bad("document_json", str(exc))
     d.time("effective_at", req, "effective_at", "effective_at")
-    d.data["major"] = req.major
+    if req.major:  # proto3 cannot tell false from unset: false lets the ledger classify
+        d.data["major"] = True
     d.texts("changes", req.changes)
     return d.build(cmd.PublishPolicy)

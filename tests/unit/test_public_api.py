@@ -5,17 +5,18 @@ from __future__ import annotations
 import ledger
 
 _PINNED = {
-    "SEED_EFFECTIVE_AT", "AcknowledgePolicy", "BatchAborted", "CancelAccount", "Clock",
-    "CloseRightsRequest", "ConcurrencyExhausted", "ConfigurationError", "CorrectData",
-    "Correction", "EraseSubject", "ExtendRightsRequest", "FixedClock", "GiveConsent",
+    "SEED_EFFECTIVE_AT", "AcknowledgePolicy", "BatchAborted", "CancelAccount", "ChangeKind",
+    "Clock", "CloseRightsRequest", "ConcurrencyExhausted", "ConfigurationError", "CorrectData",
+    "Correction", "EraseSubject", "ExtendRightsRequest", "FixedClock", "Footprint", "GiveConsent",
     "IdempotencyConflict", "InvalidCommand", "ItemOutcome", "KeyShreddedError", "KeyStore",
     "Ledger", "LedgerError", "MasterKey", "MemoryKeyStore", "NotifyPolicy", "OpenRightsRequest",
-    "PauseRightsRequest", "Policy", "PolicyError", "PostgresConfig", "PublishPolicy",
+    "PauseRightsRequest", "Policy", "PolicyChange", "PolicyDiff", "PolicyError",
+    "PostgresConfig", "PublishPolicy",
     "RecordCollection", "RecordShare", "RecordUse", "Recorded", "RefusalReason", "Refused",
     "RegisterSubject", "ResumeRightsRequest", "RightKind", "RightsRequestNotFound",
     "SealingError", "Sealer", "StorageConfig", "SubjectNotFound", "SubjectRef", "SubjectState",
-    "SystemClock", "WithdrawConsent", "ledger_env", "load_policy_file", "load_seed_policy",
-    "parse_policy",
+    "SystemClock", "Touched", "WithdrawConsent", "diff_policies", "ledger_env",
+    "load_policy_file", "load_seed_policy", "parse_policy",
 }  # fmt: skip
 
 
