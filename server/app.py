@@ -24,20 +24,25 @@ from grpc_reflection.v1alpha import reflection
 from ledger.errors import ConfigurationError
 from server._pb.pdl.v1 import (
     ledger_service_pb2,
+    notice_service_pb2,
     policy_service_pb2,
     query_service_pb2,
     rights_service_pb2,
+    view_service_pb2,
 )
 from server._pb.pdl.v1 import ledger_service_pb2_grpc as lgrpc
+from server._pb.pdl.v1 import notice_service_pb2_grpc as ngrpc
 from server._pb.pdl.v1 import policy_service_pb2_grpc as pgrpc
 from server._pb.pdl.v1 import query_service_pb2_grpc as qgrpc
 from server._pb.pdl.v1 import rights_service_pb2_grpc as rgrpc
+from server._pb.pdl.v1 import view_service_pb2_grpc as vgrpc
 from server.auth import PrincipalRegistry
 from server.interceptors import LedgerInterceptor
 from server.queries import QueryServicer
 from server.runtime import Runtime
 from server.servicers import LedgerServicer, PolicyServicer, RightsServicer
 from server.settings import Scope, Settings, TlsConfig
+from server.views import NoticeServicer, ViewServicer, ViewWaiter
 from server.writer import GroupCommitter
 
 _log = logging.getLogger("pdl.server")
@@ -48,11 +53,15 @@ _SERVICES = {
     rights_service_pb2.DESCRIPTOR.services_by_name["RightsRequestService"]: Scope.RECORD,
     policy_service_pb2.DESCRIPTOR.services_by_name["PolicyService"]: Scope.READ,
     query_service_pb2.DESCRIPTOR.services_by_name["QueryService"]: Scope.READ,
+    view_service_pb2.DESCRIPTOR.services_by_name["ViewService"]: Scope.READ,
+    notice_service_pb2.DESCRIPTOR.services_by_name["PolicyNoticeService"]: Scope.READ,
 }
 _OVERRIDES = {
     "/pdl.v1.RightsRequestService/GetRightsRequest": Scope.READ,
     "/pdl.v1.PolicyService/PublishPolicy": Scope.ADMIN,
     "/pdl.v1.QueryService/StreamAuditLog": Scope.AUDIT,
+    "/pdl.v1.PolicyNoticeService/AcknowledgePolicy": Scope.RECORD,
+    "/pdl.v1.PolicyNoticeService/NotifyPolicy": Scope.ADMIN,
 }
 
 
@@ -109,6 +118,11 @@ async def build_server(
     )
     pgrpc.add_PolicyServiceServicer_to_server(PolicyServicer(ledger, committer, clock), server)
     qgrpc.add_QueryServiceServicer_to_server(QueryServicer(ledger, clock), server)
+    waiter = ViewWaiter(runtime, settings.view_wait_seconds)
+    vgrpc.add_ViewServiceServicer_to_server(ViewServicer(ledger, runtime.views, waiter), server)
+    ngrpc.add_PolicyNoticeServiceServicer_to_server(
+        NoticeServicer(ledger, committer, clock), server
+    )
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection(

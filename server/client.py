@@ -25,10 +25,14 @@ from google.rpc import error_details_pb2, status_pb2
 from server._pb.pdl.v1 import common_pb2 as cpb
 from server._pb.pdl.v1 import ledger_service_pb2 as lpb
 from server._pb.pdl.v1 import ledger_service_pb2_grpc as lgrpc
+from server._pb.pdl.v1 import notice_service_pb2 as npb
+from server._pb.pdl.v1 import notice_service_pb2_grpc as ngrpc
 from server._pb.pdl.v1 import policy_service_pb2_grpc as pgrpc
 from server._pb.pdl.v1 import query_service_pb2 as qpb
 from server._pb.pdl.v1 import query_service_pb2_grpc as qgrpc
 from server._pb.pdl.v1 import rights_service_pb2_grpc as rgrpc
+from server._pb.pdl.v1 import view_service_pb2 as vpb
+from server._pb.pdl.v1 import view_service_pb2_grpc as vgrpc
 
 _DETAILS_KEY = "grpc-status-details-bin"
 
@@ -92,6 +96,8 @@ class LedgerClient:
         self.rights = rgrpc.RightsRequestServiceStub(self.channel)
         self.policy = pgrpc.PolicyServiceStub(self.channel)
         self.query = qgrpc.QueryServiceStub(self.channel)
+        self.views = vgrpc.ViewServiceStub(self.channel)
+        self.notices = ngrpc.PolicyNoticeServiceStub(self.channel)
         self.options: dict[str, Any] = {
             "metadata": (("authorization", f"Bearer {token}"),),
             "timeout": timeout,
@@ -202,3 +208,118 @@ class LedgerClient:
         request = qpb.StreamAuditLogRequest(from_position=from_position, page_size=page_size)
         for page in self.query.StreamAuditLog(request, **self.options):
             yield from page.events
+
+    # --- views (read-your-writes: pass a Recorded.position as min_position) ---------------------
+
+    def subject_view(
+        self, subject_id: str, *, reveal: bool = False, min_position: int = 0
+    ) -> vpb.SubjectView:
+        """A person's current view; `reveal` opens their values (needs the `reveal` scope)."""
+        request = vpb.GetSubjectViewRequest(
+            subject=subject(subject_id), reveal=reveal, min_position=min_position
+        )
+        return self.views.GetSubjectView(request, **self.options).view
+
+    def consents(
+        self,
+        subject_id: str,
+        *,
+        include_withdrawn: bool = False,
+        min_position: int = 0,
+        **filters: Any,
+    ) -> list[vpb.ConsentGrant]:
+        """Every page of a person's consents (filters: purpose, category)."""
+        return self._pages(
+            self.views.ListConsents,
+            vpb.ListConsentsRequest(
+                subject=subject(subject_id),
+                include_withdrawn=include_withdrawn,
+                min_position=min_position,
+                **filters,
+            ),
+            "consents",
+        )
+
+    def processing_register(
+        self, *, min_position: int = 0, **filters: Any
+    ) -> list[vpb.RegisterEntry]:
+        """Every page of the processing register (filters: activity, category, purpose,
+        recipient_class, region)."""
+        request = vpb.ListProcessingRegisterRequest(min_position=min_position, **filters)
+        return self._pages(self.views.ListProcessingRegister, request, "entries")
+
+    def request_deadlines(
+        self,
+        status: int = vpb.DEADLINE_STATUS_UNSPECIFIED,
+        *,
+        min_position: int = 0,
+        **filters: Any,
+    ) -> vpb.ListRequestDeadlinesResponse:
+        """The first page of rights-request deadlines and the per-kind summary (filters: kind,
+        due_within_days, page_size, page_token)."""
+        request = vpb.ListRequestDeadlinesRequest(
+            status=status,  # type: ignore[arg-type]
+            min_position=min_position,
+            **filters,
+        )
+        return self.views.ListRequestDeadlines(request, **self.options)
+
+    def retention_due(self, category: str = "", *, min_position: int = 0) -> list[vpb.RetentionDue]:
+        """Every page of data held past its retention period."""
+        request = vpb.ListRetentionDueRequest(category=category, min_position=min_position)
+        return self._pages(self.views.ListRetentionDue, request, "items")
+
+    def policy_versions(self, *, min_position: int = 0) -> list[vpb.PolicyVersionNotices]:
+        """Every published policy version with its notice counts."""
+        request = vpb.ListPolicyVersionsRequest(min_position=min_position)
+        return self._pages(self.views.ListPolicyVersions, request, "versions")
+
+    def policy_notices(
+        self,
+        version: str,
+        status: int = vpb.NOTICE_STATUS_UNSPECIFIED,
+        *,
+        min_position: int = 0,
+    ) -> list[vpb.PolicyNotice]:
+        """Every page of who was told of a version (and who acknowledged)."""
+        request = vpb.ListPolicyNoticesRequest(
+            version=version,
+            status=status,  # type: ignore[arg-type]
+            min_position=min_position,
+        )
+        return self._pages(self.views.ListPolicyNotices, request, "notices")
+
+    def _pages(self, method: Any, request: Any, field: str) -> list[Any]:
+        rows: list[Any] = []
+        while True:
+            page = method(request, **self.options)
+            rows.extend(getattr(page, field))
+            if not page.next_page_token:
+                return rows
+            request.page_token = page.next_page_token
+
+    # --- policy notices ---------------------------------------------------------------------
+
+    def policy_notifications(
+        self, from_position: int = 1, version: str = ""
+    ) -> Iterator[npb.PolicyNotification]:
+        """The notifications recorded from a position to the log's current end."""
+        request = npb.StreamPolicyNotificationsRequest(from_position=from_position, version=version)
+        for page in self.notices.StreamPolicyNotifications(request, **self.options):
+            yield from page.notifications
+
+    def acknowledge_policy(
+        self, subject_id: str, version: str, method: str = "", *, idempotency_key: str | None = None
+    ) -> cpb.Recorded:
+        request = npb.AcknowledgePolicyRequest(
+            meta=meta(idempotency_key), subject=subject(subject_id), version=version, method=method
+        )
+        return self.notices.AcknowledgePolicy(request, **self.options).recorded
+
+    def notify_policy(
+        self, subject_id: str, version: str, method: str = "", *, idempotency_key: str | None = None
+    ) -> cpb.Recorded:
+        request = npb.NotifyPolicyRequest(
+            meta=meta(idempotency_key), subject=subject(subject_id), version=version, method=method
+        )
+        return self.notices.NotifyPolicy(request, **self.options).recorded

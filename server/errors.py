@@ -2,8 +2,10 @@
 
 A refusal under the policy is FAILED_PRECONDITION with `google.rpc.ErrorInfo` (reason = the
 refusal enum's name, domain "pdl", metadata clause and rule); bad input is INVALID_ARGUMENT
-with `google.rpc.BadRequest` field violations. Messages never carry personal values, and
-anything unexpected is INTERNAL with no internals.
+with `google.rpc.BadRequest` field violations; a view read whose views have not reached the
+asked position in time is UNAVAILABLE with ErrorInfo reason VIEW_BEHIND (metadata position and
+reached). Messages never carry personal values, and anything unexpected is INTERNAL with no
+internals.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ledger.errors import (
     RightsRequestNotFound,
     SubjectNotFound,
 )
+from projections.errors import BadQuery, PolicyVersionNotFound
 
 DOMAIN = "pdl"
 
@@ -57,6 +60,23 @@ class Unauthenticated(LedgerError):
 
 class PermissionDenied(LedgerError):
     """The authenticated principal lacks the scope the method needs."""
+
+
+class ViewBehind(LedgerError):
+    """The views had not reached the asked log position within the time allowed."""
+
+    def __init__(self, position: int, reached: int) -> None:
+        self._position = position
+        self._reached = reached
+        super().__init__(f"the views reached position {reached}, not yet {position}; retry")
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    @property
+    def reached(self) -> int:
+        return self._reached
 
 
 def violations_of(exc: ValidationError, prefix: str = "") -> list[FieldViolation]:
@@ -106,9 +126,19 @@ def status_of(error: BaseException) -> StatusParts:
         return _bad_request([FieldViolation(error.field, str(error))])
     if isinstance(error, ValidationError):
         return _bad_request(violations_of(error))
+    if isinstance(error, BadQuery):
+        return _bad_request([FieldViolation(error.field, error.problem)])
+    if isinstance(error, ViewBehind):
+        info = error_details_pb2.ErrorInfo(
+            reason="VIEW_BEHIND",
+            domain=DOMAIN,
+            metadata={"position": str(error.position), "reached": str(error.reached)},
+        )
+        return StatusParts(grpc.StatusCode.UNAVAILABLE, str(error), "VIEW_BEHIND", (_pack(info),))
     simple: list[tuple[type[BaseException], grpc.StatusCode, str]] = [
         (SubjectNotFound, grpc.StatusCode.NOT_FOUND, "SUBJECT_NOT_FOUND"),
         (RightsRequestNotFound, grpc.StatusCode.NOT_FOUND, "RIGHTS_REQUEST_NOT_FOUND"),
+        (PolicyVersionNotFound, grpc.StatusCode.NOT_FOUND, "POLICY_VERSION_NOT_FOUND"),
         (IdempotencyConflict, grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_CONFLICT"),
         (ConcurrencyExhausted, grpc.StatusCode.ABORTED, "CONCURRENCY_EXHAUSTED"),
         (KeyShreddedError, grpc.StatusCode.FAILED_PRECONDITION, "KEY_SHREDDED"),

@@ -28,6 +28,8 @@ class Scope(StrEnum):
     READ = "read"
     AUDIT = "audit"
     ADMIN = "admin"
+    REVEAL = "reveal"
+    """Open a person's sealed values when reading their view (with `read`)."""
 
 
 class PrincipalConfig(BaseModel):
@@ -144,6 +146,13 @@ class Settings(BaseModel):
         default="in-process",
         description="in-process: `pdl serve` keeps the views up to date itself; external: "
         "`pdl project` workers do (PostgreSQL deployments), and the server only reads them.",
+    )
+    view_wait_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Most a view query waits for the views to reach its min_position "
+        "(read-your-writes) before answering UNAVAILABLE; the call's deadline may cut it shorter.",
     )
     shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, description="How long SIGTERM waits for in-flight calls."
