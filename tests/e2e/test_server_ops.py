@@ -90,6 +90,8 @@ def test_reflection_lists_every_service_without_a_token(served: Served) -> None:
         "pdl.v1.RightsRequestService",
         "pdl.v1.PolicyService",
         "pdl.v1.QueryService",
+        "pdl.v1.ViewService",
+        "pdl.v1.PolicyNoticeService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }
