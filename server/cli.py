@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
 from enum import Enum
@@ -21,6 +21,7 @@ from uuid import UUID
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress
 from rich.text import Text
 
 from ledger import events as ev
@@ -28,12 +29,14 @@ from ledger.clock import Clock, FixedClock
 from ledger.commands import SubjectRef
 from ledger.errors import LedgerError, SubjectNotFound
 from ledger.subject_state import ConsentStatus, SubjectState, minor_at
+from projections import VIEW_NAMES
 from server.app import check_listen
 from server.app import serve as serve_forever
 from server.auth import PrincipalRegistry, load_or_create_admin_token
 from server.demo import DEMO_START, DEMO_ZONE, DemoValues, run_demo
 from server.runtime import Runtime, open_runtime
 from server.settings import Settings, load_settings
+from server.workers import catch_up, run_workers, split
 
 app = typer.Typer(
     name="pdl",
@@ -71,6 +74,7 @@ _ENVELOPE_FIELDS = frozenset(ev.SubjectEnvelope.model_fields)
 _SEALED_FIELDS = frozenset({"account_id", "guardian", "reference", "values"})
 _LONG_FIELDS = frozenset({"not_reached"})
 _SEALED = "<sealed>"
+_VIEWS = ", ".join(VIEW_NAMES)
 
 
 def main() -> None:
@@ -268,6 +272,84 @@ def serve(
                 _announce(settings, runtime, port, made=made)
 
             asyncio.run(serve_forever(settings, runtime, registry, on_ready=ready))
+
+
+@app.command()
+def project(
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+    view: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--view", metavar="NAME", help=f"A view to run (repeatable). [default: all: {_VIEWS}]"
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes the views are dealt to.")
+    ] = len(VIEW_NAMES),
+    once: Annotated[
+        bool, typer.Option("--once", help="Catch up to the end of the log, then exit.")
+    ] = False,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Empty the views and fold the whole log again.")
+    ] = False,
+    page_size: Annotated[
+        int, typer.Option("--page-size", min=1, max=10_000, help="Log entries read per page.")
+    ] = 500,
+) -> None:
+    """Keep the views (subject view, consents, processing register, request deadlines,
+    retention, policy notices) up to date in worker processes of their own.
+
+    For deployments on PostgreSQL, with `projections = "external"` in the settings so that
+    `pdl serve` leaves the views to these workers. Each view belongs to one worker; a worker
+    resumes from its tracking positions. With --once (or --rebuild) it catches up in this
+    process, with a progress bar, and exits.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    with _one_line_errors():
+        names = _view_names(view)
+        if once or rebuild:
+            with _runtime(config, data_dir) as runtime, _progress(runtime) as progress:
+                reached = catch_up(
+                    runtime,
+                    names,
+                    rebuild=names if rebuild else (),
+                    page_size=page_size,
+                    progress=progress,
+                )
+            typer.echo(f"pdl: views {', '.join(names)} at position {reached}", err=True)
+            return
+        groups = split(names, workers)
+
+        def started(pid: int, group: tuple[str, ...]) -> None:
+            typer.echo(f"pdl: worker {pid} runs {', '.join(group)}", err=True)
+
+        failed = run_workers(config, data_dir, groups, page_size, on_start=started)
+        if failed:
+            _fail(f"{failed} worker(s) failed")
+
+
+def _view_names(chosen: list[str] | None) -> tuple[str, ...]:
+    if not chosen:
+        return VIEW_NAMES
+    unknown = sorted(set(chosen) - set(VIEW_NAMES))
+    if unknown:
+        _fail(f"unknown view {', '.join(unknown)}; known: {_VIEWS}")
+    return tuple(n for n in VIEW_NAMES if n in chosen)
+
+
+@contextmanager
+def _progress(runtime: Runtime) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr over the log, fed by the runner after each page."""
+    total = runtime.ledger.recorder.max_notification_id() or 0
+    columns = (*Progress.get_default_columns(), MofNCompleteColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("folding the log", total=total)
+
+        def advance(position: int, _read: int) -> None:
+            bar.update(task, completed=min(position, total))
+
+        yield advance
 
 
 def _announce(settings: Settings, runtime: Runtime, port: int, *, made: bool) -> None:
