@@ -5,12 +5,13 @@ Usage::
     .venv/bin/python bench/grpc.py [--json] [--seconds S] [--rounds R] [--backend sqlite]
                                    [--warmup W] [--subjects N] [--audit-events N]
                                    [--batch-concurrency C] [--server-log info|warning]
-                                   [--profile DIR]
+                                   [--projections in-process|external] [--profile DIR]
 
 Two servers run in processes of their own (never in the bench's process, so client and
 server do not share one GIL): a bare ``grpc.aio`` echo server with one raw-bytes unary
 method, and the ledger's server, started as ``pdl serve`` starts it (``open_runtime``, which
-settles the heap, then ``build_server``, default group commit). One ``grpc.aio`` client, the
+settles the heap, then ``build_server``, default group commit; the views kept up to date
+in-process unless ``--projections external``). One ``grpc.aio`` client, the
 generated stubs and a bearer token drive both. Eight figures, in four same-run pairs:
 
 - ``unary_c32`` / ``echo_c32``  RecordCollection (round-robin over N subjects, a fresh
@@ -427,6 +428,7 @@ class Bench:
         fields: dict[str, Any] = {
             "data_dir": str(self.workdir / "ledger"),
             "listen": "127.0.0.1:0",
+            "projections": self.args.projections,
             "principals": [
                 {
                     "name": PRINCIPAL,
@@ -1002,6 +1004,7 @@ def summarise(
             "batch_concurrency": args.batch_concurrency,
             "audit_page": AUDIT_PAGE,
             "server_log": args.server_log,
+            "projections": args.projections,
             "profile": str(args.profile) if args.profile else None,
         },
         "info": bench.info,
@@ -1022,8 +1025,9 @@ def print_table(summary: dict[str, Any]) -> None:
     s = summary["settings"]
     figures = Table(
         title=(
-            f"gRPC server vs bare ceilings, {s['backend']} (median of {s['rounds']} rounds x "
-            f"{s['seconds']} s; Python {summary['python']}, grpcio {summary['grpcio']})"
+            f"gRPC server vs bare ceilings, {s['backend']}, projections {s['projections']} "
+            f"(median of {s['rounds']} rounds x {s['seconds']} s; Python {summary['python']}, "
+            f"grpcio {summary['grpcio']})"
         )
     )
     for column in (
@@ -1111,6 +1115,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="info",
         help="ledger server log level: info (as `pdl serve`: one access line per call, to a "
         "file in the temporary directory) or warning (no access log)",
+    )
+    parser.add_argument(
+        "--projections",
+        choices=("in-process", "external"),
+        default="in-process",
+        help="the ledger server keeps the views up to date itself, as `pdl serve` does "
+        "(in-process), or leaves them to `pdl project` workers, which the bench does not run "
+        "(external: the write path alone)",
     )
     parser.add_argument(
         "--profile",

@@ -227,8 +227,13 @@ def join_path(prefix: str, path: str) -> str:
     return prefix or path or "request"
 
 
+def is_uuid_text(value: str) -> bool:
+    """Whether `value` is a UUID in canonical text form (either case)."""
+    return _UUID_TEXT.fullmatch(value) is not None
+
+
 def _parse_uuid(value: str) -> UUID | None:
-    return UUID(value) if _UUID_TEXT.fullmatch(value) else None
+    return UUID(value) if is_uuid_text(value) else None
 
 
 def _names(table: Mapping[_K, Enum], prefix: str) -> str:

@@ -43,6 +43,7 @@ from server.convert_results import (
     RIGHT_KINDS,
 )
 from server.errors import InvalidRequest
+from server.request_reader import Draft
 
 NOW = START
 SUBJECT_ID = UUID("6f1c1f7e-2b5a-4c1e-9a53-3d5f0a2b7c11")
@@ -1115,3 +1116,158 @@ def test_any_record_collection_request_converts_or_is_invalid(**fields: Any) -> 
 def test_any_record_share_request_converts_or_is_invalid(**fields: Any) -> None:
     request = lpb.RecordShareRequest(**fields)
     _assert_command_or_invalid(convert.record_share, request, c.RecordShare)
+
+
+# --- property: the direct path answers exactly as the reader ------------------------------
+
+
+def _seldom(bad: st.SearchStrategy[Any], good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """`bad` once in ten, so about a third of whole requests are well-formed."""
+    return st.integers(0, 9).flatmap(lambda n: good if n else bad)
+
+
+_nul = st.text(max_size=8).map(lambda text: f"{text}\x00")
+_edgy = _seldom(_noise | _nul, _ids)
+_edgy_texts = _seldom(st.lists(_edgy, max_size=4), st.lists(_ids, min_size=1, max_size=3))
+_edgy_values = _seldom(
+    st.dictionaries(_edgy, _edgy, max_size=4), st.dictionaries(_ids, _ids, min_size=1, max_size=3)
+)
+_edgy_metas = _seldom(
+    _metas | st.builds(cpb.CommandMeta, idempotency_key=_nul),
+    st.builds(
+        cpb.CommandMeta,
+        idempotency_key=_ids,
+        occurred_at=st.none() | st.builds(Timestamp, seconds=st.integers(0, 2**33)),
+    ),
+)
+_edgy_subjects = _seldom(
+    _subjects
+    | st.builds(cpb.SubjectRef, subject_id=st.uuids().map(lambda u: u.hex))
+    | st.builds(cpb.SubjectRef, account=st.builds(cpb.AccountRef, namespace=_nul, account_id=_ids)),
+    st.builds(cpb.SubjectRef, subject_id=st.uuids().map(str))
+    | st.builds(cpb.SubjectRef, subject_id=st.uuids().map(lambda u: str(u).upper()))
+    | st.builds(cpb.SubjectRef, account=st.builds(cpb.AccountRef, namespace=_ids, account_id=_ids)),
+)
+_givers = _seldom(st.sampled_from([7, -1]), st.sampled_from([0, *CONSENT_GIVERS]))
+_edgy_optional = _seldom(_edgy, st.just("") | _ids)
+
+
+def _answers_as_the_reader(convert_: Any, request: Any) -> None:
+    """Equal commands, or the very violations the reader names: a request the reader refuses
+    is never built directly."""
+    try:
+        expected = convert_.__wrapped__(request, NOW)
+    except InvalidRequest as refused:
+        named = refused.violations
+    else:
+        assert convert_(request, NOW) == expected
+        return
+    with pytest.raises(InvalidRequest) as exc:
+        convert_(request, NOW)
+    assert exc.value.violations == named
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    meta=_edgy_metas,
+    subject=_edgy_subjects,
+    category=_edgy,
+    source=_edgy,
+    purposes=_edgy_texts,
+    with_consent=st.booleans(),
+    values=st.just({}) | _edgy_values,
+    fields=st.just([]) | _edgy_texts,
+    reference=_edgy_optional,
+    storage_region=_edgy_optional,
+    cross_border_basis=_edgy_optional,
+)
+def test_a_collection_is_built_directly_only_as_the_reader_would(**fields: Any) -> None:
+    _answers_as_the_reader(convert.record_collection, lpb.RecordCollectionRequest(**fields))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    meta=_edgy_metas,
+    subject=_edgy_subjects,
+    categories=_edgy_texts,
+    purpose=_edgy,
+    legal_basis=_edgy_optional,
+)
+def test_a_use_is_built_directly_only_as_the_reader_would(**fields: Any) -> None:
+    _answers_as_the_reader(convert.record_use, lpb.RecordUseRequest(**fields))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    meta=_edgy_metas,
+    subject=_edgy_subjects,
+    categories=_edgy_texts,
+    recipient=_seldom(_edgy, st.just("Acme Analytics Ltd")),
+    recipient_class=_edgy,
+    purpose=_edgy,
+    legal_basis=_edgy_optional,
+    legal_ground=_edgy_optional,
+    destination_region=_edgy_optional,
+    cross_border_basis=_edgy_optional,
+    anonymised=st.booleans(),
+    sale=st.booleans(),
+)
+def test_a_share_is_built_directly_only_as_the_reader_would(**fields: Any) -> None:
+    _answers_as_the_reader(convert.record_share, lpb.RecordShareRequest(**fields))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    meta=_edgy_metas,
+    subject=_edgy_subjects,
+    purposes=_edgy_texts,
+    categories=_edgy_texts,
+    given_by=_givers,
+    method=_edgy_optional,
+)
+def test_a_consent_is_built_directly_only_as_the_reader_would(**fields: Any) -> None:
+    _answers_as_the_reader(convert.give_consent, lpb.GiveConsentRequest(**fields))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    meta=_edgy_metas,
+    subject=_edgy_subjects,
+    purposes=_seldom(st.just([]), _edgy_texts),
+    categories=_seldom(st.just([]), _edgy_texts),
+    withdrawn_by=_givers,
+    method=_edgy_optional,
+)
+def test_a_withdrawal_is_built_directly_only_as_the_reader_would(**fields: Any) -> None:
+    _answers_as_the_reader(convert.withdraw_consent, lpb.WithdrawConsentRequest(**fields))
+
+
+@settings(max_examples=200, deadline=None)
+@given(meta=_edgy_metas, subject=_edgy_subjects, category=_edgy, values=_edgy_values)
+def test_a_correction_is_built_directly_only_as_the_reader_would(**fields: Any) -> None:
+    _answers_as_the_reader(convert.correct_data, lpb.CorrectDataRequest(**fields))
+
+
+@pytest.mark.parametrize(("member", "request_", "command_type"), _batch_members())
+@pytest.mark.parametrize("subject", [_by_id(), _by_id().subject_id.upper(), _by_account("a-1")])
+def test_a_well_formed_high_rate_request_never_reaches_the_reader(
+    member: str,
+    request_: Any,
+    command_type: type[c.RecordingCommand],
+    subject: cpb.SubjectRef | str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    request_.meta.CopyFrom(_meta(at=NOW - timedelta(minutes=1)))
+    if isinstance(subject, str):
+        request_.subject.subject_id = subject
+    else:
+        request_.subject.CopyFrom(subject)
+    item = lpb.BatchItem(**{member: request_})
+    expected = convert.batch_item(item, NOW)
+    assert isinstance(expected, command_type)
+
+    def no_reader(*_: object, **__: object) -> None:
+        raise AssertionError("a well-formed request went to the reader")
+
+    monkeypatch.setattr(Draft, "__init__", no_reader)
+    assert convert.batch_item(item, NOW) == expected
