@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger import events as ev
-from projections.store import METADATA, greatest, to_us, upsert
+from projections.store import METADATA, greatest, least, to_us, upsert
 from projections.view import Entry, View
 
 __all__ = ["RetentionView"]
@@ -41,7 +41,8 @@ class RetentionView(View):
             HELD,
             ("subject_id", "category"),
             set_={
-                "last_at": greatest(dialect, HELD.c.last_at, sa.literal_column("excluded.last_at"))
+                "first_at": least(dialect, HELD.c.first_at, sa.literal_column("excluded.first_at")),
+                "last_at": greatest(dialect, HELD.c.last_at, sa.literal_column("excluded.last_at")),
             },
         )
 
