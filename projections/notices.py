@@ -27,7 +27,7 @@ from ledger.application import Ledger
 from ledger.policy import parse_policy
 from ledger.policy_diff import Touched, diff_policies
 from projections.store import METADATA, to_us, upsert
-from projections.view import Entry, View
+from projections.view import Entry, KnownRows, View
 
 __all__ = ["NOTIFIER_PRINCIPAL", "LedgerNotifier", "NoticeView", "Notifier"]
 
@@ -125,6 +125,7 @@ class NoticeView(View):
     def __init__(self, dialect: str, notifier: Notifier | None = None) -> None:
         super().__init__(dialect)
         self.notifier = notifier
+        self._known = KnownRows()
         self._footprint = upsert(dialect, FOOTPRINT, ("subject_id", "kind", "item"))
         self._notified = upsert(
             dialect,
@@ -174,8 +175,19 @@ class NoticeView(View):
                 )
             elif isinstance(p, ev.SubjectEnvelope):
                 for kind, item in _footprint(p):
-                    marks.setdefault((p.subject_id, kind, item), position)
+                    mark = (p.subject_id, kind, item)
+                    if self._known.fresh(mark):
+                        marks.setdefault(mark, position)
         self._flush(conn, marks)
+
+    def committed(self) -> None:
+        self._known.committed()
+
+    def discarded(self) -> None:
+        self._known.discarded()
+
+    def emptied(self) -> None:
+        self._known.clear()
 
     def _flush(self, conn: Connection, marks: dict[tuple[UUID, str, str], int]) -> None:
         if marks:

@@ -97,16 +97,23 @@ class ProjectionRunner:
         entries = self._decode(notifications)
         last = notifications[-1].id
         advanced: dict[str, int] = {}
-        with self.store.write() as conn:
+        try:
+            with self.store.write() as conn:
+                for view in self.views:
+                    reached = self._positions[view.name]
+                    if reached >= last:
+                        continue
+                    todo = entries if reached < start else [e for e in entries if e[0] > reached]
+                    if todo:
+                        view.apply(conn, todo)
+                    self.store.set_position(conn, view.name, last)
+                    advanced[view.name] = last
+        except BaseException:
             for view in self.views:
-                reached = self._positions[view.name]
-                if reached >= last:
-                    continue
-                todo = entries if reached < start else [e for e in entries if e[0] > reached]
-                if todo:
-                    view.apply(conn, todo)
-                self.store.set_position(conn, view.name, last)
-                advanced[view.name] = last
+                view.discarded()
+            raise
+        for view in self.views:
+            view.committed()
         with self._changed:
             self._positions.update(advanced)
             self._changed.notify_all()
@@ -160,6 +167,8 @@ class ProjectionRunner:
         with self.store.write() as conn:
             for view in chosen:
                 self.store.reset(conn, view.name, view.tables)
+        for view in chosen:
+            view.emptied()
         with self._changed:
             for view in chosen:
                 self._positions[view.name] = 0

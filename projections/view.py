@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
-__all__ = ["Batch", "Entry", "View"]
+__all__ = ["Batch", "Entry", "KnownRows", "View"]
 
 Entry = tuple[int, BaseModel]
 """One log entry: its notification id (position) and the event's payload."""
@@ -35,6 +35,49 @@ class View:
     def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
         """Fold a page of entries (positions ascending) into the view's rows."""
         raise NotImplementedError
+
+    def committed(self) -> None:
+        """The page's transaction committed (a view may now trust what it wrote)."""
+
+    def discarded(self) -> None:
+        """The page's transaction rolled back (forget anything learnt from it)."""
+
+    def emptied(self) -> None:
+        """The view's tables were emptied (to rebuild it): forget everything learnt."""
+
+
+class KnownRows:
+    """Keys of insert-only rows known to be committed, so a page skips rewriting them.
+
+    Keys written in a page are pending until the runner says the page committed; a rolled
+    back page forgets them. Bounded: past `limit` keys it starts afresh (a miss only costs a
+    redundant insert that does nothing).
+    """
+
+    def __init__(self, limit: int = 500_000) -> None:
+        self._known: set[object] = set()
+        self._pending: set[object] = set()
+        self._limit = limit
+
+    def fresh(self, key: object) -> bool:
+        """True when `key` is not known committed (it is then pending)."""
+        if key in self._known or key in self._pending:
+            return key not in self._known
+        self._pending.add(key)
+        return True
+
+    def committed(self) -> None:
+        if len(self._known) + len(self._pending) > self._limit:
+            self._known.clear()
+        self._known |= self._pending
+        self._pending.clear()
+
+    def discarded(self) -> None:
+        self._pending.clear()
+
+    def clear(self) -> None:
+        self._known.clear()
+        self._pending.clear()
 
 
 class Batch:

@@ -11,7 +11,6 @@ from uuid import UUID
 
 import pytest
 import sqlalchemy as sa
-from conftest import POSTGRES_URL
 from scenario import PRINCIPAL, collection, consent, gps_collection, later, subject, use
 from tests_support import dump
 
@@ -35,6 +34,7 @@ def view_store_factory(
     opened: list[ViewStore] = []
     if backend == "postgres":
         schema = request.getfixturevalue("postgres_schema")
+        url = request.getfixturevalue("postgres_url")
     counter = iter(range(1000))
 
     def make() -> ViewStore:
@@ -43,7 +43,7 @@ def view_store_factory(
         elif backend == "sqlite":
             store = ViewStore(f"sqlite:///{tmp_path / 'views.db'}")
         else:
-            store = ViewStore(POSTGRES_URL, schema=schema)
+            store = ViewStore(url, schema=schema)
         opened.append(store)
         return store
 
