@@ -175,9 +175,8 @@ class NoticeView(View):
                 )
             elif isinstance(p, ev.SubjectEnvelope):
                 for kind, item in _footprint(p):
-                    mark = (p.subject_id, kind, item)
-                    if self._known.fresh(mark):
-                        marks.setdefault(mark, position)
+                    if self._known.fresh(p.subject_id, (kind, item)):
+                        marks.setdefault((p.subject_id, kind, item), position)
         self._flush(conn, marks)
 
     def committed(self) -> None:

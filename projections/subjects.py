@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from ledger import events as ev
 from projections.store import METADATA, greatest, least, to_us, upsert
-from projections.view import Entry, View
+from projections.view import Entry, KnownRows, View
 
 __all__ = ["SubjectView"]
 
@@ -117,6 +117,7 @@ class SubjectView(View):
         self._upsert_value = upsert(
             d, VALUES, ("subject_id", "category", "field"), ("sealed", "at", "position")
         )
+        self._known = KnownRows()  # facets already written
         self._count = (
             SUBJECTS.update()
             .where(SUBJECTS.c.subject_id == sa.bindparam("sid"))
@@ -125,6 +126,15 @@ class SubjectView(View):
                 last_position=sa.bindparam("pos"),
             )
         )
+
+    def committed(self) -> None:
+        self._known.committed()
+
+    def discarded(self) -> None:
+        self._known.discarded()
+
+    def emptied(self) -> None:
+        self._known.clear()
 
     def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
         page = _Page()
@@ -194,6 +204,7 @@ class SubjectView(View):
 
     def _close(self, conn: Connection, p: ev.SubjectEnvelope) -> None:
         sid = p.subject_id
+        self._known.forget(sid)
         at = to_us(p.occurred_at)
         if isinstance(p, ev.DataErased):
             if p.categories:
@@ -242,14 +253,13 @@ class SubjectView(View):
                     for (sid, cat), v in page.categories.items()
                 ],
             )
-        if page.facets:
-            conn.execute(
-                self._insert_facet,
-                [
-                    {"subject_id": s, "category": c, "facet": f, "value": v}
-                    for s, c, f, v in page.facets
-                ],
-            )
+        facets = [
+            {"subject_id": s, "category": c, "facet": f, "value": v}
+            for s, c, f, v in page.facets
+            if self._known.fresh(s, (c, f, v))
+        ]
+        if facets:
+            conn.execute(self._insert_facet, facets)
         if page.values:
             conn.execute(
                 self._upsert_value,

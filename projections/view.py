@@ -1,21 +1,21 @@
 """What every view is: a name, its tables, and a fold of a page of log entries into its rows.
 
 A view receives pages of `(position, payload)` entries in log order, inside the transaction
-that will also record its tracking position. Views buffer their writes per page and send them
-as one statement per kind (`Batch`), because a statement per event costs more than decoding
-the event did.
+that will also record its tracking position. Views merge their writes per page and send them
+as one statement per kind, because a statement per event costs more than decoding the event
+did; `KnownRows` lets them skip insert-only rows already committed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
-__all__ = ["Batch", "Entry", "KnownRows", "View"]
+__all__ = ["Entry", "KnownRows", "View"]
 
 Entry = tuple[int, BaseModel]
 """One log entry: its notification id (position) and the event's payload."""
@@ -47,29 +47,42 @@ class View:
 
 
 class KnownRows:
-    """Keys of insert-only rows known to be committed, so a page skips rewriting them.
+    """Keys of insert-only rows known to be committed, grouped (by person), so a page skips
+    rewriting them.
 
     Keys written in a page are pending until the runner says the page committed; a rolled
-    back page forgets them. Bounded: past `limit` keys it starts afresh (a miss only costs a
-    redundant insert that does nothing).
+    back page forgets them, and a group whose rows were deleted is forgotten whole. Bounded:
+    past `limit` keys it starts afresh (a miss only costs a redundant insert that does nothing).
     """
 
     def __init__(self, limit: int = 500_000) -> None:
-        self._known: set[object] = set()
-        self._pending: set[object] = set()
+        self._known: dict[object, set[object]] = {}
+        self._pending: dict[object, set[object]] = {}
+        self._size = 0
         self._limit = limit
 
-    def fresh(self, key: object) -> bool:
+    def fresh(self, group: object, key: object) -> bool:
         """True when `key` is not known committed (it is then pending)."""
-        if key in self._known or key in self._pending:
-            return key not in self._known
-        self._pending.add(key)
+        known = self._known.get(group)
+        if known is not None and key in known:
+            return False
+        self._pending.setdefault(group, set()).add(key)
         return True
 
+    def forget(self, group: object) -> None:
+        """The group's rows were deleted (in this page): nothing of it is known any more."""
+        self._size -= len(self._known.pop(group, ()))
+        self._pending.pop(group, None)
+
     def committed(self) -> None:
-        if len(self._known) + len(self._pending) > self._limit:
+        if self._size > self._limit:
             self._known.clear()
-        self._known |= self._pending
+            self._size = 0
+        for group, keys in self._pending.items():
+            known = self._known.setdefault(group, set())
+            before = len(known)
+            known |= keys
+            self._size += len(known) - before
         self._pending.clear()
 
     def discarded(self) -> None:
@@ -78,32 +91,4 @@ class KnownRows:
     def clear(self) -> None:
         self._known.clear()
         self._pending.clear()
-
-
-class Batch:
-    """Statements with their parameter rows, executed in the order they were declared.
-
-    Each statement runs once with all its rows (an `executemany`), so a page of events costs a
-    handful of round trips whatever its length.
-    """
-
-    def __init__(self) -> None:
-        self._rows: dict[int, list[dict[str, Any]]] = {}
-        self._statements: list[Any] = []
-
-    def declare(self, statement: Any) -> int:
-        """Register a statement (in flush order) and return its handle."""
-        self._statements.append(statement)
-        handle = len(self._statements) - 1
-        self._rows[handle] = []
-        return handle
-
-    def add(self, handle: int, row: dict[str, Any]) -> None:
-        self._rows[handle].append(row)
-
-    def flush(self, conn: Connection) -> None:
-        for handle, statement in enumerate(self._statements):
-            rows = self._rows[handle]
-            if rows:
-                conn.execute(statement, rows)
-                self._rows[handle] = []
+        self._size = 0
