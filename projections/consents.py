@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger import events as ev
-from projections.store import METADATA, to_us
+from projections.store import METADATA, ManyRows, to_us
 from projections.view import Entry, View
 
 __all__ = ["ANY", "ConsentView"]
@@ -73,6 +73,8 @@ class ConsentView(View):
 
     def __init__(self, dialect: str) -> None:
         super().__init__(dialect)
+        self._insert_grants = ManyRows(dialect, CONSENTS.insert())
+        self._insert_withdrawals = ManyRows(dialect, WITHDRAWALS.insert())
         self._settle_subjects = (
             CONSENTS.update()
             .where(CONSENTS.c.subject_id.in_(sa.bindparam("subjects", expanding=True)))
@@ -124,9 +126,9 @@ class ConsentView(View):
                     for category in (p.categories or (ANY,))
                 )
         if grants:
-            conn.execute(CONSENTS.insert(), grants)
+            self._insert_grants.run(conn, grants)
         if withdrawals:
-            conn.execute(WITHDRAWALS.insert(), withdrawals)
+            self._insert_withdrawals.run(conn, withdrawals)
             conn.execute(self._settle_subjects, {"subjects": sorted(withdrawing)})
         if granted:
             conn.execute(self._settle_new, {"positions": granted})

@@ -26,7 +26,7 @@ from ledger import events as ev
 from ledger.application import Ledger
 from ledger.policy import parse_policy
 from ledger.policy_diff import Touched, diff_policies
-from projections.store import METADATA, to_us, upsert
+from projections.store import METADATA, ManyRows, to_us, upsert
 from projections.view import Entry, KnownRows, View
 
 __all__ = ["NOTIFIER_PRINCIPAL", "LedgerNotifier", "NoticeView", "Notifier"]
@@ -126,7 +126,9 @@ class NoticeView(View):
         super().__init__(dialect)
         self.notifier = notifier
         self._known = KnownRows()
-        self._footprint = upsert(dialect, FOOTPRINT, ("subject_id", "kind", "item"))
+        self._footprint = ManyRows(
+            dialect, upsert(dialect, FOOTPRINT, ("subject_id", "kind", "item"))
+        )
         self._notified = upsert(
             dialect,
             NOTICES,
@@ -190,8 +192,8 @@ class NoticeView(View):
 
     def _flush(self, conn: Connection, marks: dict[tuple[UUID, str, str], int]) -> None:
         if marks:
-            conn.execute(
-                self._footprint,
+            self._footprint.run(
+                conn,
                 [
                     {"subject_id": s, "kind": k, "item": i, "since_position": pos}
                     for (s, k, i), pos in marks.items()

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger import events as ev
-from projections.store import METADATA, greatest, least, to_us, upsert
+from projections.store import METADATA, ManyRows, greatest, least, to_us, upsert
 from projections.view import Entry, KnownRows, View
 
 __all__ = ["ACTIVITIES", "RegisterView"]
@@ -87,16 +87,19 @@ class RegisterView(View):
         super().__init__(dialect)
         d = dialect
         excluded = sa.literal_column
-        self._upsert = upsert(
+        self._upsert = ManyRows(
             d,
-            REGISTER,
-            ("key",),
-            set_={
-                "subjects": REGISTER.c.subjects + excluded("excluded.subjects"),
-                "events": REGISTER.c.events + excluded("excluded.events"),
-                "first_seen": least(d, REGISTER.c.first_seen, excluded("excluded.first_seen")),
-                "last_seen": greatest(d, REGISTER.c.last_seen, excluded("excluded.last_seen")),
-            },
+            upsert(
+                d,
+                REGISTER,
+                ("key",),
+                set_={
+                    "subjects": REGISTER.c.subjects + excluded("excluded.subjects"),
+                    "events": REGISTER.c.events + excluded("excluded.events"),
+                    "first_seen": least(d, REGISTER.c.first_seen, excluded("excluded.first_seen")),
+                    "last_seen": greatest(d, REGISTER.c.last_seen, excluded("excluded.last_seen")),
+                },
+            ),
         )
         self._known = KnownRows()  # (person, row) pairs already counted
         self._new_pairs = upsert(d, REGISTER_SUBJECTS, ("key", "subject_id")).returning(
@@ -136,8 +139,8 @@ class RegisterView(View):
         if unknown:
             for (key,) in conn.execute(self._new_pairs, unknown):
                 new_people[key] += 1
-        conn.execute(
-            self._upsert,
+        self._upsert.run(
+            conn,
             [
                 {
                     "key": key,

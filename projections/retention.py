@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger import events as ev
-from projections.store import METADATA, greatest, least, to_us, upsert
+from projections.store import METADATA, ManyRows, greatest, least, to_us, upsert
 from projections.view import Entry, View
 
 __all__ = ["RetentionView"]
@@ -36,14 +36,21 @@ class RetentionView(View):
 
     def __init__(self, dialect: str) -> None:
         super().__init__(dialect)
-        self._upsert = upsert(
+        self._upsert = ManyRows(
             dialect,
-            HELD,
-            ("subject_id", "category"),
-            set_={
-                "first_at": least(dialect, HELD.c.first_at, sa.literal_column("excluded.first_at")),
-                "last_at": greatest(dialect, HELD.c.last_at, sa.literal_column("excluded.last_at")),
-            },
+            upsert(
+                dialect,
+                HELD,
+                ("subject_id", "category"),
+                set_={
+                    "first_at": least(
+                        dialect, HELD.c.first_at, sa.literal_column("excluded.first_at")
+                    ),
+                    "last_at": greatest(
+                        dialect, HELD.c.last_at, sa.literal_column("excluded.last_at")
+                    ),
+                },
+            ),
         )
 
     def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
@@ -67,8 +74,8 @@ class RetentionView(View):
 
     def _flush(self, conn: Connection, held: dict[tuple[object, str], list[int]]) -> None:
         if held:
-            conn.execute(
-                self._upsert,
+            self._upsert.run(
+                conn,
                 [
                     {"subject_id": sid, "category": cat, "first_at": v[0], "last_at": v[1]}
                     for (sid, cat), v in held.items()

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger import events as ev
-from projections.store import METADATA, greatest, least, to_us, upsert
+from projections.store import METADATA, ManyRows, greatest, least, to_us, upsert
 from projections.view import Entry, KnownRows, View
 
 __all__ = ["SubjectView"]
@@ -103,28 +103,36 @@ class SubjectView(View):
     def __init__(self, dialect: str) -> None:
         super().__init__(dialect)
         d = dialect
-        self._upsert_category = upsert(
+        self._insert_subject = ManyRows(d, SUBJECTS.insert())
+        excluded = sa.literal_column
+        self._upsert_category = ManyRows(
             d,
-            CATEGORIES,
-            ("subject_id", "category"),
-            set_={
-                "first_at": least(d, CATEGORIES.c.first_at, sa.literal_column("excluded.first_at")),
-                "last_at": greatest(d, CATEGORIES.c.last_at, sa.literal_column("excluded.last_at")),
-                "collections": CATEGORIES.c.collections + sa.literal_column("excluded.collections"),
-            },
+            upsert(
+                d,
+                CATEGORIES,
+                ("subject_id", "category"),
+                set_={
+                    "first_at": least(d, CATEGORIES.c.first_at, excluded("excluded.first_at")),
+                    "last_at": greatest(d, CATEGORIES.c.last_at, excluded("excluded.last_at")),
+                    "collections": CATEGORIES.c.collections + excluded("excluded.collections"),
+                },
+            ),
         )
-        self._insert_facet = upsert(d, FACETS, ("subject_id", "category", "facet", "value"))
-        self._upsert_value = upsert(
-            d, VALUES, ("subject_id", "category", "field"), ("sealed", "at", "position")
+        self._insert_facet = ManyRows(
+            d, upsert(d, FACETS, ("subject_id", "category", "facet", "value"))
+        )
+        self._upsert_value = ManyRows(
+            d, upsert(d, VALUES, ("subject_id", "category", "field"), ("sealed", "at", "position"))
         )
         self._known = KnownRows()  # facets already written
-        self._count = (
+        self._count = ManyRows(
+            d,
             SUBJECTS.update()
             .where(SUBJECTS.c.subject_id == sa.bindparam("sid"))
             .values(
                 events=SUBJECTS.c.events + sa.bindparam("n"),
                 last_position=sa.bindparam("pos"),
-            )
+            ),
         )
 
     def committed(self) -> None:
@@ -238,10 +246,10 @@ class SubjectView(View):
 
     def _flush(self, conn: Connection, page: _Page) -> None:
         if page.subjects:
-            conn.execute(SUBJECTS.insert(), page.subjects)
+            self._insert_subject.run(conn, page.subjects)
         if page.categories:
-            conn.execute(
-                self._upsert_category,
+            self._upsert_category.run(
+                conn,
                 [
                     {
                         "subject_id": sid,
@@ -259,10 +267,10 @@ class SubjectView(View):
             if self._known.fresh(s, (c, f, v))
         ]
         if facets:
-            conn.execute(self._insert_facet, facets)
+            self._insert_facet.run(conn, facets)
         if page.values:
-            conn.execute(
-                self._upsert_value,
+            self._upsert_value.run(
+                conn,
                 [
                     {
                         "subject_id": sid,
@@ -276,8 +284,8 @@ class SubjectView(View):
                 ],
             )
         if page.counts:
-            conn.execute(
-                self._count,
+            self._count.run(
+                conn,
                 [{"sid": sid, "n": c[0], "pos": c[1]} for sid, c in page.counts.items()],
             )
         page.subjects, page.categories, page.facets = [], {}, set()
