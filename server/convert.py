@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -27,6 +27,7 @@ from google.protobuf import message as pb_message
 from pydantic import BaseModel, ValidationError
 
 from ledger import commands as cmd
+from ledger.application import ItemOutcome
 from ledger.errors import PolicyError
 from ledger.events import CollectionMode
 from ledger.policy import parse_policy
@@ -63,6 +64,7 @@ from server.request_reader import (
 
 __all__ = [
     "batch_item",
+    "batch_response",
     "cancel_account",
     "close_rights_request",
     "correct_data",
@@ -389,6 +391,31 @@ def batch_item(item: lpb.BatchItem, now: datetime) -> cmd.RecordingCommand:
         ) from None
     members = "collection, use, share, consent, withdrawal, correction"
     raise InvalidRequest([FieldViolation("command", f"required: one of {members}")])
+
+
+def batch_response(outcomes: Sequence[ItemOutcome]) -> lpb.RecordBatchResponse:
+    """RecordBatch's answer: each item's `recorded` (filled in place, the same fields as
+    `recorded` gives) or the status that item alone would have had, and the recorded count."""
+    response = lpb.RecordBatchResponse()
+    add = response.outcomes.add
+    count = 0
+    for outcome in outcomes:
+        done = outcome.recorded
+        if done is None:
+            add().CopyFrom(item_outcome(outcome))
+            continue
+        count += 1
+        message = add().recorded
+        message.aggregate_id = aggregate_id = str(done.aggregate_id)
+        if done.subject_id is not None:  # most often the aggregate itself: one str() less
+            same = done.subject_id == done.aggregate_id
+            message.subject_id = aggregate_id if same else str(done.subject_id)
+        message.version = done.version
+        message.position = done.position
+        message.event_type = done.event_type
+        message.replayed = done.replayed
+    response.recorded_count = count
+    return response
 
 
 # --- RightsRequestService ------------------------------------------------------------------

@@ -128,10 +128,7 @@ class LedgerServicer(_Recording, lgrpc.LedgerServiceServicer):
         outcomes = await self._committer.record_many(
             CURRENT_PRINCIPAL.get().name, commands, all_or_nothing=request.all_or_nothing
         )
-        return lpb.RecordBatchResponse(
-            outcomes=[convert.item_outcome(o) for o in outcomes],
-            recorded_count=sum(1 for o in outcomes if o.recorded is not None),
-        )
+        return convert.batch_response(outcomes)
 
 
 class RightsServicer(_Recording, rgrpc.RightsRequestServiceServicer):

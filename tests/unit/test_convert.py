@@ -846,6 +846,28 @@ def test_item_outcome_of_an_aborted_item_and_of_a_recorded_one() -> None:
         convert.item_outcome(ItemOutcome())
 
 
+def test_batch_response_answers_each_item_as_item_outcome_does_and_counts_the_recorded() -> None:
+    recorded = Recorded(
+        aggregate_id=SUBJECT_ID,
+        subject_id=SUBJECT_ID,
+        version=4,
+        position=17,
+        event_type="DataCollected",
+        replayed=False,
+    )
+    outcomes = [
+        ItemOutcome(recorded=recorded),
+        ItemOutcome(recorded=recorded.model_copy(update={"aggregate_id": REQUEST_ID})),
+        ItemOutcome(recorded=recorded.model_copy(update={"subject_id": None, "replayed": True})),
+        ItemOutcome(error=Refused(RefusalReason.SENSITIVE_CATEGORY_WITHOUT_CONSENT, "§4.2", "x")),
+        ItemOutcome(error=BatchAborted(3)),
+    ]
+    assert convert.batch_response(outcomes) == lpb.RecordBatchResponse(
+        outcomes=[convert.item_outcome(o) for o in outcomes], recorded_count=3
+    )
+    assert convert.batch_response([]) == lpb.RecordBatchResponse()
+
+
 def test_subject_state_sorts_every_set_and_converts_datetimes() -> None:
     at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     consent_id = uuid4()
