@@ -783,6 +783,43 @@ def test_a_principal_without_the_record_scope_cannot_record(served: Served) -> N
                     assert reason_of(denied.value) == "PERMISSION_DENIED"
 
 
+# --- concurrent unary calls: group commit ---------------------------------------------------
+
+
+def test_concurrent_unary_calls_share_commits_and_each_gets_its_own_answer(served: Served) -> None:
+    with served.client() as client:
+        sid = register(client)
+        kinds = ["ip", "gps", "unknown", "ip"] * 8
+        requests = {
+            "ip": lambda: ip_collection(sid),
+            "gps": lambda: gps_collection(sid),  # no consent: refused, alone
+            "unknown": lambda: ip_collection(_UNKNOWN_SUBJECT),
+        }
+        committer = served.serving.committer
+        before, groups, items = log_end(client), committer.groups, committer.items
+
+        calls = [
+            client.ledger.RecordCollection.future(requests[kind](), **client.options)
+            for kind in kinds
+        ]
+        answers = []
+        for call in calls:
+            try:
+                answers.append(call.result(30).recorded.event_type)
+            except grpc.RpcError as error:
+                answers.append(reason_of(error))
+
+        expected = {
+            "ip": "DataCollected",
+            "gps": "SENSITIVE_CATEGORY_WITHOUT_CONSENT",
+            "unknown": "SUBJECT_NOT_FOUND",
+        }
+        assert answers == [expected[kind] for kind in kinds]
+        assert log_end(client) == before + kinds.count("ip")
+        assert committer.items - items == len(kinds)
+        assert committer.groups - groups < len(kinds)  # calls in flight together shared commits
+
+
 # --- batches ------------------------------------------------------------------------------
 
 
