@@ -33,8 +33,16 @@ __all__ = [
     "views",
 ]
 
-VIEW_NAMES = ("subjects", "consents", "register", "deadlines", "retention", "notices")
-"""Every view, by the name its tracking row has."""
+_PLAIN: tuple[type[View], ...] = (
+    SubjectView,
+    ConsentView,
+    RegisterView,
+    DeadlineView,
+    RetentionView,
+)
+
+VIEW_NAMES = (*(kind.name for kind in _PLAIN), NoticeView.name)
+"""Every view, by the name its tracking row has, in the order the runner folds them."""
 
 
 def views(
@@ -46,12 +54,7 @@ def views(
     if unknown:
         msg = f"unknown view(s): {', '.join(unknown)}; known: {', '.join(VIEW_NAMES)}"
         raise ValueError(msg)
-    made: dict[str, View] = {
-        "subjects": SubjectView(dialect),
-        "consents": ConsentView(dialect),
-        "register": RegisterView(dialect),
-        "deadlines": DeadlineView(dialect),
-        "retention": RetentionView(dialect),
-        "notices": NoticeView(dialect, notifier),
-    }
-    return [made[name] for name in VIEW_NAMES if name in names]
+    made: list[View] = [kind(dialect) for kind in _PLAIN if kind.name in names]
+    if NoticeView.name in names:
+        made.append(NoticeView(dialect, notifier))
+    return made

@@ -27,7 +27,7 @@ from ledger.application import Ledger
 from ledger.policy import parse_policy
 from ledger.policy_diff import Touched, diff_policies
 from projections.store import METADATA, ManyRows, to_us, upsert
-from projections.view import Entry, KnownRows, View
+from projections.view import Entry, View
 
 __all__ = ["NOTIFIER_PRINCIPAL", "LedgerNotifier", "NoticeView", "Notifier"]
 
@@ -125,7 +125,6 @@ class NoticeView(View):
     def __init__(self, dialect: str, notifier: Notifier | None = None) -> None:
         super().__init__(dialect)
         self.notifier = notifier
-        self._known = KnownRows()
         self._footprint = ManyRows(
             dialect, upsert(dialect, FOOTPRINT, ("subject_id", "kind", "item"))
         )
@@ -177,18 +176,9 @@ class NoticeView(View):
                 )
             elif isinstance(p, ev.SubjectEnvelope):
                 for kind, item in _footprint(p):
-                    if self._known.fresh(p.subject_id, (kind, item)):
+                    if self.known.fresh(p.subject_id, (kind, item)):
                         marks.setdefault((p.subject_id, kind, item), position)
         self._flush(conn, marks)
-
-    def committed(self) -> None:
-        self._known.committed()
-
-    def discarded(self) -> None:
-        self._known.discarded()
-
-    def emptied(self) -> None:
-        self._known.clear()
 
     def _flush(self, conn: Connection, marks: dict[tuple[UUID, str, str], int]) -> None:
         if marks:

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from ledger import events as ev
 from projections.store import METADATA, ManyRows, greatest, least, to_us, upsert
-from projections.view import Entry, KnownRows, View
+from projections.view import Entry, View
 
 __all__ = ["ACTIVITIES", "RegisterView"]
 
@@ -101,19 +101,9 @@ class RegisterView(View):
                 },
             ),
         )
-        self._known = KnownRows()  # (person, row) pairs already counted
         self._new_pairs = upsert(d, REGISTER_SUBJECTS, ("key", "subject_id")).returning(
             REGISTER_SUBJECTS.c.key
         )
-
-    def committed(self) -> None:
-        self._known.committed()
-
-    def discarded(self) -> None:
-        self._known.discarded()
-
-    def emptied(self) -> None:
-        self._known.clear()
 
     def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
         rows: dict[str, _Tally] = {}
@@ -135,7 +125,7 @@ class RegisterView(View):
         if not rows:
             return
         new_people: dict[str, int] = dict.fromkeys(rows, 0)
-        unknown = [{"key": k, "subject_id": s} for k, s in sorted(pairs) if self._known.fresh(s, k)]
+        unknown = [{"key": k, "subject_id": s} for k, s in sorted(pairs) if self.known.fresh(s, k)]
         if unknown:
             for (key,) in conn.execute(self._new_pairs, unknown):
                 new_people[key] += 1

@@ -13,7 +13,6 @@ growing pause; the error is kept for health reporting.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -243,5 +242,4 @@ class _PostgresListener:
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
                             self._wake.set()
             except Exception:  # noqa: BLE001 (a lost connection: polling covers, then re-listen)
-                with contextlib.suppress(Exception):
-                    self._stop.wait(1.0)
+                self._stop.wait(1.0)

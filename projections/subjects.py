@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from ledger import events as ev
 from projections.store import METADATA, ManyRows, greatest, least, to_us, upsert
-from projections.view import Entry, KnownRows, View
+from projections.view import Entry, View
 
 __all__ = ["SubjectView"]
 
@@ -124,7 +124,6 @@ class SubjectView(View):
         self._upsert_value = ManyRows(
             d, upsert(d, VALUES, ("subject_id", "category", "field"), ("sealed", "at", "position"))
         )
-        self._known = KnownRows()  # facets already written
         self._count = ManyRows(
             d,
             SUBJECTS.update()
@@ -134,15 +133,6 @@ class SubjectView(View):
                 last_position=sa.bindparam("pos"),
             ),
         )
-
-    def committed(self) -> None:
-        self._known.committed()
-
-    def discarded(self) -> None:
-        self._known.discarded()
-
-    def emptied(self) -> None:
-        self._known.clear()
 
     def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
         page = _Page()
@@ -212,7 +202,7 @@ class SubjectView(View):
 
     def _close(self, conn: Connection, p: ev.SubjectEnvelope) -> None:
         sid = p.subject_id
-        self._known.forget(sid)
+        self.known.forget(sid)
         at = to_us(p.occurred_at)
         if isinstance(p, ev.DataErased):
             if p.categories:
@@ -264,7 +254,7 @@ class SubjectView(View):
         facets = [
             {"subject_id": s, "category": c, "facet": f, "value": v}
             for s, c, f, v in page.facets
-            if self._known.fresh(s, (c, f, v))
+            if self.known.fresh(s, (c, f, v))
         ]
         if facets:
             self._insert_facet.run(conn, facets)

@@ -31,19 +31,24 @@ class View:
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
+        self.known = KnownRows()
+        """Insert-only rows this view knows are committed, for it to skip writing again."""
 
     def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
         """Fold a page of entries (positions ascending) into the view's rows."""
         raise NotImplementedError
 
     def committed(self) -> None:
-        """The page's transaction committed (a view may now trust what it wrote)."""
+        """The page's transaction committed: what it wrote is known."""
+        self.known.committed()
 
     def discarded(self) -> None:
-        """The page's transaction rolled back (forget anything learnt from it)."""
+        """The page's transaction rolled back: forget what it wrote."""
+        self.known.discarded()
 
     def emptied(self) -> None:
-        """The view's tables were emptied (to rebuild it): forget everything learnt."""
+        """The view's tables were emptied (to rebuild it): forget everything."""
+        self.known.clear()
 
 
 class KnownRows:

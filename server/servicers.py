@@ -29,7 +29,7 @@ from server.writer import GroupCommitter
 Context = aio.ServicerContext[Any, Any]
 
 
-class _Recording:
+class RecordingServicer:
     """What the recording servicers share: the ledger, the committer and the clock."""
 
     def __init__(self, ledger: Ledger, committer: GroupCommitter, clock: Clock) -> None:
@@ -41,7 +41,7 @@ class _Recording:
         return await self._committer.record(CURRENT_PRINCIPAL.get().name, command)
 
 
-class LedgerServicer(_Recording, lgrpc.LedgerServiceServicer):
+class LedgerServicer(RecordingServicer, lgrpc.LedgerServiceServicer):
     """Records collections, uses, shares, consents, corrections, erasures."""
 
     def __init__(
@@ -131,7 +131,7 @@ class LedgerServicer(_Recording, lgrpc.LedgerServiceServicer):
         return convert.batch_response(outcomes)
 
 
-class RightsServicer(_Recording, rgrpc.RightsRequestServiceServicer):
+class RightsServicer(RecordingServicer, rgrpc.RightsRequestServiceServicer):
     """Opens, extends, pauses, resumes and closes rights requests."""
 
     async def _answer(self, done: Recorded) -> rpb.RightsRequest:
@@ -186,7 +186,7 @@ class RightsServicer(_Recording, rgrpc.RightsRequestServiceServicer):
         return rpb.GetRightsRequestResponse(request=convert.rights_request(state))
 
 
-class PolicyServicer(_Recording, pgrpc.PolicyServiceServicer):
+class PolicyServicer(RecordingServicer, pgrpc.PolicyServiceServicer):
     """Publishes policy versions and tells which is in force."""
 
     async def PublishPolicy(

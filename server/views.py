@@ -20,10 +20,8 @@ from typing import Any, TypeVar
 
 from grpc import aio
 
-from ledger import commands as cmd
 from ledger import events as ev
-from ledger.application import Ledger, Recorded
-from ledger.clock import Clock
+from ledger.application import Ledger
 from ledger.errors import KeyShreddedError
 from projections import VIEW_NAMES
 from projections import queries as q
@@ -40,8 +38,8 @@ from server.errors import FieldViolation, InvalidRequest, ViewBehind
 from server.queries import EVENT_TOPICS
 from server.request_reader import subject_ref
 from server.runtime import Runtime
+from server.servicers import RecordingServicer
 from server.settings import Scope
-from server.writer import GroupCommitter
 
 Context = aio.ServicerContext[Any, Any]
 _T = TypeVar("_T")
@@ -290,16 +288,8 @@ def _open(ledger: Ledger, view: SubjectViewAnswer) -> cv.Opened:
     return cv.Opened(values=values, account_id=account_id)
 
 
-class NoticeServicer(ngrpc.PolicyNoticeServiceServicer):
+class NoticeServicer(RecordingServicer, ngrpc.PolicyNoticeServiceServicer):
     """Streams policy notifications; records acknowledgements and manual notices."""
-
-    def __init__(self, ledger: Ledger, committer: GroupCommitter, clock: Clock) -> None:
-        self._ledger = ledger
-        self._committer = committer
-        self._clock = clock
-
-    async def _record(self, command: cmd._Command) -> Recorded:
-        return await self._committer.record(CURRENT_PRINCIPAL.get().name, command)
 
     async def AcknowledgePolicy(
         self, request: npb.AcknowledgePolicyRequest, context: Context
