@@ -1,4 +1,5 @@
-"""Keyset paging for the view queries: page sizes, and opaque page tokens.
+"""Keyset paging for the view queries: page sizes, opaque page tokens, fetching a page, and
+the exact-match filters the queries share.
 
 A page is read with `WHERE key > last key ORDER BY key LIMIT size + 1`, so a page costs the same
 wherever it is in the list, and rows recorded meanwhile neither repeat nor shift the next page.
@@ -20,16 +21,28 @@ from uuid import UUID
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
 
 from projections.errors import BadQuery
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "Key", "Page", "after", "page", "token_for"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "Key",
+    "Page",
+    "after",
+    "exact_filter",
+    "fetch_page",
+    "page",
+    "token_for",
+]
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _MAX_TOKEN_CHARS = 2048
 _MAX_KEY_TEXT = 512
 _INT64 = 2**63
+_MAX_FILTER_CHARS = 128
 _NOT_OURS = "not a token this query gave for these filters; start again without one"
 
 Key = tuple[int | str | UUID, ...]
@@ -119,3 +132,34 @@ def _value(value: object, kind: type) -> int | str | UUID:
             except ValueError:
                 pass
     raise BadQuery("page_token", _NOT_OURS)
+
+
+def fetch_page(
+    conn: Connection,
+    query: sa.Select[Any],
+    order: tuple[Any, ...],
+    want: Page,
+    keys: tuple[str, ...] | None = None,
+) -> tuple[list[Row[Any]], str]:
+    """One page of `query` in `order` (unique), and the token of the next ("" at the end).
+
+    The next page's key is read from the last row's columns named `keys` (by default, the
+    names of the ordering columns)."""
+    if want.after is not None:
+        query = query.where(after(order, want.after))
+    rows = list(conn.execute(query.order_by(*order).limit(want.size + 1)))
+    if len(rows) <= want.size:
+        return rows, ""
+    rows = rows[: want.size]
+    last = rows[-1]._mapping
+    names = keys if keys is not None else tuple(column.name for column in order)
+    return rows, token_for(want, tuple(last[name] for name in names))
+
+
+def exact_filter(field: str, value: str, most: int = _MAX_FILTER_CHARS) -> str:
+    """An exact-match filter: empty means none; bounded and free of NUL characters."""
+    if len(value) > most:
+        raise BadQuery(field, f"at most {most} characters")
+    if "\x00" in value:
+        raise BadQuery(field, "must not contain NUL characters")
+    return value

@@ -23,7 +23,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
 
 from ledger.errors import ConfigurationError
 
-__all__ = ["METADATA", "ManyRows", "ViewStore", "from_us", "to_us", "upsert"]
+__all__ = ["METADATA", "ManyRows", "ViewStore", "from_us", "from_us_or_none", "to_us", "upsert"]
 
 METADATA = sa.MetaData()
 """Every view table, on one metadata so one `create_all` makes them."""
@@ -43,6 +43,11 @@ def to_us(instant: datetime) -> int:
     """An aware instant as integer microseconds since the epoch (portable and cheap to compare)."""
     delta = instant - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us_or_none(value: int | None) -> datetime | None:
+    """`from_us` of a nullable column."""
+    return None if value is None else from_us(value)
 
 
 def from_us(value: int) -> datetime:
