@@ -12,14 +12,13 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, tzinfo
-from enum import Enum
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
 from uuid import UUID
 
 import typer
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 from rich.text import Text
@@ -28,11 +27,11 @@ from ledger import events as ev
 from ledger.clock import Clock, FixedClock
 from ledger.commands import SubjectRef
 from ledger.errors import LedgerError, SubjectNotFound
-from ledger.subject_state import ConsentStatus, SubjectState, minor_at
 from projections import VIEW_NAMES
 from server.app import check_listen
 from server.app import serve as serve_forever
 from server.auth import PrincipalRegistry, load_or_create_admin_token
+from server.cli_display import details, print_state, utc
 from server.demo import DEMO_START, DEMO_ZONE, DemoValues, run_demo
 from server.runtime import Runtime, open_runtime
 from server.settings import Settings, load_settings
@@ -70,10 +69,6 @@ DataDirOption = Annotated[
     ),
 ]
 
-_ENVELOPE_FIELDS = frozenset(ev.SubjectEnvelope.model_fields)
-_SEALED_FIELDS = frozenset({"account_id", "guardian", "reference", "values"})
-_LONG_FIELDS = frozenset({"not_reached"})
-_SEALED = "<sealed>"
 _VIEWS = ", ".join(VIEW_NAMES)
 
 
@@ -102,7 +97,7 @@ def demo(data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
         _, policy = runtime.ledger.policy_in_force(clock.now())
         where = _location(runtime)
     console.print()
-    _print_state(console, state, clock.now(), policy.minors.age_of_majority, DEMO_ZONE)
+    print_state(console, state, clock.now(), policy.minors.age_of_majority, DEMO_ZONE)
     scripted = "all as scripted" if not summary.unexpected else "NOT all as scripted"
     console.print()
     console.print(
@@ -141,10 +136,10 @@ def policy_show(
     rows = [
         ("policy", f"{policy.policy_id} version {published.version}"),
         ("title", policy.title),
-        ("effective", _utc(published.effective_at)),
+        ("effective", utc(published.effective_at)),
         (
             "published",
-            f"{_utc(published.published_at)} ({'major' if published.major else 'minor'})",
+            f"{utc(published.published_at)} ({'major' if published.major else 'minor'})",
         ),
         ("digest", f"sha256:{published.digest}"),
         ("text sha256", published.text_sha256),
@@ -184,57 +179,11 @@ def history(
             _fail(f"unknown subject {sid}")  # a rights request's id is not a subject's
     console.print(Text(f"subject {sid}: {len(events)} events", style="bold"))
     for number, payload in enumerate(events, start=1):
-        line = Text(f"{number:>4}  {_utc(payload.occurred_at)}  ")
+        line = Text(f"{number:>4}  {utc(payload.occurred_at)}  ")
         line.append(f"{type(payload).__name__:<20}", style="bold")
-        line.append(f"  {_details(payload)}  ")
+        line.append(f"  {details(payload)}  ")
         line.append(f"[policy {payload.policy_version}, by {payload.principal}]", style="dim")
         console.print(line)
-
-
-# --- views ----------------------------------------------------------------------------------
-
-
-def _print_state(
-    console: Console, state: SubjectState, now: datetime, majority: int, zone: tzinfo
-) -> None:
-    """A subject's current view: what is held, under which consents, shared with whom."""
-
-    def row(label: str, text: str) -> None:
-        console.print(Text(f"  {label:<12} {text}"))
-
-    def local(instant: datetime) -> str:
-        return instant.astimezone(zone).isoformat(sep=" ", timespec="minutes")
-
-    console.print(Text(f"Current state of subject {state.subject_id}:", style="bold"))
-    born = f"born {state.birth_year}" if state.birth_year else "birth year unknown"
-    row("registered", f"{local(state.registered_at)}, namespace {state.namespace}, {born}")
-    for i, (category, held) in enumerate(sorted(state.held.items())):
-        sources, purposes = ", ".join(sorted(held.sources)), ", ".join(sorted(held.purposes))
-        row("" if i else "held", f"{category:<24} from {sources}; for {purposes}")
-    if not state.held:
-        row("held", "nothing")
-    for i, grant in enumerate(state.consents):
-        pairs = [(p, c) for p in grant.purposes for c in grant.categories]
-        given = all(state.consent_status(p, c, now) is ConsentStatus.GIVEN for p, c in pairs)
-        scope = f"{', '.join(sorted(grant.purposes))}: {', '.join(sorted(grant.categories))}"
-        by = f"given {local(grant.given_at)} by {grant.given_by.value}"
-        row("" if i else "consents", f"{'in force' if given else 'withdrawn':<9} {scope} ({by})")
-    for i, w in enumerate(state.withdrawals):
-        purposes = ", ".join(sorted(w.purposes)) or "every purpose"
-        categories = ", ".join(sorted(w.categories)) or "every category"
-        row("" if i else "withdrawn", f"{purposes} ({categories}) on {local(w.at)}")
-    for i, (rc, recipients) in enumerate(sorted(state.shared_with.items())):
-        row("" if i else "shared with", f"{', '.join(sorted(recipients))} ({rc})")
-    row("used for", ", ".join(sorted(state.purposes_used)) or "nothing")
-    flags = {
-        "minor": minor_at(state.birth_year, state.minor, now, majority),
-        "guardian": state.has_guardian,
-        "erased": state.erased,
-        "cancelled": state.cancelled,
-        "key shredded": state.key_shredded,
-    }
-    row("flags", ", ".join(f"{name}={'yes' if on else 'no'}" for name, on in flags.items()))
-    row("events", f"{state.events}; data stored in {state.storage_region}")
 
 
 # --- plumbing ---------------------------------------------------------------------------------
@@ -426,40 +375,3 @@ def _instant(text: str | None) -> datetime | None:
 
 def _now(runtime: Runtime) -> datetime:
     return runtime.ledger.clock.now()
-
-
-def _utc(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _details(payload: BaseModel) -> str:
-    """The audit-trail fields of a payload; sealed values show as <sealed>, never opened."""
-    parts = []
-    for name in type(payload).model_fields:
-        if name in _ENVELOPE_FIELDS or name in _LONG_FIELDS:
-            continue
-        value = getattr(payload, name)
-        if name in _SEALED_FIELDS:
-            if value:
-                keys = value if isinstance(value, dict) else ()
-                shown = ", ".join(f"{k}={_SEALED}" for k in keys) or _SEALED
-                parts.append(f"{name}: {shown}")
-            continue
-        if value is None or value == {} or (value == () and name not in _EMPTY_MEANS_ALL):
-            continue
-        parts.append(f"{name}={_text(value)}")
-    return " ".join(parts)
-
-
-_EMPTY_MEANS_ALL = frozenset({"purposes", "categories"})
-
-
-def _text(value: object) -> str:
-    if isinstance(value, tuple):
-        return ",".join(map(_text, value)) or "all"
-    if isinstance(value, Enum):
-        return str(value.value)
-    if isinstance(value, datetime):
-        return _utc(value)
-    text = str(value)
-    return _SEALED if text.startswith("s1:") else text

@@ -1,0 +1,104 @@
+"""How the `pdl` command line shows a person's state and the audit trail of their events.
+
+Sealed values are never opened here: they show as `<sealed>`; what is shown is the readable
+audit trail and the state folded from it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, tzinfo
+from enum import Enum
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.text import Text
+
+from ledger import events as ev
+from ledger.subject_state import ConsentStatus, SubjectState, minor_at
+
+__all__ = ["details", "print_state", "utc"]
+
+_ENVELOPE_FIELDS = frozenset(ev.SubjectEnvelope.model_fields)
+_SEALED_FIELDS = frozenset({"account_id", "guardian", "reference", "values"})
+_LONG_FIELDS = frozenset({"not_reached"})
+_SEALED = "<sealed>"
+
+
+def print_state(
+    console: Console, state: SubjectState, now: datetime, majority: int, zone: tzinfo
+) -> None:
+    """A subject's current view: what is held, under which consents, shared with whom."""
+
+    def row(label: str, text: str) -> None:
+        console.print(Text(f"  {label:<12} {text}"))
+
+    def local(instant: datetime) -> str:
+        return instant.astimezone(zone).isoformat(sep=" ", timespec="minutes")
+
+    console.print(Text(f"Current state of subject {state.subject_id}:", style="bold"))
+    born = f"born {state.birth_year}" if state.birth_year else "birth year unknown"
+    row("registered", f"{local(state.registered_at)}, namespace {state.namespace}, {born}")
+    for i, (category, held) in enumerate(sorted(state.held.items())):
+        sources, purposes = ", ".join(sorted(held.sources)), ", ".join(sorted(held.purposes))
+        row("" if i else "held", f"{category:<24} from {sources}; for {purposes}")
+    if not state.held:
+        row("held", "nothing")
+    for i, grant in enumerate(state.consents):
+        pairs = [(p, c) for p in grant.purposes for c in grant.categories]
+        given = all(state.consent_status(p, c, now) is ConsentStatus.GIVEN for p, c in pairs)
+        scope = f"{', '.join(sorted(grant.purposes))}: {', '.join(sorted(grant.categories))}"
+        by = f"given {local(grant.given_at)} by {grant.given_by.value}"
+        row("" if i else "consents", f"{'in force' if given else 'withdrawn':<9} {scope} ({by})")
+    for i, w in enumerate(state.withdrawals):
+        purposes = ", ".join(sorted(w.purposes)) or "every purpose"
+        categories = ", ".join(sorted(w.categories)) or "every category"
+        row("" if i else "withdrawn", f"{purposes} ({categories}) on {local(w.at)}")
+    for i, (rc, recipients) in enumerate(sorted(state.shared_with.items())):
+        row("" if i else "shared with", f"{', '.join(sorted(recipients))} ({rc})")
+    row("used for", ", ".join(sorted(state.purposes_used)) or "nothing")
+    flags = {
+        "minor": minor_at(state.birth_year, state.minor, now, majority),
+        "guardian": state.has_guardian,
+        "erased": state.erased,
+        "cancelled": state.cancelled,
+        "key shredded": state.key_shredded,
+    }
+    row("flags", ", ".join(f"{name}={'yes' if on else 'no'}" for name, on in flags.items()))
+    row("events", f"{state.events}; data stored in {state.storage_region}")
+
+
+def utc(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def details(payload: BaseModel) -> str:
+    """The audit-trail fields of a payload; sealed values show as <sealed>, never opened."""
+    parts = []
+    for name in type(payload).model_fields:
+        if name in _ENVELOPE_FIELDS or name in _LONG_FIELDS:
+            continue
+        value = getattr(payload, name)
+        if name in _SEALED_FIELDS:
+            if value:
+                keys = value if isinstance(value, dict) else ()
+                shown = ", ".join(f"{k}={_SEALED}" for k in keys) or _SEALED
+                parts.append(f"{name}: {shown}")
+            continue
+        if value is None or value == {} or (value == () and name not in _EMPTY_MEANS_ALL):
+            continue
+        parts.append(f"{name}={_text(value)}")
+    return " ".join(parts)
+
+
+_EMPTY_MEANS_ALL = frozenset({"purposes", "categories"})
+
+
+def _text(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(_text, value)) or "all"
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, datetime):
+        return utc(value)
+    text = str(value)
+    return _SEALED if text.startswith("s1:") else text
