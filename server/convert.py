@@ -9,32 +9,33 @@ never carry a field's value. The other direction, results to proto, is `server.c
 re-exported here so a servicer needs only this module.
 
 The high-rate recording commands (collection, use, share, consent given and withdrawn,
-correction: the unary calls and every batch item) take a direct path first: the request's
-fields are gathered without the reader's bookkeeping and validated once. A request the reader
-would find any fault with goes down the reader's path instead, so it is answered exactly as
-before; only well-formed requests are built directly.
+correction) are built directly first (`server.convert_direct`); a request with any fault goes
+through the reader, so it is answered exactly as before.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TypeVar
-
-from google.protobuf import message as pb_message
-from pydantic import BaseModel, ValidationError
 
 from ledger import commands as cmd
 from ledger.application import ItemOutcome
 from ledger.errors import PolicyError
 from ledger.events import CollectionMode
 from ledger.policy import parse_policy
-from server._pb.pdl.v1 import common_pb2
 from server._pb.pdl.v1 import ledger_service_pb2 as lpb
 from server._pb.pdl.v1 import policy_service_pb2 as ppb
 from server._pb.pdl.v1 import rights_service_pb2 as rpb
+from server.convert_direct import (
+    collection_fields,
+    consent_fields,
+    correction_fields,
+    direct_first,
+    share_fields,
+    use_fields,
+    withdrawal_fields,
+)
 from server.convert_results import (
     CONSENT_GIVERS,
     REQUEST_OUTCOMES,
@@ -56,7 +57,6 @@ from server.request_reader import (
     OUTCOME_NAMES,
     Draft,
     instant,
-    is_uuid_text,
     join_path,
     subject_ref,
     uuid_field,
@@ -93,182 +93,6 @@ __all__ = [
 ]
 
 
-_Req = TypeVar("_Req", bound=pb_message.Message)
-_Cmd = TypeVar("_Cmd", bound=BaseModel)
-_Fields = dict[str, object]
-_NUL = "\x00"
-_COLLECTION_TEXTS = ("category", "source", "reference", "storage_region", "cross_border_basis")
-_SHARE_TEXTS = (
-    "recipient",
-    "recipient_class",
-    "purpose",
-    "legal_basis",
-    "legal_ground",
-    "destination_region",
-    "cross_border_basis",
-)
-
-
-def _direct_first(
-    model: type[_Cmd], gather: Callable[[_Req, datetime], _Fields | None]
-) -> Callable[[Callable[[_Req, datetime], _Cmd]], Callable[[_Req, datetime], _Cmd]]:
-    """Build the command from `gather`'s fields when the request is well-formed; otherwise
-    (`gather` says None, or the model refuses them) read it with the decorated reader, which
-    names every violation. The reader stays reachable as `__wrapped__`."""
-
-    def decorate(read: Callable[[_Req, datetime], _Cmd]) -> Callable[[_Req, datetime], _Cmd]:
-        @functools.wraps(read)
-        def convert(req: _Req, now: datetime) -> _Cmd:
-            fields = gather(req, now)
-            if fields is not None:
-                try:
-                    return model.model_validate(fields)
-                except ValidationError:
-                    pass
-            return read(req, now)
-
-        return convert
-
-    return decorate
-
-
-def _recording_fields(
-    meta: common_pb2.CommandMeta, ref: common_pb2.SubjectRef, now: datetime
-) -> _Fields | None:
-    """Key, occurred-at and subject as the reader gathers them; None where it would object."""
-    key = meta.idempotency_key
-    if not key or _NUL in key:
-        return None
-    if meta.HasField("occurred_at"):
-        try:
-            fields: _Fields = {"idempotency_key": key, "occurred_at": instant(meta, "occurred_at")}
-        except InvalidRequest:
-            return None
-    else:
-        fields = {"idempotency_key": key, "occurred_at": now, "occurred_at_defaulted": True}
-    which = ref.WhichOneof("ref")
-    if which == "subject_id":
-        if not is_uuid_text(ref.subject_id):
-            return None
-        fields["subject"] = {"subject_id": ref.subject_id}  # the model parses the same UUID
-    elif which == "account":
-        namespace, account_id = ref.account.namespace, ref.account.account_id
-        if _NUL in namespace or _NUL in account_id:
-            return None
-        fields["subject"] = {"namespace": namespace, "account_id": account_id}
-    else:
-        return None
-    return fields
-
-
-def _put_texts(fields: _Fields, message: pb_message.Message, names: Iterable[str]) -> bool:
-    """String fields that keep their names; empty means not given. False on a NUL."""
-    for name in names:
-        value = getattr(message, name)
-        if value:
-            if _NUL in value:
-                return False
-            fields[name] = value
-    return True
-
-
-def _put_list(fields: _Fields, key: str, values: Iterable[str]) -> bool:
-    """A repeated string; empty means not given. False on a NUL."""
-    items = list(values)
-    if items:
-        if any(_NUL in item for item in items):
-            return False
-        fields[key] = items
-    return True
-
-
-def _put_map(fields: _Fields, key: str, values: Mapping[str, str]) -> bool:
-    """A map of field names to values; empty means not given. False on a NUL."""
-    if values:
-        items = dict(values)
-        if any(_NUL in name or _NUL in value for name, value in items.items()):
-            return False
-        fields[key] = items
-    return True
-
-
-def _put_giver(fields: _Fields, key: str, number: common_pb2.ConsentGiver.ValueType) -> bool:
-    """A consent giver; unspecified means not given. False on an unknown number."""
-    if number:
-        giver = CONSENT_GIVERS.get(number)
-        if giver is None:
-            return False
-        fields[key] = giver
-    return True
-
-
-def _collection_fields(req: lpb.RecordCollectionRequest, now: datetime) -> _Fields | None:
-    fields = _recording_fields(req.meta, req.subject, now)
-    if fields is None or not (
-        _put_list(fields, "purposes", req.purposes)
-        and _put_map(fields, "values", req.values)
-        and _put_list(fields, "fields", req.fields)
-        and _put_texts(fields, req, _COLLECTION_TEXTS)
-    ):
-        return None
-    fields["mode"] = CollectionMode.CONSENT if req.with_consent else CollectionMode.AUTOMATIC
-    return fields
-
-
-def _use_fields(req: lpb.RecordUseRequest, now: datetime) -> _Fields | None:
-    fields = _recording_fields(req.meta, req.subject, now)
-    if fields is None or not (
-        _put_list(fields, "categories", req.categories)
-        and _put_texts(fields, req, ("purpose", "legal_basis"))
-    ):
-        return None
-    return fields
-
-
-def _share_fields(req: lpb.RecordShareRequest, now: datetime) -> _Fields | None:
-    fields = _recording_fields(req.meta, req.subject, now)
-    if fields is None or not (
-        _put_list(fields, "categories", req.categories) and _put_texts(fields, req, _SHARE_TEXTS)
-    ):
-        return None
-    fields["anonymised"] = req.anonymised
-    fields["sale"] = req.sale
-    return fields
-
-
-def _consent_fields(req: lpb.GiveConsentRequest, now: datetime) -> _Fields | None:
-    fields = _recording_fields(req.meta, req.subject, now)
-    if fields is None or not (
-        _put_list(fields, "purposes", req.purposes)
-        and _put_list(fields, "categories", req.categories)
-        and _put_giver(fields, "given_by", req.given_by)
-        and _put_texts(fields, req, ("method",))
-    ):
-        return None
-    return fields
-
-
-def _withdrawal_fields(req: lpb.WithdrawConsentRequest, now: datetime) -> _Fields | None:
-    fields = _recording_fields(req.meta, req.subject, now)
-    if fields is None or not (
-        _put_list(fields, "purposes", req.purposes)
-        and _put_list(fields, "categories", req.categories)
-        and _put_giver(fields, "withdrawn_by", req.withdrawn_by)
-        and _put_texts(fields, req, ("method",))
-    ):
-        return None
-    return fields
-
-
-def _correction_fields(req: lpb.CorrectDataRequest, now: datetime) -> _Fields | None:
-    fields = _recording_fields(req.meta, req.subject, now)
-    if fields is None or not (
-        _put_texts(fields, req, ("category",)) and _put_map(fields, "values", req.values)
-    ):
-        return None
-    return fields
-
-
 def register_subject(req: lpb.RegisterSubjectRequest, now: datetime) -> cmd.RegisterSubject:
     """RegisterSubject: birth year 0 means unknown, empty jurisdiction means "cn"."""
     d = Draft(req.meta, now, ACCOUNT)
@@ -282,7 +106,7 @@ def register_subject(req: lpb.RegisterSubjectRequest, now: datetime) -> cmd.Regi
     return d.build(cmd.RegisterSubject)
 
 
-@_direct_first(cmd.RecordCollection, _collection_fields)
+@direct_first(cmd.RecordCollection, collection_fields)
 def record_collection(req: lpb.RecordCollectionRequest, now: datetime) -> cmd.RecordCollection:
     """RecordCollection: `with_consent` chooses the consent mode, else automatic."""
     d = Draft(req.meta, now, {"mode": "with_consent"})
@@ -295,7 +119,7 @@ def record_collection(req: lpb.RecordCollectionRequest, now: datetime) -> cmd.Re
     return d.build(cmd.RecordCollection)
 
 
-@_direct_first(cmd.RecordUse, _use_fields)
+@direct_first(cmd.RecordUse, use_fields)
 def record_use(req: lpb.RecordUseRequest, now: datetime) -> cmd.RecordUse:
     """RecordUse: empty legal basis means "consent"."""
     d = Draft(req.meta, now)
@@ -305,7 +129,7 @@ def record_use(req: lpb.RecordUseRequest, now: datetime) -> cmd.RecordUse:
     return d.build(cmd.RecordUse)
 
 
-@_direct_first(cmd.RecordShare, _share_fields)
+@direct_first(cmd.RecordShare, share_fields)
 def record_share(req: lpb.RecordShareRequest, now: datetime) -> cmd.RecordShare:
     """RecordShare: empty legal basis means "consent", empty region the policy's."""
     d = Draft(req.meta, now)
@@ -318,7 +142,7 @@ def record_share(req: lpb.RecordShareRequest, now: datetime) -> cmd.RecordShare:
     return d.build(cmd.RecordShare)
 
 
-@_direct_first(cmd.GiveConsent, _consent_fields)
+@direct_first(cmd.GiveConsent, consent_fields)
 def give_consent(req: lpb.GiveConsentRequest, now: datetime) -> cmd.GiveConsent:
     """GiveConsent: an unspecified giver is the person, an empty method "popup"."""
     d = Draft(req.meta, now)
@@ -330,7 +154,7 @@ def give_consent(req: lpb.GiveConsentRequest, now: datetime) -> cmd.GiveConsent:
     return d.build(cmd.GiveConsent)
 
 
-@_direct_first(cmd.WithdrawConsent, _withdrawal_fields)
+@direct_first(cmd.WithdrawConsent, withdrawal_fields)
 def withdraw_consent(req: lpb.WithdrawConsentRequest, now: datetime) -> cmd.WithdrawConsent:
     """WithdrawConsent: at least one purpose or category; empty method means "settings"."""
     d = Draft(req.meta, now, {"": "purposes"})
@@ -342,7 +166,7 @@ def withdraw_consent(req: lpb.WithdrawConsentRequest, now: datetime) -> cmd.With
     return d.build(cmd.WithdrawConsent)
 
 
-@_direct_first(cmd.CorrectData, _correction_fields)
+@direct_first(cmd.CorrectData, correction_fields)
 def correct_data(req: lpb.CorrectDataRequest, now: datetime) -> cmd.CorrectData:
     """CorrectData."""
     d = Draft(req.meta, now)
