@@ -7,12 +7,13 @@ the log; `projections.queries` reads them.
 
 from __future__ import annotations
 
+from ledger.application import Ledger
 from projections.consents import ConsentView
 from projections.deadlines import DeadlineView
 from projections.notices import LedgerNotifier, NoticeView, Notifier
 from projections.register import RegisterView
 from projections.retention import RetentionView
-from projections.runner import ProjectionRunner, RunnerStopped
+from projections.runner import DEFAULT_PAGE_SIZE, ProjectionRunner, RunnerStopped
 from projections.store import ViewStore
 from projections.subjects import SubjectView
 from projections.view import View
@@ -30,6 +31,7 @@ __all__ = [
     "SubjectView",
     "View",
     "ViewStore",
+    "ledger_runner",
     "views",
 ]
 
@@ -58,3 +60,16 @@ def views(
     if NoticeView.name in names:
         made.append(NoticeView(dialect, notifier))
     return made
+
+
+def ledger_runner(
+    ledger: Ledger,
+    store: ViewStore,
+    names: tuple[str, ...] = VIEW_NAMES,
+    *,
+    page_size: int = DEFAULT_PAGE_SIZE,
+) -> ProjectionRunner:
+    """A runner of the named views (all by default) over the ledger's log, recording policy
+    notices through the ledger's own command."""
+    chosen = views(store.dialect, LedgerNotifier(ledger), names)
+    return ProjectionRunner(ledger, store, chosen, page_size=page_size)

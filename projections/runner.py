@@ -26,11 +26,11 @@ from ledger.application import Ledger
 from projections.store import ViewStore
 from projections.view import Entry, View
 
-__all__ = ["ProjectionRunner", "RunnerStopped"]
+__all__ = ["DEFAULT_PAGE_SIZE", "ProjectionRunner", "RunnerStopped"]
 
 _log = logging.getLogger(__name__)
 
-_DEFAULT_PAGE = 500
+DEFAULT_PAGE_SIZE = 500
 _DEFAULT_POLL_SECONDS = 0.05
 _MAX_BACKOFF_SECONDS = 5.0
 
@@ -52,7 +52,7 @@ class ProjectionRunner:
         store: ViewStore,
         views: Sequence[View],
         *,
-        page_size: int = _DEFAULT_PAGE,
+        page_size: int = DEFAULT_PAGE_SIZE,
         poll_interval: float = _DEFAULT_POLL_SECONDS,
     ) -> None:
         self.ledger = ledger

@@ -14,7 +14,7 @@ from ledger.errors import ConfigurationError
 from ledger.policy import SEED_EFFECTIVE_AT, load_policy_file, load_seed_policy
 from ledger.sealing import MasterKey, Sealer
 from ledger.storage import PostgresConfig, StorageConfig, ledger_env
-from projections import LedgerNotifier, ProjectionRunner, ViewStore, views
+from projections import ProjectionRunner, ViewStore, ledger_runner
 from server.keystore import SqlKeyStore, load_or_create_master_key, master_key_from_text
 from server.settings import Settings
 
@@ -37,9 +37,7 @@ class Runtime:
     def start_projections(self) -> None:
         """Keep every view up to date in this process (a background thread)."""
         if self.runner is None:
-            self.runner = ProjectionRunner(
-                self.ledger, self.views, views(self.views.dialect, LedgerNotifier(self.ledger))
-            )
+            self.runner = ledger_runner(self.ledger, self.views)
             self.runner.start()
 
     def close(self) -> None:

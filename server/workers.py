@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from projections import LedgerNotifier, ProjectionRunner, views
+from projections import ledger_runner
 from projections.runner import Progress
 from server.runtime import Runtime, open_runtime
 from server.settings import load_settings
@@ -33,11 +33,6 @@ def split(names: Sequence[str], workers: int) -> list[tuple[str, ...]]:
     return [tuple(g) for g in groups]
 
 
-def runner_for(runtime: Runtime, names: Sequence[str], page_size: int) -> ProjectionRunner:
-    chosen = views(runtime.views.dialect, LedgerNotifier(runtime.ledger), tuple(names))
-    return ProjectionRunner(runtime.ledger, runtime.views, chosen, page_size=page_size)
-
-
 def catch_up(
     runtime: Runtime,
     names: Sequence[str],
@@ -47,7 +42,7 @@ def catch_up(
     progress: Progress | None = None,
 ) -> int:
     """Rebuild the `rebuild` views from zero, then bring `names` up to the end of the log."""
-    runner = runner_for(runtime, names, page_size)
+    runner = ledger_runner(runtime.ledger, runtime.views, tuple(names), page_size=page_size)
     if rebuild:
         return runner.rebuild(rebuild, progress)
     return runner.catch_up(progress)
@@ -55,7 +50,7 @@ def catch_up(
 
 def follow(runtime: Runtime, names: Sequence[str], stop: threading.Event, page_size: int) -> None:
     """Keep `names` up to date until `stop` is set."""
-    runner = runner_for(runtime, names, page_size)
+    runner = ledger_runner(runtime.ledger, runtime.views, tuple(names), page_size=page_size)
     runner.start()
     try:
         stop.wait()

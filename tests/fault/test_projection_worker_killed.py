@@ -23,7 +23,7 @@ from scenario import PRINCIPAL, key, secret
 from tests_support import dump
 
 from ledger import commands as c
-from projections import LedgerNotifier, ProjectionRunner, ViewStore, views
+from projections import VIEW_NAMES, ViewStore, ledger_runner
 from server.runtime import VIEWS_FILE, open_runtime
 from server.settings import load_settings
 
@@ -95,7 +95,7 @@ def _lowest_position(views_db: Path) -> int:
             rows = conn.execute("SELECT position FROM view_tracking").fetchall()
     except sqlite3.OperationalError:  # the table is being made
         return 0
-    return min((r[0] for r in rows), default=0) if len(rows) == len(views("sqlite")) else 0
+    return min((r[0] for r in rows), default=0) if len(rows) == len(VIEW_NAMES) else 0
 
 
 def _project(data_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -135,9 +135,7 @@ def test_a_worker_killed_mid_log_and_restarted_builds_the_views_a_survivor_would
     runtime = open_runtime(load_settings(data_dir=data_dir, projections="external"))
     try:
         survivor = ViewStore(f"sqlite:///{tmp_path / 'survivor.db'}")
-        ProjectionRunner(
-            runtime.ledger, survivor, views(survivor.dialect, LedgerNotifier(runtime.ledger))
-        ).catch_up()
+        ledger_runner(runtime.ledger, survivor).catch_up()
         assert runtime.ledger.recorder.max_notification_id() == end  # nothing written meanwhile
         assert dump(runtime.views) == dump(survivor)
         survivor.close()

@@ -18,7 +18,7 @@ from ledger import commands as c
 from ledger import events as ev
 from ledger.application import Ledger
 from ledger.policy import Policy, load_seed_policy
-from projections import LedgerNotifier, ProjectionRunner, ViewStore, views
+from projections import ProjectionRunner, ViewStore, ledger_runner, views
 from projections.notices import NOTICES, VERSIONS
 from projections.register import REGISTER
 from projections.subjects import CATEGORIES, SUBJECTS, VALUES
@@ -53,9 +53,7 @@ def view_store_factory(
 
 
 def _runner(ledger: Ledger, store: ViewStore, page_size: int = 500) -> ProjectionRunner:
-    return ProjectionRunner(
-        ledger, store, views(store.dialect, LedgerNotifier(ledger)), page_size=page_size
-    )
+    return ledger_runner(ledger, store, page_size=page_size)
 
 
 def _history(ledger: Ledger, people: int = 4) -> list[UUID]:
