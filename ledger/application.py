@@ -41,7 +41,12 @@ from ledger.rights import RequestState, RightsRequest
 from ledger.sealing import Sealer
 from ledger.subject import Subject
 from ledger.subject_state import SubjectState
-from ledger.transcoding import DataclassTranscoding, ModelTranscoding, OrjsonTranscoder
+from ledger.transcoding import (
+    DataclassTranscoding,
+    ModelTranscoding,
+    OrjsonTranscoder,
+    PayloadReader,
+)
 
 __all__ = ["BATCHABLE", "BatchAborted", "ItemOutcome", "Ledger", "Recorded"]
 
@@ -97,6 +102,8 @@ class Ledger(Application[UUID]):
         if not callable(getattr(self.recorder, "receipt", None)):
             msg = "the event store's recorder keeps no idempotency receipts; use ledger.storage"
             raise ConfigurationError(msg)
+        self.payload_of = PayloadReader(self.mapper, _STORED_MODELS)
+        """A stored event's pydantic payload (or None), without rebuilding the whole event."""
 
     def construct_transcoder(self) -> Transcoder:
         transcoder = OrjsonTranscoder()

@@ -7,10 +7,11 @@ spot otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, cast
 
 import orjson
-from eventsourcing.persistence import JSONTranscoder, Transcoding
+from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent, Transcoding
 from pydantic import BaseModel, TypeAdapter
 
 
@@ -53,3 +54,35 @@ class OrjsonTranscoder(JSONTranscoder):
     def encode(self, obj: Any) -> bytes:
         options = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
         return orjson.dumps(obj, default=self._encode_obj, option=options)
+
+
+class PayloadReader:
+    """Reads the pydantic payload of a stored event, for readers that want only the payload.
+
+    The library's mapper rebuilds the whole domain event: Python's `json` with an object hook
+    called for every JSON object, then the event class by topic. The payload is stored as
+    ``{"payload": {"_type_": <model name>, "_data_": <the model's own JSON>}}`` (see
+    `ModelTranscoding`), so when the stored state is plain JSON (no compressor, no cipher) this
+    parses it with orjson and validates the tagged data with its model: the same model as the
+    mapper's, from the same data, at about a third of the cost. Anything else (an event with no
+    payload, an unknown tag, a compressed or enciphered store) goes through the mapper.
+    """
+
+    def __init__(self, mapper: Mapper[Any], models: Iterable[type[BaseModel]]) -> None:
+        self._mapper = mapper
+        self._models = {model.__name__: model for model in models}
+        self._direct = mapper.compressor is None and mapper.cipher is None
+
+    def __call__(self, stored: StoredEvent) -> BaseModel | None:
+        """The stored event's payload, or None when it has no pydantic payload."""
+        if self._direct:
+            try:
+                tagged = orjson.loads(stored.state)["payload"]
+                model = self._models[tagged["_type_"]]
+                data = tagged["_data_"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                pass
+            else:
+                return model.model_validate(data)
+        payload = getattr(self._mapper.to_domain_event(stored), "payload", None)
+        return payload if isinstance(payload, BaseModel) else None

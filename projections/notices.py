@@ -142,7 +142,7 @@ class NoticeView(View):
         )
 
     def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
-        marks: dict[tuple[UUID, str, str], int] = {}
+        marks: dict[UUID, dict[tuple[str, str], int]] = {}
         for position, p in entries:
             if isinstance(p, ev.PolicyPublished):
                 self._flush(conn, marks)
@@ -175,20 +175,23 @@ class NoticeView(View):
                     },
                 )
             elif isinstance(p, ev.SubjectEnvelope):
-                for kind, item in _footprint(p):
-                    if self.known.fresh(p.subject_id, (kind, item)):
-                        marks.setdefault((p.subject_id, kind, item), position)
+                items = _footprint(p)
+                if items:
+                    mine = marks.get(p.subject_id)
+                    if mine is None:
+                        mine = marks[p.subject_id] = {}
+                    for item in items:
+                        mine.setdefault(item, position)
         self._flush(conn, marks)
 
-    def _flush(self, conn: Connection, marks: dict[tuple[UUID, str, str], int]) -> None:
-        if marks:
-            self._footprint.run(
-                conn,
-                [
-                    {"subject_id": s, "kind": k, "item": i, "since_position": pos}
-                    for (s, k, i), pos in marks.items()
-                ],
-            )
+    def _flush(self, conn: Connection, marks: dict[UUID, dict[tuple[str, str], int]]) -> None:
+        fresh = self.known.fresh_of
+        rows = [
+            {"subject_id": s, "kind": k, "item": i, "since_position": mine[(k, i)]}
+            for s, mine in marks.items()
+            for k, i in fresh(s, mine)
+        ]
+        self._footprint.run(conn, rows)
 
     def _published(self, conn: Connection, position: int, p: ev.PolicyPublished) -> None:
         previous = p.previous_version

@@ -107,14 +107,17 @@ class RegisterView(View):
 
     def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
         rows: dict[str, _Tally] = {}
-        pairs: set[tuple[str, UUID]] = set()
+        people: dict[UUID, set[str]] = {}
         for _, p in entries:
             if not isinstance(p, ev.DataCollected | ev.DataUsed | ev.DataShared):
                 continue
             at = to_us(p.occurred_at)
+            keys = people.get(p.subject_id)
+            if keys is None:
+                keys = people[p.subject_id] = set()
             for row in _rows(p):
                 key = "|".join(row)
-                pairs.add((key, p.subject_id))
+                keys.add(key)
                 seen = rows.get(key)
                 if seen is None:
                     rows[key] = _Tally(row, 1, at, at)
@@ -125,7 +128,12 @@ class RegisterView(View):
         if not rows:
             return
         new_people: dict[str, int] = dict.fromkeys(rows, 0)
-        unknown = [{"key": k, "subject_id": s} for k, s in sorted(pairs) if self.known.fresh(s, k)]
+        fresh = self.known.fresh_of
+        unknown = [
+            {"key": k, "subject_id": s}
+            for s, keys in sorted(people.items())
+            for k in sorted(fresh(s, keys))
+        ]
         if unknown:
             for (key,) in conn.execute(self._new_pairs, unknown):
                 new_people[key] += 1

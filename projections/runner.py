@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from eventsourcing.persistence import Notification
-from pydantic import BaseModel
 
 from ledger.application import Ledger
 from projections.store import ViewStore
@@ -206,11 +205,11 @@ class ProjectionRunner:
                 self._wake.clear()
 
     def _decode(self, notifications: Sequence[Notification]) -> list[Entry]:
-        to_event = self.ledger.mapper.to_domain_event
+        payload_of = self.ledger.payload_of
         entries: list[Entry] = []
         for n in notifications:
-            payload = getattr(to_event(n), "payload", None)
-            if isinstance(payload, BaseModel):
+            payload = payload_of(n)
+            if payload is not None:
                 entries.append((n.id, payload))
         return entries
 

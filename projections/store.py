@@ -7,10 +7,14 @@ view is always exactly "the log folded up to its tracking position".
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,13 @@ TRACKING = sa.Table(
     sa.Column("position", sa.BigInteger, nullable=False),
 )
 
+_log = logging.getLogger(__name__)
+
 _BUSY_TIMEOUT_MS = 30_000
+_CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
+"""Checkpoint the views' write-ahead log once it is this large (SQLite's own default)."""
+_WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+"""After a checkpoint, a write-ahead log larger than this is truncated back to it."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -67,9 +77,12 @@ class ViewStore:
         parsed = sa.make_url(url) if isinstance(url, str) else url
         self.shown_url = parsed.render_as_string(hide_password=True)
         self.dialect = parsed.get_backend_name()
+        self._checkpointer: _Checkpointer | None = None
         try:
             if self.dialect == "sqlite":
                 self.engine = _sqlite_engine(parsed)
+                if parsed.database not in (None, "", ":memory:"):
+                    self._checkpointer = _Checkpointer(Path(parsed.database or ""))
             elif self.dialect == "postgresql":
                 options = {} if schema is None else {"schema_translate_map": {None: schema}}
                 self.engine = sa.create_engine(parsed, pool_pre_ping=True).execution_options(
@@ -84,6 +97,8 @@ class ViewStore:
             raise ConfigurationError(msg) from None
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.engine.dispose()
 
     @contextmanager
@@ -100,6 +115,8 @@ class ViewStore:
                 conn.rollback()
                 raise
             conn.commit()
+        if self._checkpointer is not None:
+            self._checkpointer.nudge()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -157,37 +174,53 @@ def upsert(
 class ManyRows:
     """A statement run with many rows at once (an executemany).
 
-    On SQLite it is compiled once and the rows go straight to the driver as tuples, each value
-    through its column type's bind processor: SQLAlchemy's per-row parameter building cost more
+    On SQLite it is compiled once and the rows go straight to the driver as tuples, taken from
+    the row dicts in one C call, and only the values whose column type needs converting (the
+    UUIDs) pass through its bind processor: SQLAlchemy's per-row parameter building cost more
     than the rows' own writes. Elsewhere it is an ordinary `Connection.execute`.
     """
 
     def __init__(self, dialect: str, statement: Any) -> None:
         self._statement = statement
-        self._order: list[tuple[str, Any]] | None = None
+        self._sql: str | None = None
         if dialect == "sqlite":
             target = sqlite.dialect(paramstyle="qmark")
             compiled = statement.compile(dialect=target)
-            self._sql: str = compiled.string
-            self._order = [
-                (name, compiled.binds[name].type.bind_processor(target))
-                for name in compiled.positiontup or ()
+            names = list(compiled.positiontup or ())
+            self._sql = compiled.string
+            getter: Any = itemgetter  # (mypy cannot type a starred itemgetter call)
+            self._take: Any = getter(*names) if len(names) > 1 else _one_of(names)
+            self._convert = [
+                (i, bind)
+                for i, name in enumerate(names)
+                if (bind := compiled.binds[name].type.bind_processor(target)) is not None
             ]
 
     def run(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
             return
-        if self._order is None:
+        if self._sql is None:
             conn.execute(self._statement, list(rows))
             return
-        order = self._order
-        conn.exec_driver_sql(
-            self._sql,
-            [
-                tuple(row[name] if bind is None else bind(row[name]) for name, bind in order)
-                for row in rows
-            ],
-        )
+        take, convert = self._take, self._convert
+        if not convert:
+            params: list[Any] = [take(row) for row in rows]
+        else:
+            params = []
+            for row in rows:
+                values = list(take(row))
+                for i, bind in convert:
+                    values[i] = bind(values[i])
+                params.append(tuple(values))
+        conn.exec_driver_sql(self._sql, params)
+
+
+def _one_of(names: list[str]) -> Any:
+    """`itemgetter` of a single name returns the bare value; the driver wants a tuple."""
+    if not names:
+        return lambda _row: ()
+    name = names[0]
+    return lambda row: (row[name],)
 
 
 def greatest(dialect: str, a: Any, b: Any) -> Any:
@@ -227,8 +260,66 @@ def _sqlite_engine(url: URL) -> Engine:
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute("PRAGMA synchronous = NORMAL")
+                cursor.execute("PRAGMA wal_autocheckpoint = 0")  # see `_Checkpointer`
+                cursor.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT_BYTES}")
             cursor.execute("PRAGMA secure_delete = ON")
         finally:
             cursor.close()
 
     return engine
+
+
+class _Checkpointer:
+    """Checkpoints a SQLite views database's write-ahead log from a thread of its own.
+
+    SQLite checkpoints automatically inside the commit that crosses the threshold, and that
+    commit then waits for two fsyncs and the copy; the runner would stall on every few pages.
+    Here the writers' automatic checkpoints are off (`wal_autocheckpoint = 0`), each commit
+    nudges this thread, and it runs a PASSIVE checkpoint (which never blocks readers or
+    writers) once the log passes `_CHECKPOINT_WAL_BYTES`. The fsyncs release the GIL, so the
+    runner goes on folding meanwhile. Nothing depends on a checkpoint having run: the log is
+    part of the database until then.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._wal = Path(f"{path}-wal")
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pdl-views-checkpoint", daemon=True)
+        self._thread.start()
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(30)
+
+    def _due(self) -> bool:
+        try:
+            return self._wal.stat().st_size >= _CHECKPOINT_WAL_BYTES
+        except OSError:
+            return False
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                stopping = self._stopping.is_set()
+                if stopping or self._due():
+                    if conn is None:
+                        conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_MS / 1000)
+                        conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT_BYTES}")
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    except sqlite3.Error as exc:  # retried on the next nudge
+                        _log.warning("views checkpoint failed", extra={"error": type(exc).__name__})
+                if stopping:
+                    return
+        finally:
+            if conn is not None:
+                conn.close()

@@ -75,23 +75,30 @@ REFERENCE_FIELD = "@reference"
 FACET_KINDS = ("source", "purpose", "basis", "region", "recipient_class", "recipient")
 
 
+@dataclass(slots=True)
+class _Person:
+    """One person's writes in a page (grouped so a page hashes each person's id once per
+    event, not once per row)."""
+
+    categories: dict[str, list[int]] = field(default_factory=dict)
+    facets: set[tuple[str, str, str]] = field(default_factory=set)
+    values: dict[tuple[str, str], tuple[str, int, int]] = field(default_factory=dict)
+    events: int = 0
+    last_position: int = 0
+
+
 @dataclass
 class _Page:
     """Writes of one page, merged by key so each key is written once."""
 
     subjects: list[dict[str, object]] = field(default_factory=list)
-    categories: dict[tuple[UUID, str], list[int]] = field(default_factory=dict)
-    facets: set[tuple[UUID, str, str, str]] = field(default_factory=set)
-    values: dict[tuple[UUID, str, str], tuple[str, int, int]] = field(default_factory=dict)
-    counts: dict[UUID, list[int]] = field(default_factory=dict)
+    people: dict[UUID, _Person] = field(default_factory=dict)
 
-    def count(self, subject_id: UUID, position: int) -> None:
-        seen = self.counts.get(subject_id)
-        if seen is None:
-            self.counts[subject_id] = [1, position]
-        else:
-            seen[0] += 1
-            seen[1] = position
+    def person(self, subject_id: UUID) -> _Person:
+        found = self.people.get(subject_id)
+        if found is None:
+            found = self.people[subject_id] = _Person()
+        return found
 
 
 class SubjectView(View):
@@ -143,7 +150,15 @@ class SubjectView(View):
 
     def _fold(self, conn: Connection, page: _Page, position: int, p: ev.SubjectEnvelope) -> None:
         sid = p.subject_id
-        if isinstance(p, ev.SubjectRegistered):
+        if isinstance(p, ev.DataErased | ev.AccountCancelled | ev.KeyShredded):
+            self._flush(conn, page)  # what came before must land before it is removed
+            self._close(conn, p)
+        person = page.person(sid)
+        person.events += 1
+        person.last_position = position
+        if isinstance(p, ev.DataCollected):
+            self._collected(person, position, p)
+        elif isinstance(p, ev.SubjectRegistered):
             page.subjects.append(
                 {
                     "subject_id": sid,
@@ -161,44 +176,40 @@ class SubjectView(View):
                     "last_position": position,
                 }
             )
-        elif isinstance(p, ev.DataCollected):
-            self._collected(page, position, p)
         elif isinstance(p, ev.DataUsed):
             for category in p.categories:
-                page.facets.add((sid, category, "purpose", p.purpose))
-                page.facets.add((sid, category, "basis", p.legal_basis))
+                person.facets.add((category, "purpose", p.purpose))
+                person.facets.add((category, "basis", p.legal_basis))
         elif isinstance(p, ev.DataShared):
             for category in p.categories:
-                page.facets.add((sid, category, "purpose", p.purpose))
-                page.facets.add((sid, category, "basis", p.legal_basis))
-                page.facets.add((sid, category, "recipient_class", p.recipient_class))
-                page.facets.add((sid, category, "recipient", p.recipient))
-                page.facets.add((sid, category, "region", p.destination_region))
+                person.facets.add((category, "purpose", p.purpose))
+                person.facets.add((category, "basis", p.legal_basis))
+                person.facets.add((category, "recipient_class", p.recipient_class))
+                person.facets.add((category, "recipient", p.recipient))
+                person.facets.add((category, "region", p.destination_region))
         elif isinstance(p, ev.DataCorrected):
             at = to_us(p.occurred_at)
             for name, sealed in p.values.items():
-                page.values[(sid, p.category, name)] = (sealed, at, position)
-        elif isinstance(p, ev.DataErased | ev.AccountCancelled | ev.KeyShredded):
-            self._flush(conn, page)  # what came before must land before it is removed
-            self._close(conn, p)
-        page.count(sid, position)
+                person.values[(p.category, name)] = (sealed, at, position)
 
-    def _collected(self, page: _Page, position: int, p: ev.DataCollected) -> None:
-        sid, at = p.subject_id, to_us(p.occurred_at)
-        held = page.categories.get((sid, p.category))
+    @staticmethod
+    def _collected(person: _Person, position: int, p: ev.DataCollected) -> None:
+        category, at = p.category, to_us(p.occurred_at)
+        held = person.categories.get(category)
         if held is None:
-            page.categories[(sid, p.category)] = [at, at, 1]
+            person.categories[category] = [at, at, 1]
         else:
             held[0], held[1], held[2] = min(held[0], at), max(held[1], at), held[2] + 1
-        page.facets.add((sid, p.category, "source", p.source))
-        page.facets.add((sid, p.category, "basis", p.mode.value))
-        page.facets.add((sid, p.category, "region", p.storage_region))
+        facets = person.facets
+        facets.add((category, "source", p.source))
+        facets.add((category, "basis", p.mode.value))
+        facets.add((category, "region", p.storage_region))
         for purpose in p.purposes:
-            page.facets.add((sid, p.category, "purpose", purpose))
+            facets.add((category, "purpose", purpose))
         for name, sealed in p.values.items():
-            page.values[(sid, p.category, name)] = (sealed, at, position)
+            person.values[(category, name)] = (sealed, at, position)
         if p.reference is not None:
-            page.values[(sid, p.category, REFERENCE_FIELD)] = (p.reference, at, position)
+            person.values[(category, REFERENCE_FIELD)] = (p.reference, at, position)
 
     def _close(self, conn: Connection, p: ev.SubjectEnvelope) -> None:
         sid = p.subject_id
@@ -237,46 +248,41 @@ class SubjectView(View):
     def _flush(self, conn: Connection, page: _Page) -> None:
         if page.subjects:
             self._insert_subject.run(conn, page.subjects)
-        if page.categories:
-            self._upsert_category.run(
-                conn,
-                [
-                    {
-                        "subject_id": sid,
-                        "category": cat,
-                        "first_at": v[0],
-                        "last_at": v[1],
-                        "collections": v[2],
-                    }
-                    for (sid, cat), v in page.categories.items()
-                ],
+        categories: list[dict[str, object]] = []
+        facets: list[dict[str, object]] = []
+        values: list[dict[str, object]] = []
+        counts: list[dict[str, object]] = []
+        fresh = self.known.fresh_of
+        for sid, person in page.people.items():
+            categories.extend(
+                {
+                    "subject_id": sid,
+                    "category": cat,
+                    "first_at": v[0],
+                    "last_at": v[1],
+                    "collections": v[2],
+                }
+                for cat, v in person.categories.items()
             )
-        facets = [
-            {"subject_id": s, "category": c, "facet": f, "value": v}
-            for s, c, f, v in page.facets
-            if self.known.fresh(s, (c, f, v))
-        ]
-        if facets:
-            self._insert_facet.run(conn, facets)
-        if page.values:
-            self._upsert_value.run(
-                conn,
-                [
-                    {
-                        "subject_id": sid,
-                        "category": cat,
-                        "field": name,
-                        "sealed": v[0],
-                        "at": v[1],
-                        "position": v[2],
-                    }
-                    for (sid, cat, name), v in page.values.items()
-                ],
+            if person.facets:
+                facets.extend(
+                    {"subject_id": sid, "category": c, "facet": f, "value": v}
+                    for c, f, v in fresh(sid, person.facets)
+                )
+            values.extend(
+                {
+                    "subject_id": sid,
+                    "category": cat,
+                    "field": name,
+                    "sealed": v[0],
+                    "at": v[1],
+                    "position": v[2],
+                }
+                for (cat, name), v in person.values.items()
             )
-        if page.counts:
-            self._count.run(
-                conn,
-                [{"sid": sid, "n": c[0], "pos": c[1]} for sid, c in page.counts.items()],
-            )
-        page.subjects, page.categories, page.facets = [], {}, set()
-        page.values, page.counts = {}, {}
+            counts.append({"sid": sid, "n": person.events, "pos": person.last_position})
+        self._upsert_category.run(conn, categories)
+        self._insert_facet.run(conn, facets)
+        self._upsert_value.run(conn, values)
+        self._count.run(conn, counts)
+        page.subjects, page.people = [], {}

@@ -8,14 +8,16 @@ did; `KnownRows` lets them skip insert-only rows already committed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Iterable, Sequence
+from typing import ClassVar, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
 __all__ = ["Entry", "KnownRows", "View"]
+
+_K = TypeVar("_K")
 
 Entry = tuple[int, BaseModel]
 """One log entry: its notification id (position) and the event's payload."""
@@ -66,13 +68,17 @@ class KnownRows:
         self._size = 0
         self._limit = limit
 
-    def fresh(self, group: object, key: object) -> bool:
-        """True when `key` is not known committed (it is then pending)."""
+    def fresh_of(self, group: object, keys: Iterable[_K]) -> list[_K]:
+        """The keys of `group` not known committed (they are then pending)."""
         known = self._known.get(group)
-        if known is not None and key in known:
-            return False
-        self._pending.setdefault(group, set()).add(key)
-        return True
+        new = [k for k in keys if k not in known] if known is not None else list(keys)
+        if new:
+            pending = self._pending.get(group)
+            if pending is None:
+                self._pending[group] = set(new)
+            else:
+                pending.update(new)
+        return new
 
     def forget(self, group: object) -> None:
         """The group's rows were deleted (in this page): nothing of it is known any more."""

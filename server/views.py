@@ -336,10 +336,10 @@ class NoticeServicer(RecordingServicer, ngrpc.PolicyNoticeServiceServicer):
         """Read up to `size` PolicyNotified entries from `start`: how many were read, the last
         position read, and the notifications of `version` (all when empty) among them."""
         page = self._ledger.recorder.select_notifications(start, size, topics=[_NOTIFIED_TOPIC])
-        to_event = self._ledger.mapper.to_domain_event
+        payload_of = self._ledger.payload_of
         found = []
         for n in page:
-            payload = getattr(to_event(n), "payload", None)
+            payload = payload_of(n)
             if isinstance(payload, ev.PolicyNotified) and version in ("", payload.version):
                 found.append(cv.notification(n.id, payload))
         return len(page), (page[-1].id if page else 0), found
