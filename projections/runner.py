@@ -104,8 +104,8 @@ class ProjectionRunner:
                     todo = entries if reached < start else [e for e in entries if e[0] > reached]
                     if todo:
                         view.apply(conn, todo)
-                    self.store.set_position(conn, view.name, last)
                     advanced[view.name] = last
+                self.store.set_positions(conn, advanced)
         except BaseException:
             for view in self.views:
                 view.discarded()

@@ -92,6 +92,9 @@ class ViewStore:
                 msg = f"views {self.shown_url}: unsupported database {self.dialect!r}"
                 raise ConfigurationError(msg)
             METADATA.create_all(self.engine)
+            self._tracking = ManyRows(
+                self.dialect, upsert(self.dialect, TRACKING, ("view",), ("position",))
+            )
         except (ArgumentError, NoSuchModuleError, ImportError, SQLAlchemyError) as exc:
             msg = f"cannot open the views database {self.shown_url}: {type(exc).__name__}"
             raise ConfigurationError(msg) from None
@@ -138,12 +141,9 @@ class ViewStore:
                 return self.positions(c)
         return {row.view: row.position for row in conn.execute(sa.select(TRACKING))}
 
-    def set_position(self, conn: Connection, view: str, position: int) -> None:
-        """Record a view's position, in the transaction that wrote its rows."""
-        conn.execute(
-            upsert(self.dialect, TRACKING, ("view",), ("position",)),
-            {"view": view, "position": position},
-        )
+    def set_positions(self, conn: Connection, positions: dict[str, int]) -> None:
+        """Record views' positions, in the transaction that wrote their rows."""
+        self._tracking.run(conn, [{"view": v, "position": p} for v, p in positions.items()])
 
     def reset(self, conn: Connection, view: str, tables: Sequence[sa.Table]) -> None:
         """Empty a view's tables and forget its position (to rebuild it from the log)."""
