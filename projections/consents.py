@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger import events as ev
-from projections.store import METADATA, ManyRows, to_us
+from projections.batch import ManyRows
+from projections.store import METADATA, to_us
 from projections.view import Entry, View
 
 __all__ = ["ANY", "ConsentView"]

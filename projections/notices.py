@@ -26,7 +26,8 @@ from ledger import events as ev
 from ledger.application import Ledger
 from ledger.policy import parse_policy
 from ledger.policy_diff import Touched, diff_policies
-from projections.store import METADATA, ManyRows, to_us, upsert
+from projections.batch import ManyRows
+from projections.store import METADATA, to_us, upsert
 from projections.view import Entry, View
 
 __all__ = ["NOTIFIER_PRINCIPAL", "LedgerNotifier", "NoticeView", "Notifier"]

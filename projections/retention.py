@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger import events as ev
-from projections.store import METADATA, ManyRows, greatest, least, to_us, upsert
+from projections.batch import ManyRows
+from projections.store import METADATA, greatest, least, to_us, upsert
 from projections.view import Entry, View
 
 __all__ = ["RetentionView"]

@@ -14,7 +14,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,9 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
 
 from ledger.errors import ConfigurationError
+from projections.batch import ManyRows, guard_pipelines, sync
 
-__all__ = ["METADATA", "ManyRows", "ViewStore", "from_us", "from_us_or_none", "to_us", "upsert"]
+__all__ = ["METADATA", "ViewStore", "from_us", "from_us_or_none", "to_us", "upsert"]
 
 METADATA = sa.MetaData()
 """Every view table, on one metadata so one `create_all` makes them."""
@@ -85,9 +85,15 @@ class ViewStore:
                     self._checkpointer = _Checkpointer(Path(parsed.database or ""))
             elif self.dialect == "postgresql":
                 options = {} if schema is None else {"schema_translate_map": {None: schema}}
-                self.engine = sa.create_engine(parsed, pool_pre_ping=True).execution_options(
-                    **options
-                )
+                # Views are derived from the log: a commit lost in a server crash is folded
+                # again from the tracking position it also lost, so no commit waits for the
+                # server's WAL flush (the page's rows and position still commit atomically).
+                self.engine = sa.create_engine(
+                    parsed,
+                    pool_pre_ping=True,
+                    connect_args={"options": "-c synchronous_commit=off"},
+                ).execution_options(**options)
+                guard_pipelines(self.engine)
             else:
                 msg = f"views {self.shown_url}: unsupported database {self.dialect!r}"
                 raise ConfigurationError(msg)
@@ -114,7 +120,9 @@ class ViewStore:
                 conn.begin()
             try:
                 yield conn
-            except BaseException:
+                sync(conn)
+            except BaseException as exc:
+                sync(conn, exc)
                 conn.rollback()
                 raise
             conn.commit()
@@ -169,58 +177,6 @@ def upsert(
     if not updates:
         return insert.on_conflict_do_nothing(index_elements=list(keys))
     return insert.on_conflict_do_update(index_elements=list(keys), set_=updates)
-
-
-class ManyRows:
-    """A statement run with many rows at once (an executemany).
-
-    On SQLite it is compiled once and the rows go straight to the driver as tuples, taken from
-    the row dicts in one C call, and only the values whose column type needs converting (the
-    UUIDs) pass through its bind processor: SQLAlchemy's per-row parameter building cost more
-    than the rows' own writes. Elsewhere it is an ordinary `Connection.execute`.
-    """
-
-    def __init__(self, dialect: str, statement: Any) -> None:
-        self._statement = statement
-        self._sql: str | None = None
-        if dialect == "sqlite":
-            target = sqlite.dialect(paramstyle="qmark")
-            compiled = statement.compile(dialect=target)
-            names = list(compiled.positiontup or ())
-            self._sql = compiled.string
-            getter: Any = itemgetter  # (mypy cannot type a starred itemgetter call)
-            self._take: Any = getter(*names) if len(names) > 1 else _one_of(names)
-            self._convert = [
-                (i, bind)
-                for i, name in enumerate(names)
-                if (bind := compiled.binds[name].type.bind_processor(target)) is not None
-            ]
-
-    def run(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        if self._sql is None:
-            conn.execute(self._statement, list(rows))
-            return
-        take, convert = self._take, self._convert
-        if not convert:
-            params: list[Any] = [take(row) for row in rows]
-        else:
-            params = []
-            for row in rows:
-                values = list(take(row))
-                for i, bind in convert:
-                    values[i] = bind(values[i])
-                params.append(tuple(values))
-        conn.exec_driver_sql(self._sql, params)
-
-
-def _one_of(names: list[str]) -> Any:
-    """`itemgetter` of a single name returns the bare value; the driver wants a tuple."""
-    if not names:
-        return lambda _row: ()
-    name = names[0]
-    return lambda row: (row[name],)
 
 
 def greatest(dialect: str, a: Any, b: Any) -> Any:

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger import events as ev
-from projections.store import METADATA, ManyRows, greatest, least, to_us, upsert
+from projections.batch import ManyRows
+from projections.store import METADATA, greatest, least, to_us, upsert
 from projections.view import Entry, View
 
 __all__ = ["SubjectView"]
@@ -134,10 +135,10 @@ class SubjectView(View):
         self._count = ManyRows(
             d,
             SUBJECTS.update()
-            .where(SUBJECTS.c.subject_id == sa.bindparam("sid"))
+            .where(SUBJECTS.c.subject_id == sa.bindparam("sid", type_=sa.Uuid))
             .values(
-                events=SUBJECTS.c.events + sa.bindparam("n"),
-                last_position=sa.bindparam("pos"),
+                events=SUBJECTS.c.events + sa.bindparam("n", type_=sa.BigInteger),
+                last_position=sa.bindparam("pos", type_=sa.BigInteger),
             ),
         )
 
