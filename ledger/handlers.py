@@ -19,6 +19,8 @@ from eventsourcing.domain import Aggregate
 
 from ledger import commands as cmd
 from ledger import events as ev
+from ledger.errors import RefusalReason as R
+from ledger.errors import Refused
 from ledger.policy import Policy
 from ledger.policy_book import PolicyBook, version_key
 from ledger.policy_diff import diff_policies
@@ -321,7 +323,14 @@ def _cancel(
     _shred_after_commit(ctx, subject, out)
 
 
+def _published(ctx: Context, version: str) -> None:
+    """A person is told of, and acknowledges, only a version that was published (§8)."""
+    if version not in ctx.book().documents:
+        raise Refused(R.POLICY_VERSION_NOT_PUBLISHED, "§8", "no policy version by that name")
+
+
 def notify_policy(ctx: Context, c: cmd.NotifyPolicy) -> Outcome:
+    _published(ctx, c.version)
     version, _ = ctx.policy_at(c.occurred_at)
     subject = ctx.subject(c.subject)
     subject.record_notified(
@@ -333,6 +342,7 @@ def notify_policy(ctx: Context, c: cmd.NotifyPolicy) -> Outcome:
 
 
 def acknowledge_policy(ctx: Context, c: cmd.AcknowledgePolicy) -> Outcome:
+    _published(ctx, c.version)
     version, _ = ctx.policy_at(c.occurred_at)
     subject = ctx.subject(c.subject)
     subject.acknowledge_policy(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 from google.protobuf.message import Message
-from outcomes import bad_fields, log_end, nothing_written, reason_of
+from outcomes import assert_refused, bad_fields, log_end, nothing_written, reason_of
 from scenario import secret
 
 from ledger.policy import load_seed_policy
@@ -431,6 +431,18 @@ def test_acknowledging_for_an_erased_person_is_refused_and_writes_nothing(
 
     assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert reason_of(refused.value)
+
+
+@pytest.mark.parametrize("method", ["acknowledge_policy", "notify_policy"])
+def test_a_version_never_published_is_refused_and_writes_nothing__clause_8(
+    client: LedgerClient, method: str
+) -> None:
+    sid = register(client)
+
+    with nothing_written(client), pytest.raises(grpc.RpcError) as refused:
+        getattr(client, method)(sid, "9.9")
+
+    assert_refused(refused.value, "POLICY_VERSION_NOT_PUBLISHED", "§8")
 
 
 # --- refusals -------------------------------------------------------------------------------

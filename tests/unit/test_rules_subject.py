@@ -455,3 +455,34 @@ def test_cancellation_without_its_erasure_ground_is_refused_before_anything_is_r
     assert refused.value.reason is R.ERASURE_GROUND_NOT_DECLARED
     assert memory_ledger.recorder.max_notification_id() == before
     assert memory_ledger.subject(sid).state.cancelled is False
+
+
+@pytest.mark.parametrize("command", [c.NotifyPolicy, c.AcknowledgePolicy])
+def test_a_person_is_told_of_and_acknowledges_only_a_published_version__clause_8(
+    memory_ledger, command
+):
+    sid = subject(memory_ledger)
+    before = memory_ledger.recorder.max_notification_id()
+
+    refusal = refused(
+        memory_ledger,
+        command(
+            idempotency_key=key("v"),
+            occurred_at=later(memory_ledger),
+            subject=_ref(sid),
+            version="2",
+        ),
+    )
+
+    assert (refusal.reason, refusal.clause) == (R.POLICY_VERSION_NOT_PUBLISHED, "§8")
+    assert memory_ledger.recorder.max_notification_id() == before
+    accepted = memory_ledger.execute(
+        PRINCIPAL,
+        command(
+            idempotency_key=key("v"),
+            occurred_at=later(memory_ledger),
+            subject=_ref(sid),
+            version="1",
+        ),
+    )
+    assert accepted.position > before
