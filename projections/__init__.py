@@ -10,7 +10,7 @@ from __future__ import annotations
 from ledger.application import Ledger
 from projections.consents import ConsentView
 from projections.deadlines import DeadlineView
-from projections.notices import LedgerNotifier, NoticeView, Notifier
+from projections.notices import ExecuteMany, LedgerNotifier, NoticeView, Notifier
 from projections.register import RegisterView
 from projections.retention import RetentionView
 from projections.runner import DEFAULT_PAGE_SIZE, ProjectionRunner, RunnerStopped
@@ -68,8 +68,11 @@ def ledger_runner(
     names: tuple[str, ...] = VIEW_NAMES,
     *,
     page_size: int = DEFAULT_PAGE_SIZE,
+    execute_many: ExecuteMany | None = None,
 ) -> ProjectionRunner:
     """A runner of the named views (all by default) over the ledger's log, recording policy
-    notices through the ledger's own command."""
-    chosen = views(store.dialect, LedgerNotifier(ledger), names)
+    notices through the ledger's own command (made by `execute_many` when given: the server
+    hands its writer's)."""
+    notifier = LedgerNotifier(ledger, execute_many=execute_many)
+    chosen = views(store.dialect, notifier, names)
     return ProjectionRunner(ledger, store, chosen, page_size=page_size)

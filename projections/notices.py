@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from ledger import commands as cmd
 from ledger import events as ev
-from ledger.application import Ledger
+from ledger.application import ItemOutcome, Ledger
 from ledger.policy import parse_policy
 from ledger.policy_diff import Touched, diff_policies
 from projections.batch import ManyRows
@@ -80,18 +80,25 @@ Notifier = Callable[[ev.PolicyPublished, Sequence[UUID]], int]
 """Records that each of these people is to be told of this version; returns how many were."""
 
 
+ExecuteMany = Callable[[Sequence[tuple[str, cmd._Command]]], list[ItemOutcome]]
+"""`Ledger.execute_many`, or what makes a process's writes for it (the server's writer)."""
+
+
 class LedgerNotifier:
     """Records `PolicyNotified` through the ledger's `NotifyPolicy` command."""
 
-    def __init__(self, ledger: Ledger, method: str = "popup") -> None:
+    def __init__(
+        self, ledger: Ledger, method: str = "popup", *, execute_many: ExecuteMany | None = None
+    ) -> None:
         self.ledger = ledger
         self.method = method
+        self._execute_many = execute_many or ledger.execute_many
 
     def __call__(self, published: ev.PolicyPublished, subjects: Sequence[UUID]) -> int:
         recorded = 0
         for start in range(0, len(subjects), _CHUNK):
             chunk = subjects[start : start + _CHUNK]
-            outcomes = self.ledger.execute_many(
+            outcomes = self._execute_many(
                 [
                     (
                         NOTIFIER_PRINCIPAL,
