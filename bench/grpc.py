@@ -5,13 +5,15 @@ Usage::
     .venv/bin/python bench/grpc.py [--json] [--seconds S] [--rounds R] [--backend sqlite]
                                    [--warmup W] [--subjects N] [--audit-events N]
                                    [--batch-concurrency C] [--server-log info|warning]
-                                   [--projections in-process|external] [--profile DIR]
+                                   [--projections in-process|external]
+                                   [--writer process|thread] [--profile DIR]
 
 Two servers run in processes of their own (never in the bench's process, so client and
 server do not share one GIL): a bare ``grpc.aio`` echo server with one raw-bytes unary
 method, and the ledger's server, started as ``pdl serve`` starts it (``open_runtime``, which
 settles the heap, then ``build_server``, default group commit; the views kept up to date
-in-process unless ``--projections external``). One ``grpc.aio`` client, the
+in-process unless ``--projections external``; every write made by its writer process unless
+``--writer thread``; the server's CPU counts its writer's). One ``grpc.aio`` client, the
 generated stubs and a bearer token drive both. Eight figures, in four same-run pairs:
 
 - ``unary_c32`` / ``echo_c32``  RecordCollection (round-robin over N subjects, a fresh
@@ -277,7 +279,7 @@ class ServerProcess:
         self.name = name
         self.conn, child = context.Pipe()
         self.process = context.Process(
-            target=target, args=(*args, child), name=f"bench-{name}", daemon=True
+            target=target, args=(*args, child), name=f"bench-{name}", daemon=False
         )
         self.process.start()
         child.close()
@@ -324,13 +326,24 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of a process (all its threads)."""
+    """User + system CPU of a process (all its threads) and of its descendants that are
+    alive (the ledger server's forkserver and writer process)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
     except OSError:
         return None
     parts = stat.rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / _TICKS
+    own = (int(parts[11]) + int(parts[12])) / _TICKS
+    return own + sum(process_cpu_seconds(child) or 0.0 for child in _children(pid))
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                found.extend(int(c) for c in (task / "children").read_text().split())
+    return found
 
 
 def machine_cpu_seconds() -> tuple[float, float] | None:
@@ -429,6 +442,7 @@ class Bench:
             "data_dir": str(self.workdir / "ledger"),
             "listen": "127.0.0.1:0",
             "projections": self.args.projections,
+            "writer": self.args.writer,
             "principals": [
                 {
                     "name": PRINCIPAL,
@@ -1005,6 +1019,7 @@ def summarise(
             "audit_page": AUDIT_PAGE,
             "server_log": args.server_log,
             "projections": args.projections,
+            "writer": args.writer,
             "profile": str(args.profile) if args.profile else None,
         },
         "info": bench.info,
@@ -1025,7 +1040,8 @@ def print_table(summary: dict[str, Any]) -> None:
     s = summary["settings"]
     figures = Table(
         title=(
-            f"gRPC server vs bare ceilings, {s['backend']}, projections {s['projections']} "
+            f"gRPC server vs bare ceilings, {s['backend']}, projections {s['projections']}, "
+            f"writer {s['writer']} "
             f"(median of {s['rounds']} rounds x {s['seconds']} s; Python {summary['python']}, "
             f"grpcio {summary['grpcio']})"
         )
@@ -1123,6 +1139,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the ledger server keeps the views up to date itself, as `pdl serve` does "
         "(in-process), or leaves them to `pdl project` workers, which the bench does not run "
         "(external: the write path alone)",
+    )
+    parser.add_argument(
+        "--writer",
+        choices=("process", "thread"),
+        default="process",
+        help="the ledger server makes its writes in a writer process of its own, as `pdl serve` "
+        "does (process), or in a thread sharing the server's interpreter lock (thread)",
     )
     parser.add_argument(
         "--profile",

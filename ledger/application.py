@@ -273,13 +273,21 @@ class Ledger(Application[UUID]):
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
 
+    def announce(self, position: int) -> None:
+        """Tell the listeners that the log has reached `position` (events another process
+        wrote for this one, such as the server's writer process)."""
+        for listener in list(self._listeners):
+            listener(position)
+
+    def forget_policy_book(self) -> None:
+        """Read the policy book afresh at its next use (another process published)."""
+        self._book_checked = 0.0
+
     # --- plumbing ----------------------------------------------------------------------------
 
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
         if recordings and self._listeners:
-            position = recordings[-1].notification.id
-            for listener in list(self._listeners):
-                listener(position)
+            self.announce(recordings[-1].notification.id)
 
     def _evict(self, aggregate_id: UUID) -> None:
         cache = self.repository.cache
@@ -316,4 +324,7 @@ class Ledger(Application[UUID]):
             raise RightsRequestNotFound(request_id) from None
         if not isinstance(found, RightsRequest):
             raise RightsRequestNotFound(request_id)
+        if copy:  # a read: bring the private copy up to date with other writers
+            for event in self.events.get(request_id, gt=found.version):
+                found = cast("RightsRequest", event.mutate(found))  # type: ignore[attr-defined]
         return found

@@ -47,6 +47,20 @@ class RefusalReason(StrEnum):
 class LedgerError(Exception):
     """Base of every error the ledger raises on purpose."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickle by state, whatever the subclass's constructor takes (errors cross from the
+        writer process to the server's)."""
+        return (_rebuilt, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuilt(
+    kind: type[LedgerError], args: tuple[object, ...], state: dict[str, object]
+) -> LedgerError:
+    error = kind.__new__(kind)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class Refused(LedgerError):
     """The policy in force forbids the command; nothing was written."""

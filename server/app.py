@@ -21,6 +21,8 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ledger.application import Ledger
+from ledger.clock import SystemClock
 from ledger.errors import ConfigurationError
 from server._pb.pdl.v1 import (
     ledger_service_pb2,
@@ -43,7 +45,8 @@ from server.runtime import Runtime
 from server.servicers import LedgerServicer, PolicyServicer, RightsServicer
 from server.settings import Scope, Settings, TlsConfig
 from server.views import NoticeServicer, ViewServicer, ViewWaiter
-from server.writer import GroupCommitter
+from server.writer import Committer, GroupCommitter
+from server.writer_process import ProcessCommitter
 
 _log = logging.getLogger("pdl.server")
 _MESSAGE_BYTES = 32 * 1024 * 1024
@@ -85,7 +88,7 @@ class Serving:
 
     server: aio.Server
     port: int
-    committer: GroupCommitter
+    committer: Committer
     health: health.aio.HealthServicer
 
     async def stop(self, grace: float) -> None:
@@ -102,7 +105,7 @@ async def build_server(
     address = listen or settings.listen
     check_listen(address, settings.tls)
     ledger, clock = runtime.ledger, runtime.ledger.clock
-    committer = GroupCommitter(ledger, settings.group_commit_items)
+    committer = _committer(settings, ledger)
     server = aio.server(
         interceptors=[LedgerInterceptor(registry, method_scopes(), tls=settings.tls is not None)],
         options=[
@@ -132,13 +135,25 @@ async def build_server(
     for name in ("", *SERVICE_NAMES):
         await checker.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     port = _bind(server, address, settings.tls)
+    try:
+        await committer.start()
+    except BaseException:
+        await server.stop(None)
+        raise
     if settings.projections == "in-process":
-        runtime.start_projections()
+        runtime.start_projections(committer.execute_many_threadsafe)
     await server.start()
-    committer.start()
     for name in ("", *SERVICE_NAMES):
         await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
     return Serving(server, port, committer, checker)
+
+
+def _committer(settings: Settings, ledger: Ledger) -> Committer:
+    """The writer process by default; a thread of this process when asked, or when the ledger
+    keeps a clock of its own (tests), which a separate process cannot share."""
+    if settings.writer == "process" and isinstance(ledger.clock, SystemClock):
+        return ProcessCommitter(settings, ledger, settings.group_commit_items)
+    return GroupCommitter(ledger, settings.group_commit_items)
 
 
 def _by_generic_handlers_only(server: aio.Server) -> None:

@@ -4,8 +4,9 @@ A refusal under the policy is FAILED_PRECONDITION with `google.rpc.ErrorInfo` (r
 refusal enum's name, domain "pdl", metadata clause and rule); bad input is INVALID_ARGUMENT
 with `google.rpc.BadRequest` field violations; a view read whose views have not reached the
 asked position in time is UNAVAILABLE with ErrorInfo reason VIEW_BEHIND (metadata position and
-reached). Messages never carry personal values, and anything unexpected is INTERNAL with no
-internals.
+reached), and a call whose writer process died before answering is UNAVAILABLE with reason
+WRITER_UNAVAILABLE (retry with the same idempotency key). Messages never carry personal values,
+and anything unexpected is INTERNAL with no internals.
 """
 
 from __future__ import annotations
@@ -60,6 +61,26 @@ class Unauthenticated(LedgerError):
 
 class PermissionDenied(LedgerError):
     """The authenticated principal lacks the scope the method needs."""
+
+
+class WriterUnavailable(LedgerError):
+    """The writer process stopped before it answered; the command may or may not have been
+    recorded, and a retry with the same idempotency key is recorded at most once."""
+
+    def __init__(self) -> None:
+        super().__init__("the writer stopped before answering; retry with the same key")
+
+
+class WriterFailed(LedgerError):
+    """The writer hit an unexpected error it could not send back as it was."""
+
+    def __init__(self, kind: str) -> None:
+        self._kind = kind
+        super().__init__(f"the writer failed: {kind}")
+
+    @property
+    def kind(self) -> str:
+        return self._kind
 
 
 class ViewBehind(LedgerError):
@@ -143,6 +164,7 @@ def status_of(error: BaseException) -> StatusParts:
         (ConcurrencyExhausted, grpc.StatusCode.ABORTED, "CONCURRENCY_EXHAUSTED"),
         (KeyShreddedError, grpc.StatusCode.FAILED_PRECONDITION, "KEY_SHREDDED"),
         (BatchAborted, grpc.StatusCode.ABORTED, "BATCH_ABORTED"),
+        (WriterUnavailable, grpc.StatusCode.UNAVAILABLE, "WRITER_UNAVAILABLE"),
         (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
         (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
     ]

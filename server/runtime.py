@@ -15,6 +15,7 @@ from ledger.policy import SEED_EFFECTIVE_AT, load_policy_file, load_seed_policy
 from ledger.sealing import MasterKey, Sealer
 from ledger.storage import PostgresConfig, StorageConfig, ledger_env
 from projections import ProjectionRunner, ViewStore, ledger_runner
+from projections.notices import ExecuteMany
 from server.keystore import SqlKeyStore, load_or_create_master_key, master_key_from_text
 from server.settings import Settings
 
@@ -34,10 +35,11 @@ class Runtime:
     views: ViewStore
     runner: ProjectionRunner | None = None
 
-    def start_projections(self) -> None:
-        """Keep every view up to date in this process (a background thread)."""
+    def start_projections(self, execute_many: ExecuteMany | None = None) -> None:
+        """Keep every view up to date in this process (a background thread); policy notices
+        are recorded through `execute_many` when given (the server's writer)."""
         if self.runner is None:
-            self.runner = ledger_runner(self.ledger, self.views)
+            self.runner = ledger_runner(self.ledger, self.views, execute_many=execute_many)
             self.runner.start()
 
     def close(self) -> None:
@@ -80,22 +82,16 @@ def master_key(settings: Settings) -> MasterKey:
     return load_or_create_master_key(settings.master_key_path)
 
 
-def open_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
-    """Open the ledger the settings describe, creating the embedded default on first run."""
+def open_ledger(settings: Settings, clock: Clock | None = None) -> tuple[Ledger, SqlKeyStore]:
+    """Open the event store and the key store the settings describe, creating the embedded
+    default on first run, with the first policy version published and any erasure a crash
+    interrupted completed. (The server's writer process opens its ledger this way too.)"""
     _ensure_private_dir(settings.data_dir)
     storage, keys_url = storage_config(settings)
     if storage.sqlite_path is not None and not storage.sqlite_path.exists():
         _create_private_file(storage.sqlite_path)
     schema = settings.postgres_schema if storage.backend == "postgres" else None
     keystore = SqlKeyStore(keys_url, schema=schema)
-    views_url = (
-        f"sqlite:///{settings.data_dir / VIEWS_FILE}" if storage.backend == "sqlite" else keys_url
-    )
-    try:
-        view_store = ViewStore(views_url, schema=schema)
-    except ConfigurationError:
-        keystore.close()
-        raise
     try:
         ledger = Ledger(
             ledger_env(storage),
@@ -104,11 +100,9 @@ def open_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         )
     except ConfigurationError:
         keystore.close()
-        view_store.close()
         raise
     except Exception as exc:  # noqa: BLE001 (any driver failure at start-up is a configuration problem)
         keystore.close()
-        view_store.close()
         raise ConfigurationError(f"cannot open the event store: {type(exc).__name__}") from None
     if settings.policy_file is not None:
         policy = load_policy_file(settings.policy_file)
@@ -117,6 +111,23 @@ def open_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         policy, effective = load_seed_policy(), SEED_EFFECTIVE_AT
     ledger.ensure_policy(policy, effective, settings.bootstrap_principal)
     ledger.complete_pending_shreds()
+    return ledger, keystore
+
+
+def open_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
+    """Open the ledger the settings describe and its views database."""
+    ledger, keystore = open_ledger(settings, clock)
+    storage, keys_url = storage_config(settings)
+    views_url = (
+        f"sqlite:///{settings.data_dir / VIEWS_FILE}" if storage.backend == "sqlite" else keys_url
+    )
+    schema = settings.postgres_schema if storage.backend == "postgres" else None
+    try:
+        view_store = ViewStore(views_url, schema=schema)
+    except ConfigurationError:
+        ledger.close()
+        keystore.close()
+        raise
     settle_heap()
     return Runtime(
         settings=settings, ledger=ledger, keystore=keystore, storage=storage, views=view_store

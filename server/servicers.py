@@ -24,7 +24,7 @@ from server._pb.pdl.v1 import rights_service_pb2 as rpb
 from server._pb.pdl.v1 import rights_service_pb2_grpc as rgrpc
 from server.auth import CURRENT_PRINCIPAL
 from server.errors import FieldViolation, InvalidRequest
-from server.writer import GroupCommitter
+from server.writer import Committer
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -32,7 +32,7 @@ Context = aio.ServicerContext[Any, Any]
 class RecordingServicer:
     """What the recording servicers share: the ledger, the committer and the clock."""
 
-    def __init__(self, ledger: Ledger, committer: GroupCommitter, clock: Clock) -> None:
+    def __init__(self, ledger: Ledger, committer: Committer, clock: Clock) -> None:
         self._ledger = ledger
         self._committer = committer
         self._clock = clock
@@ -45,7 +45,7 @@ class LedgerServicer(RecordingServicer, lgrpc.LedgerServiceServicer):
     """Records collections, uses, shares, consents, corrections, erasures."""
 
     def __init__(
-        self, ledger: Ledger, committer: GroupCommitter, clock: Clock, max_batch_items: int
+        self, ledger: Ledger, committer: Committer, clock: Clock, max_batch_items: int
     ) -> None:
         super().__init__(ledger, committer, clock)
         self._max_batch_items = max_batch_items

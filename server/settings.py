@@ -142,6 +142,11 @@ class Settings(BaseModel):
     group_commit_items: int = Field(
         default=512, ge=1, description="Most concurrent unary commands committed together."
     )
+    writer: Literal["process", "thread"] = Field(
+        default="process",
+        description="process: a child process makes every write, on its own core (its own "
+        "interpreter lock); thread: a thread of the server's own process does.",
+    )
     projections: Literal["in-process", "external"] = Field(
         default="in-process",
         description="in-process: `pdl serve` keeps the views up to date itself; external: "

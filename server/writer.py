@@ -1,5 +1,9 @@
 """Group commit: concurrent unary recording calls share one transaction.
 
+`Committer` is what the servicers ask to write. The server's default is the writer process
+(`server.writer_process`); `GroupCommitter` here does the same in a thread of the server's own
+process (`writer = "thread"`), sharing its interpreter lock.
+
 One writer thread makes every write that the server's calls ask for. Each unary recording call
 puts its command in the writer's inbox and awaits its own outcome; whenever the writer is free
 it takes everything queued, runs it through `Ledger.execute_many` as one transaction, and
@@ -20,13 +24,34 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from ledger import commands as cmd
 from ledger.application import BATCHABLE, ItemOutcome, Ledger, Recorded
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+
+class Committer(Protocol):
+    """Makes the server's writes; started and stopped inside the server's event loop."""
+
+    groups: int
+    items: int
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def record(self, principal: str, command: cmd._Command) -> Recorded: ...
+
+    async def record_many(
+        self, principal: str, commands: Sequence[cmd._Command], *, all_or_nothing: bool
+    ) -> list[ItemOutcome]: ...
+
+    def execute_many_threadsafe(
+        self, items: Sequence[tuple[str, cmd._Command]], timeout: float = 60.0
+    ) -> list[ItemOutcome]: ...
 
 
 @dataclass(slots=True)
@@ -69,7 +94,7 @@ class GroupCommitter:
         self.groups = 0
         self.items = 0
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._write, name="pdl-writer", daemon=True)
         self._thread.start()
@@ -106,6 +131,12 @@ class GroupCommitter:
         if self._thread is None:
             return await asyncio.to_thread(run)
         return await self._alone(run)
+
+    def execute_many_threadsafe(
+        self, items: Sequence[tuple[str, cmd._Command]], timeout: float = 60.0
+    ) -> list[ItemOutcome]:
+        """`Ledger.execute_many` from another thread (its write lock orders it with ours)."""
+        return self._ledger.execute_many(items)
 
     def _future(self) -> asyncio.Future[Any]:
         assert self._loop is not None  # noqa: S101 (started)

@@ -1,0 +1,522 @@
+"""The writer process: every write of the server is made by a process of its own.
+
+The server's process takes the calls (TLS, authentication, parsing and validating requests,
+answering, the access log, reads, in-process projections); a child process opens the same
+ledger and makes every write: it runs the engine, seals values, writes the event store and the
+key store. Each has its own interpreter lock, so the two halves of a recording call run on two
+cores at once instead of taking turns on one.
+
+The two talk over a socket pair in length-prefixed pickled frames. Each call's command goes to
+the writer with a request number; the writer takes everything that has arrived whenever it is
+free, commits the unary recording commands among it as one group (group commit: the busier
+the server, the larger the groups), runs batches and the commands that cannot share a
+transaction each on their own, and answers each request once its events are durable. The
+server sends everything queued in one event-loop turn as one frame and reads answers on the
+event loop, so no thread hands anything over.
+
+If the writer dies, the calls waiting on it fail with UNAVAILABLE (`WriterUnavailable`): their
+commands may or may not have been committed, and a retry with the same idempotency key gets
+the recorded answer or records it once. A new writer is started at once. On stop the writer
+finishes what it was sent, answers it, and exits; the server then closes its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+from collections import deque
+from collections.abc import Callable, Sequence
+from multiprocessing import util
+from typing import Any, cast
+
+from ledger import commands as cmd
+from ledger.application import BATCHABLE, ItemOutcome, Ledger, Recorded
+from ledger.errors import ConfigurationError
+from server.errors import WriterFailed, WriterUnavailable
+from server.runtime import open_ledger, settle_heap
+from server.settings import Settings
+
+__all__ = ["ProcessCommitter"]
+
+_log = logging.getLogger("pdl.writer")
+
+_HEADER = struct.Struct("!I")
+_MAX_FRAME = 0xFFFF_FFFF
+_PICKLE = pickle.HIGHEST_PROTOCOL
+_START_TIMEOUT_SECONDS = 60.0
+_RESTART_PAUSE_SECONDS = 0.5
+_READ_CHUNK = 1 << 20
+
+# Request kinds, server to writer.
+_ONE = 0  # a unary batchable command: committed with whatever else is queued
+_ALONE = 1  # a command in a transaction of its own
+_BATCH = 2  # a RecordBatch call: its commands in one transaction
+_MANY = 3  # commands of possibly several principals in one transaction (policy notices)
+_STOP = 4  # finish what was sent, answer it, exit
+
+
+def _frame(message: object) -> bytes:
+    body = pickle.dumps(message, _PICKLE)
+    if len(body) > _MAX_FRAME:
+        msg = "a frame for the writer outgrew 4 GiB"
+        raise ValueError(msg)
+    return _HEADER.pack(len(body)) + body
+
+
+class _Frames:
+    """Splits a byte stream into the frames `_frame` made."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        buffer = self._buffer
+        buffer += data
+        messages: list[Any] = []
+        start = 0
+        size = _HEADER.size
+        while len(buffer) - start >= size:
+            (length,) = _HEADER.unpack_from(buffer, start)
+            if len(buffer) - start - size < length:
+                break
+            body = memoryview(buffer)[start + size : start + size + length]
+            messages.append(pickle.loads(body))  # noqa: S301 (our own child, over a socket pair)
+            body.release()
+            start += size + length
+        if start:
+            del buffer[:start]
+        return messages
+
+
+# --- the server's side -------------------------------------------------------------------------
+
+
+class _Link(asyncio.Protocol):
+    """The server's end of the socket pair, read on the event loop."""
+
+    def __init__(self, committer: ProcessCommitter) -> None:
+        self._committer = committer
+        self._frames = _Frames()
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)
+
+    def data_received(self, data: bytes) -> None:
+        for message in self._frames.feed(data):
+            self._committer._received(message)
+
+    def eof_received(self) -> bool:
+        return False  # close our end too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._committer._lost(self)
+
+
+class ProcessCommitter:
+    """Sends the server's writes to a writer process; start it inside the server's event loop.
+
+    `ledger` is the server's own (read) ledger: it is told the log positions the writer
+    reached, so in-process projections wake up, and to read the policy book afresh after a
+    publication.
+    """
+
+    def __init__(self, settings: Settings, ledger: Ledger, max_items: int = 512) -> None:
+        self._settings = settings
+        self._ledger = ledger
+        self._max_items = max_items
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._outbox: list[tuple[Any, ...]] = []
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._link: _Link | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._stopping = False
+        self._restarting: asyncio.Task[None] | None = None
+        self.groups = 0
+        self.items = 0
+        self.restarts = 0
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's pid, while it runs."""
+        process = self._process
+        return process.pid if process is not None and process.is_alive() else None
+
+    async def start(self) -> None:
+        """Start the writer and wait until its ledger is open."""
+        self._loop = asyncio.get_running_loop()
+        await self._spawn()
+
+    async def stop(self) -> None:
+        """Let the writer finish and answer what it was sent, then stop it."""
+        self._stopping = True
+        if self._restarting is not None:
+            self._restarting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._restarting
+        link, process = self._link, self._process
+        if link is not None and link.transport is not None and not link.transport.is_closing():
+            self._flush()
+            link.transport.write(_frame([(_STOP,)]))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(link.closed), _START_TIMEOUT_SECONDS)
+            link.transport.close()
+        if process is not None:
+            await asyncio.to_thread(process.join, _START_TIMEOUT_SECONDS)
+            if process.is_alive():
+                _log.error("the writer process did not stop; killing it")
+                process.kill()
+                await asyncio.to_thread(process.join, 5)
+        self._link = None
+        self._fail_all()
+
+    async def record(self, principal: str, command: cmd._Command) -> Recorded:
+        """Record one command, sharing a transaction with concurrent ones where it can."""
+        if isinstance(command, BATCHABLE):
+            outcome = cast("ItemOutcome", await self._ask(_ONE, principal, command))
+            if outcome.error is not None:
+                raise outcome.error
+            assert outcome.recorded is not None  # noqa: S101 (an outcome is one or the other)
+            return outcome.recorded
+        return cast("Recorded", await self._ask(_ALONE, principal, command))
+
+    async def record_many(
+        self, principal: str, commands: Sequence[cmd._Command], *, all_or_nothing: bool
+    ) -> list[ItemOutcome]:
+        """A batch call: its own transaction."""
+        answer = await self._ask(_BATCH, principal, list(commands), all_or_nothing)
+        return cast("list[ItemOutcome]", answer)
+
+    def execute_many_threadsafe(
+        self, items: Sequence[tuple[str, cmd._Command]], timeout: float = 60.0
+    ) -> list[ItemOutcome]:
+        """`Ledger.execute_many` through the writer, from a thread other than the event loop's
+        (the projection runner's policy notices)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            raise WriterUnavailable
+        future = asyncio.run_coroutine_threadsafe(self._ask(_MANY, list(items)), loop)
+        return cast("list[ItemOutcome]", future.result(timeout))
+
+    # --- sending and receiving, on the event loop -----------------------------------------------
+
+    async def _ask(self, kind: int, *body: Any) -> Any:
+        if self._stopping and self._link is None:
+            raise WriterUnavailable
+        loop = self._loop
+        assert loop is not None  # noqa: S101 (started)
+        request = next(self._ids)
+        answer: asyncio.Future[Any] = loop.create_future()
+        self._waiting[request] = answer
+        self._outbox.append((kind, request, *body))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        try:
+            return await answer
+        finally:
+            self._waiting.pop(request, None)
+
+    def _flush(self) -> None:
+        """Send everything queued in this turn of the loop as one frame (once the writer is
+        up; until then it waits in the outbox)."""
+        self._flush_scheduled = False
+        link = self._link
+        if not self._outbox or link is None or link.transport is None:
+            return
+        if link.transport.is_closing():
+            return
+        outbox, self._outbox = self._outbox, []
+        link.transport.write(_frame(outbox))
+
+    def _received(self, message: tuple[Any, ...]) -> None:
+        tag = message[0]
+        if tag == "answers":
+            _tag, answers, groups, items = message
+            self.groups, self.items = groups, items
+            self._settle(answers)
+        elif tag == "ready":
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(None)
+        elif tag == "failed" and self._ready is not None and not self._ready.done():
+            self._ready.set_exception(ConfigurationError(message[1]))
+
+    def _settle(self, answers: list[tuple[int, bool, Any]]) -> None:
+        reached = 0
+        published = False
+        for request, ok, value in answers:
+            for recorded in _recorded_in(value):
+                reached = max(reached, recorded.position)
+                published = published or recorded.event_type == "PolicyPublished"
+            answer = self._waiting.pop(request, None)
+            if answer is None or answer.done():
+                continue  # a cancelled call's command is committed all the same
+            if ok:
+                answer.set_result(value)
+            else:
+                answer.set_exception(value)
+        if published:
+            self._ledger.forget_policy_book()
+        if reached:
+            self._ledger.announce(reached)
+
+    def _lost(self, link: _Link) -> None:
+        """The writer's end closed: whatever it had not answered fails; start another."""
+        if link is not self._link:
+            return
+        self._link = None
+        self._fail_sent()
+        ready = self._ready
+        if ready is not None and not ready.done():  # it died while opening the ledger
+            ready.set_exception(
+                ConfigurationError("the writer process exited while opening the ledger")
+            )
+            return
+        if not self._stopping and self._loop is not None and self._restarting is None:
+            _log.error("the writer process stopped unexpectedly; starting another")
+            self._restarting = self._loop.create_task(self._restart())
+
+    def _fail_sent(self) -> None:
+        """Fail the calls whose requests went to a writer that is gone; those still in the
+        outbox go to the next one."""
+        unsent = {queued[1] for queued in self._outbox}
+        for request, answer in list(self._waiting.items()):
+            if request not in unsent:
+                del self._waiting[request]
+                if not answer.done():
+                    answer.set_exception(WriterUnavailable())
+
+    def _fail_all(self) -> None:
+        self._outbox.clear()
+        self._fail_sent()
+
+    async def _restart(self) -> None:
+        try:
+            while not self._stopping:
+                await asyncio.sleep(_RESTART_PAUSE_SECONDS)
+                old = self._process
+                if old is not None:
+                    await asyncio.to_thread(old.join, 5)
+                try:
+                    await self._spawn()
+                except (ConfigurationError, TimeoutError) as error:
+                    _log.error("the writer process could not start: %s", type(error).__name__)
+                    continue
+                self.restarts += 1
+                return
+        finally:
+            self._restarting = None
+
+    async def _spawn(self) -> None:
+        loop = self._loop
+        assert loop is not None  # noqa: S101 (started)
+        ours, theirs = socket.socketpair()
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["server.runtime", __name__])
+        process = context.Process(
+            target=writer_main,
+            args=(self._settings, theirs, self._max_items),
+            name="pdl-writer",
+            daemon=False,
+        )
+        try:
+            await asyncio.to_thread(process.start)
+        except (OSError, AssertionError, RuntimeError) as exc:  # e.g. from a daemonic process
+            ours.close()
+            theirs.close()
+            msg = f"cannot start the writer process ({type(exc).__name__}); set writer = 'thread'"
+            raise ConfigurationError(msg) from None
+        theirs.close()
+        util.Finalize(process, _close_quietly, args=(ours,), exitpriority=10)
+        self._process = process
+        self._ready = loop.create_future()
+        _transport, link = await loop.connect_accepted_socket(lambda: _Link(self), ours)
+        self._link = link
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), _START_TIMEOUT_SECONDS)
+        except (ConfigurationError, TimeoutError):
+            if link.transport is not None:
+                link.transport.close()
+            await asyncio.to_thread(process.join, 5)
+            if process.is_alive():
+                process.kill()
+            raise
+        self._flush()  # what queued while it started
+
+
+def _recorded_in(value: Any) -> list[Recorded]:
+    if isinstance(value, Recorded):
+        return [value]
+    if isinstance(value, ItemOutcome):
+        return [value.recorded] if value.recorded is not None else []
+    if isinstance(value, list):
+        return [o.recorded for o in value if isinstance(o, ItemOutcome) and o.recorded]
+    return []
+
+
+def _close_quietly(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+# --- the writer's side -------------------------------------------------------------------------
+
+
+def writer_main(settings: Settings, sock: socket.socket, max_items: int) -> None:
+    """The writer process: open the ledger, then answer requests until told to stop or until
+    the server's end closes."""
+    # Signals meant for the server (Ctrl-C reaches the whole process group; a service manager
+    # may send SIGTERM to every process) must not stop the writer before the server has
+    # drained its calls: the writer stops when the server says so or goes away.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        ledger, keystore = open_ledger(settings)
+    except ConfigurationError as error:
+        _send(sock, ("failed", str(error)))
+        return
+    except Exception as error:  # noqa: BLE001 (told to the server, which fails its start)
+        _send(sock, ("failed", f"cannot open the ledger: {type(error).__name__}"))
+        return
+    try:
+        settle_heap()
+        _send(sock, ("ready", os.getpid()))
+        _Writer(ledger, sock, max_items).serve()
+    finally:
+        ledger.close()
+        keystore.close()
+
+
+def _send(sock: socket.socket, message: object) -> bool:
+    try:
+        sock.sendall(_frame(message))
+    except OSError:
+        return False
+    return True
+
+
+class _Writer:
+    """Reads requests, commits them in groups, answers."""
+
+    def __init__(self, ledger: Ledger, sock: socket.socket, max_items: int) -> None:
+        self._ledger = ledger
+        self._sock = sock
+        self._max_items = max_items
+        self._frames = _Frames()
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._stopping = False
+        self._closed = False
+        self._groups = 0
+        self._items = 0
+        sock.settimeout(0.0)
+
+    def serve(self) -> None:
+        while True:
+            self._read(wait=not self._queue)
+            if not self._queue:
+                if self._stopping or self._closed:
+                    return
+                continue
+            answers = self._next()
+            if not self._closed and not self._answer(answers):
+                self._closed = True
+
+    def _read(self, *, wait: bool) -> None:
+        """Take in every frame that has arrived; with `wait`, block until one has."""
+        if self._closed or self._stopping:
+            return
+        while True:
+            if wait:
+                select.select([self._sock], [], [])
+            try:
+                data = self._sock.recv(_READ_CHUNK)
+            except BlockingIOError:
+                if wait and not self._queue:
+                    continue
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._closed = True  # the server went away: finish what was sent, then exit
+                return
+            for frame in self._frames.feed(data):
+                for request in frame:
+                    if request[0] == _STOP:
+                        self._stopping = True
+                    else:
+                        self._queue.append(request)
+            wait = False
+
+    def _next(self) -> list[tuple[int, bool, Any]]:
+        """Run the unary commands at the head of the queue as one group, or else the one
+        request there, and return the answers."""
+        queue = self._queue
+        if queue[0][0] != _ONE:
+            return [self._alone(queue.popleft())]
+        group: list[tuple[Any, ...]] = []
+        while queue and queue[0][0] == _ONE and len(group) < self._max_items:
+            group.append(queue.popleft())
+        try:
+            outcomes = self._ledger.execute_many([(r[2], r[3]) for r in group])
+        except Exception as error:  # noqa: BLE001 (each caller gets the failure)
+            _log.error("group commit of %d failed: %s", len(group), type(error).__name__)
+            return [(r[1], False, error) for r in group]
+        self._groups += 1
+        self._items += len(group)
+        return [(r[1], True, o) for r, o in zip(group, outcomes, strict=True)]
+
+    def _alone(self, request: tuple[Any, ...]) -> tuple[int, bool, Any]:
+        kind, number = request[0], request[1]
+        ledger = self._ledger
+        run: Callable[[], Any]
+        if kind == _ALONE:
+            run = lambda: ledger.execute(request[2], request[3])  # noqa: E731
+        elif kind == _BATCH:
+            run = lambda: ledger.execute_batch(  # noqa: E731
+                request[2], request[3], all_or_nothing=request[4]
+            )
+        else:
+            run = lambda: ledger.execute_many(request[2])  # noqa: E731
+        try:
+            return (number, True, run())
+        except Exception as error:  # noqa: BLE001 (the caller gets the failure)
+            return (number, False, error)
+
+    def _answer(self, answers: list[tuple[int, bool, Any]]) -> bool:
+        message = ("answers", answers, self._groups, self._items)
+        try:
+            frame = _frame(message)
+        except Exception:  # noqa: BLE001 (an error that does not pickle: send its kind only)
+            frame = _frame(("answers", [_sendable(a) for a in answers], self._groups, self._items))
+        self._sock.settimeout(None)
+        try:
+            self._sock.sendall(frame)
+        except OSError:
+            return False
+        finally:
+            self._sock.settimeout(0.0)
+        return True
+
+
+def _sendable(answer: tuple[int, bool, Any]) -> tuple[int, bool, Any]:
+    number, _ok, value = answer
+    try:
+        pickle.dumps(value, _PICKLE)
+    except Exception:  # noqa: BLE001
+        return (number, False, WriterFailed(type(value).__name__))
+    return answer

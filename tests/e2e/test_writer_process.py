@@ -1,0 +1,171 @@
+"""The writer process as a client meets it: every write goes through it, a writer that dies
+fails only the calls it had not answered (UNAVAILABLE, safe to retry with the same key) and is
+replaced, signals meant for the server do not stop it, and the thread writer still serves."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+from outcomes import log_end, reason_of
+from scenario import secret
+
+from server._pb.pdl.v1 import ledger_service_pb2 as lpb
+from server.client import LedgerClient, meta, subject
+from server.writer_process import ProcessCommitter
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from conftest import Served
+
+_IP = "network_log.ip_address"
+
+
+_VALUE = secret("ip")
+
+
+def _collection(subject_id: str, key: str) -> lpb.RecordCollectionRequest:
+    """The same command for the same key (a retry), with one personal value."""
+    return lpb.RecordCollectionRequest(
+        meta=meta(key),
+        subject=subject(subject_id),
+        category=_IP,
+        source="server_logs",
+        purposes=["security_detection"],
+        values={"ip": _VALUE},
+    )
+
+
+def _writer(served: Served) -> ProcessCommitter:
+    committer = served.serving.committer
+    assert isinstance(committer, ProcessCommitter)
+    return committer
+
+
+def _wait_for_new_writer(committer: ProcessCommitter, old_pid: int) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pid = committer.writer_pid
+        if pid is not None and pid != old_pid and committer.restarts:
+            return pid
+        time.sleep(0.05)
+    pytest.fail("no new writer process was started")
+
+
+def test_every_write_is_made_by_a_writer_process_of_its_own(
+    served: Served, client: LedgerClient
+) -> None:
+    pid = _writer(served).writer_pid
+
+    person = client.register_subject("app", secret("account")).subject_id
+    recorded = client.record_collection(
+        person, _IP, "server_logs", ["security_detection"], values={"ip": secret("ip")}
+    )
+
+    assert pid is not None
+    assert pid != os.getpid()
+    assert recorded.position == log_end(client)
+    assert [e.event_type for e in client.history(person)] == ["SubjectRegistered", "DataCollected"]
+
+
+def test_a_writer_killed_before_it_answers_fails_the_call_with_unavailable_and_a_retry_records_once(
+    served: Served, client: LedgerClient
+) -> None:
+    committer = _writer(served)
+    person = client.register_subject("app", secret("account")).subject_id
+    pid = committer.writer_pid
+    assert pid is not None
+    key = uuid.uuid4().hex
+
+    os.kill(pid, signal.SIGSTOP)  # the writer takes no more requests...
+    try:
+        call = client.ledger.RecordCollection.future(_collection(person, key), **client.options)
+        time.sleep(0.3)  # ...so this one is sent and waits
+        assert not call.done()
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(grpc.RpcError) as failed:
+        call.result(30)
+
+    assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert reason_of(failed.value) == "WRITER_UNAVAILABLE"
+    _wait_for_new_writer(committer, pid)
+    retried = client.ledger.RecordCollection(_collection(person, key), **client.options).recorded
+    again = client.ledger.RecordCollection(_collection(person, key), **client.options).recorded
+    assert (retried.replayed, again.replayed) == (False, True)
+    assert again.position == retried.position
+    kinds = [e.event_type for e in client.history(person)]
+    assert kinds == ["SubjectRegistered", "DataCollected"]
+
+
+def test_calls_made_while_the_writer_is_replaced_wait_for_the_new_one(
+    served: Served, client: LedgerClient
+) -> None:
+    committer = _writer(served)
+    person = client.register_subject("app", secret("account")).subject_id
+    pid = committer.writer_pid
+    assert pid is not None
+
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while committer.writer_pid == pid and time.monotonic() < deadline:
+        time.sleep(0.01)
+    answers: list[str] = []
+    for _ in range(5):
+        try:
+            recorded = client.ledger.RecordCollection(
+                _collection(person, uuid.uuid4().hex), **client.options
+            ).recorded
+            answers.append(recorded.event_type)
+        except grpc.RpcError as error:  # sent to the dying writer before its end was seen closed
+            answers.append(reason_of(error))
+
+    assert set(answers) <= {"DataCollected", "WRITER_UNAVAILABLE"}
+    assert answers[-1] == "DataCollected"
+    assert committer.restarts == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_sent_to_the_writer_does_not_stop_it_before_the_server_stops(
+    served: Served, client: LedgerClient, sig: signal.Signals
+) -> None:
+    committer = _writer(served)
+    person = client.register_subject("app", secret("account")).subject_id
+    pid = committer.writer_pid
+    assert pid is not None
+
+    os.kill(pid, sig)  # as a service manager or Ctrl-C sends it to every process of the group
+    time.sleep(0.2)
+    recorded = client.record_collection(
+        person, _IP, "server_logs", ["security_detection"], values={"ip": secret("ip")}
+    )
+
+    assert recorded.event_type == "DataCollected"
+    assert committer.writer_pid == pid
+    assert committer.restarts == 0
+
+
+def test_with_the_thread_writer_the_server_records_in_its_own_process(
+    serve_with: Callable[..., Served],
+) -> None:
+    served = serve_with(writer="thread")
+    key = uuid.uuid4().hex
+    with served.client() as client:
+        person = client.register_subject("app", secret("account")).subject_id
+        batch = client.ledger.RecordBatch(
+            lpb.RecordBatchRequest(
+                items=[lpb.BatchItem(collection=_collection(person, key)) for _ in "ab"]
+            ),
+            **client.options,
+        )
+
+        assert not isinstance(served.serving.committer, ProcessCommitter)
+        assert [o.WhichOneof("outcome") for o in batch.outcomes] == ["recorded", "recorded"]
+        assert batch.outcomes[1].recorded.replayed  # the same key twice: recorded once
+        assert len(client.history(person)) == 2
