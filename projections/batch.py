@@ -16,10 +16,11 @@ database allows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from operator import itemgetter
 from typing import Any
+from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -29,7 +30,7 @@ from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.sqltypes import NullType
 
-__all__ = ["ManyRows", "guard_pipelines", "sync"]
+__all__ = ["ArrayStatement", "ManyRows", "guard_pipelines", "sync", "uuid_param"]
 
 _PIPELINE = "pdl_pipeline"
 """Key of the open psycopg pipeline in a connection's `info`."""
@@ -39,69 +40,137 @@ class ManyRows:
     """A statement run with many rows at once: an INSERT (or upsert) of a table's rows, or a
     statement whose bound parameters a row fills (an UPDATE).
 
+    Rows are dicts keyed by column (or parameter) name; with `columns`, they are tuples of
+    those values in that order, the cheaper form for the views' hot statements, and a UUID
+    value in them is given as `uuid_param(dialect)` makes it (a view converts a person's id
+    once, not once per row).
+
     Rows of one run must not repeat a conflict key (the views merge theirs per page): on
     PostgreSQL they are one statement, and an upsert may not touch a row twice.
     """
 
-    def __init__(self, dialect: str, statement: Any) -> None:
+    def __init__(self, dialect: str, statement: Any, columns: Sequence[str] | None = None) -> None:
         self._statement = statement
+        self._columns = None if columns is None else tuple(columns)
         self._sql: str | None = None
-        self._postgres: dict[tuple[object, ...], str] = {}
-        if dialect == "sqlite":
-            target = sqlite.dialect(paramstyle="qmark")
-            compiled = statement.compile(dialect=target)
-            names = list(compiled.positiontup or ())
-            self._sql = compiled.string
-            getter: Any = itemgetter  # (mypy cannot type a starred itemgetter call)
-            self._take: Any = getter(*names) if len(names) > 1 else _one_of(names)
-            self._convert = [
-                (i, bind)
-                for i, name in enumerate(names)
-                if (bind := compiled.binds[name].type.bind_processor(target)) is not None
-            ]
-
-    def run(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
+        self._postgres: dict[tuple[str, ...], ArrayStatement] = {}
+        if dialect != "sqlite":
+            if self._columns is not None:
+                self._postgres[self._columns] = ArrayStatement(_unnest(statement, self._columns))
             return
+        target = sqlite.dialect(paramstyle="qmark")
+        compiled = statement.compile(dialect=target)
+        names = list(compiled.positiontup or ())
+        self._sql = compiled.string
+        binds = {name: compiled.binds[name].type for name in names}
+        getter: Any = itemgetter  # (mypy cannot type a starred itemgetter call)
+        if self._columns is None:
+            self._take: Any = getter(*names) if len(names) > 1 else _one_of(names)
+        else:
+            if sorted(names) != sorted(self._columns):
+                msg = f"columns {self._columns} do not match the statement's {names}"
+                raise ValueError(msg)
+            order = [self._columns.index(name) for name in names]
+            self._take = None if order == list(range(len(order))) else _one_of_index(order)
+        self._convert = [
+            (i, bind)
+            for i, name in enumerate(names)
+            if (self._columns is None or not isinstance(binds[name], sa.Uuid))
+            and (bind := binds[name].bind_processor(target)) is not None
+        ]
+
+    def run(self, conn: Connection, rows: Sequence[Any]) -> None:
+        """Write the rows (nothing when there are none)."""
+        if rows:
+            self._run(conn, rows)
+
+    def changed(self, conn: Connection, rows: Sequence[Any]) -> int:
+        """Write the rows and return how many the database changed (an upsert doing nothing
+        changes none). SQLite only: on PostgreSQL the statement is pipelined."""
+        if self._sql is None:
+            msg = "row counts are only read back on SQLite"
+            raise RuntimeError(msg)
+        if not rows:
+            return 0
+        result = self._run(conn, rows)
+        return int(result.rowcount)
+
+    def _run(self, conn: Connection, rows: Sequence[Any]) -> Any:
         if self._sql is None:
             self._run_postgres(conn, rows)
-            return
+            return None
         take, convert = self._take, self._convert
+        params: Any
         if not convert:
-            params: list[Any] = [take(row) for row in rows]
+            params = rows if take is None else [take(row) for row in rows]
         else:
             params = []
             for row in rows:
-                values = list(take(row))
+                values = list(row if take is None else take(row))
                 for i, bind in convert:
                     values[i] = bind(values[i])
                 params.append(tuple(values))
-        conn.exec_driver_sql(self._sql, params)
+        return conn.exec_driver_sql(self._sql, params)
 
-    def _run_postgres(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    def _run_postgres(self, conn: Connection, rows: Sequence[Any]) -> None:
+        if self._columns is not None:
+            arrays = dict(zip(self._columns, map(list, zip(*rows, strict=True)), strict=True))
+            self._postgres[self._columns].run(conn, arrays)
+            return
         names = tuple(rows[0])
+        statement = self._postgres.get(names)
+        if statement is None:
+            statement = self._postgres[names] = ArrayStatement(_unnest(self._statement, names))
+        statement.run(conn, {name: [row[name] for row in rows] for name in names})
+
+
+class ArrayStatement:
+    """A PostgreSQL statement whose parameters are arrays, sent in binary and pipelined
+    (the server runs it while the runner goes on; see the module's docstring)."""
+
+    def __init__(self, statement: Any) -> None:
+        self._statement = statement
+        self._sql: dict[tuple[object, ...], str] = {}
+
+    def run(self, conn: Connection, arrays: dict[str, list[Any]]) -> None:
         schemas = conn.get_execution_options().get("schema_translate_map") or {}
-        key = (names, *sorted(schemas.items(), key=repr))
-        sql = self._postgres.get(key)
+        key = tuple(sorted(schemas.items(), key=repr))
+        sql = self._sql.get(key)
         if sql is None:
-            compiled = _unnest(self._statement, names).compile(
+            compiled = self._statement.compile(
                 dialect=conn.dialect,
                 schema_translate_map=schemas or None,
                 render_schema_translate=bool(schemas),
             )
-            if set(compiled.binds) != set(names):  # (never: the binds are the names given)
-                msg = f"unexpected parameters {sorted(compiled.binds)} for {names}"
+            if set(compiled.binds) != set(arrays):
+                msg = f"unexpected parameters {sorted(compiled.binds)} for {sorted(arrays)}"
                 raise RuntimeError(msg)
             sql = compiled.string
-            for name in names:  # psycopg: `%(x)b` sends the array in binary (no text quoting)
+            for name in arrays:  # psycopg: `%(x)b` sends the array in binary (no text quoting)
                 sql = sql.replace(f"%({name})s", f"%({name})b")
-            self._postgres[key] = sql
+            self._sql[key] = sql
         raw: Any = conn.connection.driver_connection
         if _PIPELINE not in conn.info:
             pipeline = raw.pipeline()
             pipeline.__enter__()
             conn.info[_PIPELINE] = pipeline
-        raw.cursor().execute(sql, {name: [row[name] for row in rows] for name in names})
+        raw.cursor().execute(sql, arrays)
+
+
+def uuid_param(dialect: str) -> Callable[[UUID], Any]:
+    """How a UUID goes into a tuple row of `ManyRows`: its hex on SQLite (as SQLAlchemy's
+    `Uuid` stores it there), the UUID itself on PostgreSQL (sent in binary)."""
+    if dialect == "sqlite":
+        return _hex
+    return _same
+
+
+def _hex(value: UUID) -> str:
+    return f"{value.int:032x}"
+
+
+def _same(value: UUID) -> UUID:
+    return value
 
 
 def sync(conn: Connection, error: BaseException | None = None) -> None:
@@ -143,12 +212,18 @@ def _unnest(statement: Any, names: tuple[str, ...]) -> Any:
         return statement.from_select(names, sa.select(*(source.c[name] for name in names)))
 
     def column_for(element: Any) -> Any:
-        if isinstance(element, BindParameter) and element.key in types:
+        if isinstance(element, BindParameter) and element.key in names:
             return source.c[element.key]
         return None
 
     traverse: Any = visitors.replacement_traverse
     return traverse(statement, {}, column_for)
+
+
+def _one_of_index(order: list[int]) -> Any:
+    """The values at `order` of a tuple row, as a tuple (whatever their number)."""
+    getter: Any = itemgetter
+    return getter(*order) if len(order) > 1 else lambda row: (row[order[0]],)
 
 
 def _one_of(names: list[str]) -> Any:

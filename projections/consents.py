@@ -10,13 +10,13 @@ rows are a function of the set of events and rebuilding gives the same rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from uuid import UUID
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger import events as ev
-from projections.batch import ManyRows
+from projections.batch import ManyRows, uuid_param
 from projections.store import METADATA, to_us
 from projections.view import Entry, View
 
@@ -54,16 +54,24 @@ WITHDRAWALS = sa.Table(
 def _withdrawn_at() -> sa.ScalarSelect[int]:
     w = WITHDRAWALS
     c = CONSENTS
+    every = sa.literal_column(
+        f"'{ANY}'", sa.String
+    )  # inline: the statement's only parameter is its row's
     return (
         sa.select(sa.func.min(w.c.at))
         .where(
             w.c.subject_id == c.c.subject_id,
             w.c.at >= c.c.given_at,
-            sa.or_(w.c.purpose == c.c.purpose, w.c.purpose == ANY),
-            sa.or_(w.c.category == c.c.category, w.c.category == ANY),
+            sa.or_(w.c.purpose == c.c.purpose, w.c.purpose == every),
+            sa.or_(w.c.category == c.c.category, w.c.category == every),
         )
         .scalar_subquery()
     )
+
+
+_GRANT_COLUMNS = tuple(c.name for c in CONSENTS.c)
+_WITHDRAWAL_COLUMNS = tuple(c.name for c in WITHDRAWALS.c)
+_GIVERS = {giver: giver.value for giver in ev.ConsentGiver}
 
 
 class ConsentView(View):
@@ -74,62 +82,68 @@ class ConsentView(View):
 
     def __init__(self, dialect: str) -> None:
         super().__init__(dialect)
-        self._insert_grants = ManyRows(dialect, CONSENTS.insert())
-        self._insert_withdrawals = ManyRows(dialect, WITHDRAWALS.insert())
-        self._settle_subjects = (
+        self._uuid = uuid_param(dialect)
+        self._insert_grants = ManyRows(dialect, CONSENTS.insert(), _GRANT_COLUMNS)
+        self._insert_withdrawals = ManyRows(dialect, WITHDRAWALS.insert(), _WITHDRAWAL_COLUMNS)
+        # Each settles rows by their key's leading column (an index seek per consent or
+        # person): the new grants, and every grant of a person who withdrew in the page.
+        self._settle_subjects = ManyRows(
+            dialect,
             CONSENTS.update()
-            .where(CONSENTS.c.subject_id.in_(sa.bindparam("subjects", expanding=True)))
-            .values(withdrawn_at=_withdrawn_at())
+            .where(CONSENTS.c.subject_id == sa.bindparam("sid", type_=sa.Uuid))
+            .values(withdrawn_at=_withdrawn_at()),
+            ("sid",),
         )
-        self._settle_new = (
+        self._settle_grants = ManyRows(
+            dialect,
             CONSENTS.update()
-            .where(CONSENTS.c.position.in_(sa.bindparam("positions", expanding=True)))
-            .values(withdrawn_at=_withdrawn_at())
+            .where(CONSENTS.c.consent_id == sa.bindparam("cid", type_=sa.Uuid))
+            .values(withdrawn_at=_withdrawn_at()),
+            ("cid",),
         )
 
     def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
-        grants: list[dict[str, object]] = []
-        withdrawals: list[dict[str, object]] = []
-        withdrawing: set[UUID] = set()
-        granted: list[int] = []
-        for position, p in entries:
-            if isinstance(p, ev.ConsentGiven):
-                granted.append(position)
-                at = to_us(p.occurred_at)
+        grants: list[tuple[object, ...]] = []
+        withdrawals: list[tuple[object, ...]] = []
+        granted: dict[int, tuple[int, object]] = {}
+        withdrawing: dict[int, object] = {}
+        uuid = self._uuid
+        for position, payload in entries:
+            kind = type(payload)
+            if kind is ev.ConsentGiven:
+                p = cast("ev.ConsentGiven", payload)
+                cid, sid = uuid(p.consent_id), uuid(p.subject_id)
+                granted[p.consent_id.int] = (p.subject_id.int, cid)
+                at, by = to_us(p.occurred_at), _GIVERS[p.given_by]
                 grants.extend(
-                    {
-                        "consent_id": p.consent_id,
-                        "purpose": purpose,
-                        "category": category,
-                        "subject_id": p.subject_id,
-                        "given_at": at,
-                        "given_by": p.given_by.value,
-                        "method": p.method,
-                        "policy_version": p.policy_version,
-                        "position": position,
-                        "withdrawn_at": None,
-                    }
+                    (
+                        cid,
+                        purpose,
+                        category,
+                        sid,
+                        at,
+                        by,
+                        p.method,
+                        p.policy_version,
+                        position,
+                        None,
+                    )
                     for purpose in p.purposes
                     for category in p.categories
                 )
-            elif isinstance(p, ev.ConsentWithdrawn):
-                withdrawing.add(p.subject_id)
-                at = to_us(p.occurred_at)
+            elif kind is ev.ConsentWithdrawn:
+                w = cast("ev.ConsentWithdrawn", payload)
+                sid = uuid(w.subject_id)
+                withdrawing[w.subject_id.int] = sid
+                at = to_us(w.occurred_at)
                 withdrawals.extend(
-                    {
-                        "position": position,
-                        "purpose": purpose,
-                        "category": category,
-                        "subject_id": p.subject_id,
-                        "at": at,
-                    }
-                    for purpose in (p.purposes or (ANY,))
-                    for category in (p.categories or (ANY,))
+                    (position, purpose, category, sid, at)
+                    for purpose in (w.purposes or (ANY,))
+                    for category in (w.categories or (ANY,))
                 )
-        if grants:
-            self._insert_grants.run(conn, grants)
-        if withdrawals:
-            self._insert_withdrawals.run(conn, withdrawals)
-            conn.execute(self._settle_subjects, {"subjects": sorted(withdrawing)})
-        if granted:
-            conn.execute(self._settle_new, {"positions": granted})
+        self._insert_grants.run(conn, grants)
+        self._insert_withdrawals.run(conn, withdrawals)
+        self._settle_subjects.run(conn, [(sid,) for sid in withdrawing.values()])
+        self._settle_grants.run(
+            conn, [(cid,) for person, cid in granted.values() if person not in withdrawing]
+        )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 from uuid import UUID
 
 import orjson
@@ -26,7 +27,7 @@ from ledger import events as ev
 from ledger.application import ItemOutcome, Ledger
 from ledger.policy import parse_policy
 from ledger.policy_diff import Touched, diff_policies
-from projections.batch import ManyRows
+from projections.batch import ManyRows, uuid_param
 from projections.store import METADATA, to_us, upsert
 from projections.view import Entry, View
 
@@ -75,6 +76,8 @@ FOOTPRINT = sa.Table(
     sa.Index("ix_view_policy_footprint_item", "kind", "item"),
 )
 """Kinds: category, purpose, recipient_class, region, and `closed` (item empty)."""
+
+_NOTICE_COLUMNS = tuple(c.name for c in NOTICES.c)
 
 Notifier = Callable[[ev.PolicyPublished, Sequence[UUID]], int]
 """Records that each of these people is to be told of this version; returns how many were."""
@@ -133,72 +136,90 @@ class NoticeView(View):
     def __init__(self, dialect: str, notifier: Notifier | None = None) -> None:
         super().__init__(dialect)
         self.notifier = notifier
+        self._uuid = uuid_param(dialect)
         self._footprint = ManyRows(
-            dialect, upsert(dialect, FOOTPRINT, ("subject_id", "kind", "item"))
-        )
-        self._notified = upsert(
             dialect,
-            NOTICES,
-            ("version", "subject_id"),
-            ("notified_at", "notified_position", "method"),
+            upsert(dialect, FOOTPRINT, ("subject_id", "kind", "item")),
+            ("subject_id", "kind", "item", "since_position"),
         )
-        self._acknowledged = upsert(
+        self._notified = ManyRows(
             dialect,
-            NOTICES,
-            ("version", "subject_id"),
-            ("acknowledged_at", "acknowledged_position"),
+            upsert(
+                dialect,
+                NOTICES,
+                ("version", "subject_id"),
+                ("notified_at", "notified_position", "method"),
+            ),
+            _NOTICE_COLUMNS,
+        )
+        self._acknowledged = ManyRows(
+            dialect,
+            upsert(
+                dialect,
+                NOTICES,
+                ("version", "subject_id"),
+                ("acknowledged_at", "acknowledged_position"),
+            ),
+            _NOTICE_COLUMNS,
         )
 
     def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
-        marks: dict[UUID, dict[tuple[str, str], int]] = {}
-        for position, p in entries:
-            if isinstance(p, ev.PolicyPublished):
-                self._flush(conn, marks)
-                marks = {}
-                self._published(conn, position, p)
-            elif isinstance(p, ev.PolicyNotified):
-                conn.execute(
-                    self._notified,
-                    {
-                        "version": p.version,
-                        "subject_id": p.subject_id,
-                        "notified_at": to_us(p.occurred_at),
-                        "notified_position": position,
-                        "method": p.method,
-                        "acknowledged_at": None,
-                        "acknowledged_position": None,
-                    },
+        people: dict[int, tuple[UUID, dict[tuple[str, str], int]]] = {}
+        # A person's latest notice and latest acknowledgement of a version: they set columns
+        # of their own, so they are written after the page's other rows, the last of each kind
+        # winning as it would row by row.
+        notified: dict[tuple[str, int], tuple[object, ...]] = {}
+        acknowledged: dict[tuple[str, int], tuple[object, ...]] = {}
+        uuid = self._uuid
+        for position, payload in entries:
+            kind = type(payload)
+            marks = _MARKS.get(kind)
+            if marks is not None:
+                p = cast("ev.SubjectEnvelope", payload)
+                sid = p.subject_id
+                person = people.get(sid.int)
+                if person is None:
+                    person = people[sid.int] = (sid, {})
+                marks(person[1], position, p)
+            elif kind is ev.PolicyNotified:
+                n = cast("ev.PolicyNotified", payload)
+                notified[(n.version, n.subject_id.int)] = (
+                    n.version,
+                    uuid(n.subject_id),
+                    to_us(n.occurred_at),
+                    position,
+                    n.method,
+                    None,
+                    None,
                 )
-            elif isinstance(p, ev.PolicyAcknowledged):
-                conn.execute(
-                    self._acknowledged,
-                    {
-                        "version": p.version,
-                        "subject_id": p.subject_id,
-                        "notified_at": None,
-                        "notified_position": None,
-                        "method": None,
-                        "acknowledged_at": to_us(p.occurred_at),
-                        "acknowledged_position": position,
-                    },
+            elif kind is ev.PolicyAcknowledged:
+                a = cast("ev.PolicyAcknowledged", payload)
+                acknowledged[(a.version, a.subject_id.int)] = (
+                    a.version,
+                    uuid(a.subject_id),
+                    None,
+                    None,
+                    None,
+                    to_us(a.occurred_at),
+                    position,
                 )
-            elif isinstance(p, ev.SubjectEnvelope):
-                items = _footprint(p)
-                if items:
-                    mine = marks.get(p.subject_id)
-                    if mine is None:
-                        mine = marks[p.subject_id] = {}
-                    for item in items:
-                        mine.setdefault(item, position)
-        self._flush(conn, marks)
+            elif kind is ev.PolicyPublished:
+                self._flush(conn, people)  # who is affected depends on the footprints so far
+                self._published(conn, position, cast("ev.PolicyPublished", payload))
+        self._flush(conn, people)
+        self._notified.run(conn, list(notified.values()))
+        self._acknowledged.run(conn, list(acknowledged.values()))
 
-    def _flush(self, conn: Connection, marks: dict[UUID, dict[tuple[str, str], int]]) -> None:
-        fresh = self.known.fresh_of
-        rows = [
-            {"subject_id": s, "kind": k, "item": i, "since_position": mine[(k, i)]}
-            for s, mine in marks.items()
-            for k, i in fresh(s, mine)
-        ]
+    def _flush(
+        self, conn: Connection, people: dict[int, tuple[UUID, dict[tuple[str, str], int]]]
+    ) -> None:
+        """Write the footprints' new items, then forget them (the dict is emptied in place)."""
+        fresh, uuid = self.known.fresh_of, self._uuid
+        rows: list[tuple[object, ...]] = []
+        for key, (sid, mine) in people.items():
+            h = uuid(sid)
+            rows.extend([(h, k, i, mine[(k, i)]) for k, i in fresh(key, mine)])
+        people.clear()
         self._footprint.run(conn, rows)
 
     def _published(self, conn: Connection, position: int, p: ev.PolicyPublished) -> None:
@@ -230,29 +251,60 @@ class NoticeView(View):
         )
 
 
-def _footprint(p: ev.SubjectEnvelope) -> list[tuple[str, str]]:
-    if isinstance(p, ev.SubjectRegistered):
-        return [("region", p.storage_region)]
-    if isinstance(p, ev.DataCollected):
-        return [
-            ("category", p.category),
-            ("region", p.storage_region),
-            *(("purpose", x) for x in p.purposes),
-        ]
-    if isinstance(p, ev.DataUsed):
-        return [("purpose", p.purpose), *(("category", x) for x in p.categories)]
-    if isinstance(p, ev.DataShared):
-        return [
-            ("purpose", p.purpose),
-            ("recipient_class", p.recipient_class),
-            ("region", p.destination_region),
-            *(("category", x) for x in p.categories),
-        ]
-    if isinstance(p, ev.ConsentGiven):
-        return [*(("purpose", x) for x in p.purposes), *(("category", x) for x in p.categories)]
-    if isinstance(p, ev.AccountCancelled) or (isinstance(p, ev.DataErased) and not p.categories):
-        return [("closed", "")]
-    return []
+_Marks = Callable[[dict[tuple[str, str], int], int, Any], None]
+"""Adds what an event brings to a person's footprint, each item with the first position."""
+
+
+def _registered(mine: dict[tuple[str, str], int], position: int, p: ev.SubjectRegistered) -> None:
+    mine.setdefault(("region", p.storage_region), position)
+
+
+def _collected(mine: dict[tuple[str, str], int], position: int, p: ev.DataCollected) -> None:
+    mine.setdefault(("category", p.category), position)
+    mine.setdefault(("region", p.storage_region), position)
+    for purpose in p.purposes:
+        mine.setdefault(("purpose", purpose), position)
+
+
+def _used(mine: dict[tuple[str, str], int], position: int, p: ev.DataUsed) -> None:
+    mine.setdefault(("purpose", p.purpose), position)
+    for category in p.categories:
+        mine.setdefault(("category", category), position)
+
+
+def _shared(mine: dict[tuple[str, str], int], position: int, p: ev.DataShared) -> None:
+    mine.setdefault(("purpose", p.purpose), position)
+    mine.setdefault(("recipient_class", p.recipient_class), position)
+    mine.setdefault(("region", p.destination_region), position)
+    for category in p.categories:
+        mine.setdefault(("category", category), position)
+
+
+def _consented(mine: dict[tuple[str, str], int], position: int, p: ev.ConsentGiven) -> None:
+    for purpose in p.purposes:
+        mine.setdefault(("purpose", purpose), position)
+    for category in p.categories:
+        mine.setdefault(("category", category), position)
+
+
+def _erased(mine: dict[tuple[str, str], int], position: int, p: ev.DataErased) -> None:
+    if not p.categories:  # erasing some categories leaves the person open
+        mine.setdefault(("closed", ""), position)
+
+
+def _cancelled(mine: dict[tuple[str, str], int], position: int, _p: ev.AccountCancelled) -> None:
+    mine.setdefault(("closed", ""), position)
+
+
+_MARKS: dict[type, _Marks] = {
+    ev.SubjectRegistered: _registered,
+    ev.DataCollected: _collected,
+    ev.DataUsed: _used,
+    ev.DataShared: _shared,
+    ev.ConsentGiven: _consented,
+    ev.DataErased: _erased,
+    ev.AccountCancelled: _cancelled,
+}
 
 
 def affected_subjects(conn: Connection, touched: Touched, position: int) -> list[UUID]:

@@ -8,15 +8,18 @@ uses and collections have no recipient class. People are counted once per row.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from itertools import groupby
+from operator import itemgetter
+from typing import Any, cast
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from ledger import events as ev
-from projections.batch import ManyRows
+from projections.batch import ArrayStatement, ManyRows, uuid_param
 from projections.store import METADATA, greatest, least, to_us, upsert
 from projections.view import Entry, View
 
@@ -50,32 +53,34 @@ REGISTER_SUBJECTS = sa.Table(
 
 Row = tuple[str, str, str, str, str, str]
 
-
-@dataclass(slots=True)
-class _Tally:
-    row: Row
-    events: int
-    first: int
-    last: int
+_COLUMNS = tuple(c.name for c in REGISTER.c)
+_MODES = {mode: mode.value for mode in ev.CollectionMode}
+"""A collection mode's plain string (reading `.value` of an enum costs a Python call)."""
 
 
-def _rows(p: ev.SubjectEnvelope) -> Iterator[Row]:
-    if isinstance(p, ev.DataCollected):
-        for purpose in p.purposes:
-            yield ("collection", p.category, purpose, p.mode.value, "", p.storage_region)
-    elif isinstance(p, ev.DataUsed):
-        for category in p.categories:
-            yield ("use", category, p.purpose, p.legal_basis, "", "")
-    elif isinstance(p, ev.DataShared):
-        for category in p.categories:
-            yield (
-                "share",
-                category,
-                p.purpose,
-                p.legal_basis,
-                p.recipient_class,
-                p.destination_region,
-            )
+def _collected(p: ev.DataCollected) -> list[Row]:
+    category, mode, region = p.category, _MODES[p.mode], p.storage_region
+    return [("collection", category, purpose, mode, "", region) for purpose in p.purposes]
+
+
+def _used(p: ev.DataUsed) -> list[Row]:
+    purpose, basis = p.purpose, p.legal_basis
+    return [("use", category, purpose, basis, "", "") for category in p.categories]
+
+
+def _shared(p: ev.DataShared) -> list[Row]:
+    return [
+        ("share", category, p.purpose, p.legal_basis, p.recipient_class, p.destination_region)
+        for category in p.categories
+    ]
+
+
+_ROWS: dict[type, Callable[[Any], list[Row]]] = {
+    ev.DataCollected: _collected,
+    ev.DataUsed: _used,
+    ev.DataShared: _shared,
+}
+"""The register rows an event counts in, by the kind of event (others count in none)."""
 
 
 class RegisterView(View):
@@ -87,73 +92,136 @@ class RegisterView(View):
     def __init__(self, dialect: str) -> None:
         super().__init__(dialect)
         d = dialect
+        self._uuid = uuid_param(d)
         excluded = sa.literal_column
-        self._upsert = ManyRows(
-            d,
-            upsert(
-                d,
-                REGISTER,
-                ("key",),
-                set_={
-                    "subjects": REGISTER.c.subjects + excluded("excluded.subjects"),
-                    "events": REGISTER.c.events + excluded("excluded.events"),
-                    "first_seen": least(d, REGISTER.c.first_seen, excluded("excluded.first_seen")),
-                    "last_seen": greatest(d, REGISTER.c.last_seen, excluded("excluded.last_seen")),
-                },
-            ),
-        )
-        self._new_pairs = upsert(d, REGISTER_SUBJECTS, ("key", "subject_id")).returning(
-            REGISTER_SUBJECTS.c.key
-        )
+        merge = {
+            "subjects": REGISTER.c.subjects + excluded("excluded.subjects"),
+            "events": REGISTER.c.events + excluded("excluded.events"),
+            "first_seen": least(d, REGISTER.c.first_seen, excluded("excluded.first_seen")),
+            "last_seen": greatest(d, REGISTER.c.last_seen, excluded("excluded.last_seen")),
+        }
+        if d == "sqlite":
+            self._upsert = ManyRows(d, upsert(d, REGISTER, ("key",), set_=merge), _COLUMNS)
+            self._pairs = ManyRows(
+                d, upsert(d, REGISTER_SUBJECTS, ("key", "subject_id")), ("key", "subject_id")
+            )
+        else:
+            self._counted_upsert = ArrayStatement(_counted_upsert(merge))
 
     def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
-        rows: dict[str, _Tally] = {}
-        people: dict[UUID, set[str]] = {}
-        for _, p in entries:
-            if not isinstance(p, ev.DataCollected | ev.DataUsed | ev.DataShared):
+        tallies: dict[Row, list[int]] = {}
+        people: dict[int, tuple[UUID, set[Row]]] = {}
+        for _, payload in entries:
+            rows_of = _ROWS.get(type(payload))
+            if rows_of is None:
                 continue
+            p = cast("ev.SubjectEnvelope", payload)
+            rows = rows_of(p)
             at = to_us(p.occurred_at)
-            keys = people.get(p.subject_id)
-            if keys is None:
-                keys = people[p.subject_id] = set()
-            for row in _rows(p):
-                key = "|".join(row)
-                keys.add(key)
-                seen = rows.get(key)
-                if seen is None:
-                    rows[key] = _Tally(row, 1, at, at)
+            sid = p.subject_id
+            person = people.get(sid.int)
+            if person is None:
+                person = people[sid.int] = (sid, set())
+            person[1].update(rows)
+            for row in rows:
+                tally = tallies.get(row)
+                if tally is None:
+                    tallies[row] = [1, at, at]
                 else:
-                    seen.events += 1
-                    seen.first = min(seen.first, at)
-                    seen.last = max(seen.last, at)
-        if not rows:
+                    tally[0], tally[1], tally[2] = (
+                        tally[0] + 1,
+                        min(tally[1], at),
+                        max(tally[2], at),
+                    )
+        if not tallies:
             return
-        new_people: dict[str, int] = dict.fromkeys(rows, 0)
+        keys = {row: "|".join(row) for row in tallies}
+        # Who may be new to a row: everyone not known to be counted in it already (the
+        # database has the last word: a pair already there is not counted again).
         fresh = self.known.fresh_of
-        unknown = [
-            {"key": k, "subject_id": s}
-            for s, keys in sorted(people.items())
-            for k in sorted(fresh(s, keys))
-        ]
-        if unknown:
-            for (key,) in conn.execute(self._new_pairs, unknown):
-                new_people[key] += 1
+        pairs = sorted(
+            (key, person_key, sid)
+            for person_key, (sid, rows) in people.items()
+            for key in fresh(person_key, [keys[row] for row in rows])
+        )
+        if self.dialect == "sqlite":
+            self._write_sqlite(conn, tallies, keys, pairs)
+        else:
+            self._write_postgres(conn, tallies, keys, pairs)
+
+    def _write_sqlite(
+        self,
+        conn: Connection,
+        tallies: dict[Row, list[int]],
+        keys: dict[Row, str],
+        pairs: list[tuple[str, int, UUID]],
+    ) -> None:
+        new_people = dict.fromkeys(keys.values(), 0)
+        uuid = self._uuid
+        for key, group in groupby(pairs, itemgetter(0)):
+            new_people[key] = self._pairs.changed(conn, [(key, uuid(sid)) for _, _, sid in group])
         self._upsert.run(
             conn,
             [
-                {
-                    "key": key,
-                    "activity": t.row[0],
-                    "category": t.row[1],
-                    "purpose": t.row[2],
-                    "legal_basis": t.row[3],
-                    "recipient_class": t.row[4],
-                    "region": t.row[5],
-                    "subjects": new_people[key],
-                    "events": t.events,
-                    "first_seen": t.first,
-                    "last_seen": t.last,
-                }
-                for key, t in rows.items()
+                (keys[row], *row, new_people[keys[row]], events, first, last)
+                for row, (events, first, last) in tallies.items()
             ],
         )
+
+    def _write_postgres(
+        self,
+        conn: Connection,
+        tallies: dict[Row, list[int]],
+        keys: dict[Row, str],
+        pairs: list[tuple[str, int, UUID]],
+    ) -> None:
+        rows = [(keys[row], *row, *tally) for row, tally in tallies.items()]
+        arrays = dict(zip(_COUNTED_COLUMNS, map(list, zip(*rows, strict=True)), strict=True))
+        arrays["pair_key"] = [key for key, _, _ in pairs]
+        arrays["pair_subject"] = [sid for _, _, sid in pairs]
+        self._counted_upsert.run(conn, arrays)
+
+
+_COUNTED_COLUMNS = tuple(c for c in _COLUMNS if c != "subjects")
+
+
+def _counted_upsert(merge: dict[str, Any]) -> Any:
+    """PostgreSQL: one statement that records the page's (row, person) pairs and upserts the
+    rows, each counting the people its pairs newly added (so it needs no answer back)."""
+    array = postgresql.ARRAY
+    pairs = (
+        sa.func.unnest(
+            sa.bindparam("pair_key", type_=array(REGISTER_SUBJECTS.c.key.type)),
+            sa.bindparam("pair_subject", type_=array(REGISTER_SUBJECTS.c.subject_id.type)),
+        )
+        .table_valued("key", "subject_id")
+        .render_derived(name="pairs")
+    )
+    added = (
+        postgresql.insert(REGISTER_SUBJECTS)
+        .from_select(["key", "subject_id"], sa.select(pairs.c.key, pairs.c.subject_id))
+        .on_conflict_do_nothing(index_elements=["key", "subject_id"])
+        .returning(REGISTER_SUBJECTS.c.key)
+        .cte("added")
+    )
+    counted = (
+        sa.select(added.c.key, sa.func.count().label("n")).group_by(added.c.key).cte("counted")
+    )
+    page = (
+        sa.func.unnest(
+            *(sa.bindparam(c, type_=array(REGISTER.c[c].type)) for c in _COUNTED_COLUMNS)
+        )
+        .table_valued(*_COUNTED_COLUMNS)
+        .render_derived(name="page")
+    )
+    source = sa.select(
+        *(
+            sa.func.coalesce(counted.c.n, sa.literal_column("0")) if c == "subjects" else page.c[c]
+            for c in _COLUMNS
+        )
+    ).select_from(page.outerjoin(counted, counted.c.key == page.c.key))
+    return (
+        postgresql.insert(REGISTER)
+        .from_select(list(_COLUMNS), source)
+        .on_conflict_do_update(index_elements=["key"], set_=merge)
+    )

@@ -8,12 +8,13 @@ a new policy version's longer or shorter period applies at once to everything he
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger import events as ev
-from projections.batch import ManyRows
+from projections.batch import ManyRows, uuid_param
 from projections.store import METADATA, greatest, least, to_us, upsert
 from projections.view import Entry, View
 
@@ -37,6 +38,7 @@ class RetentionView(View):
 
     def __init__(self, dialect: str) -> None:
         super().__init__(dialect)
+        self._uuid = uuid_param(dialect)
         self._upsert = ManyRows(
             dialect,
             upsert(
@@ -52,33 +54,38 @@ class RetentionView(View):
                     ),
                 },
             ),
+            ("subject_id", "category", "first_at", "last_at"),
         )
 
     def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
-        held: dict[tuple[object, str], list[int]] = {}
-        for _, p in entries:
-            if isinstance(p, ev.DataCollected):
+        # (person's integer, category) -> [person, first, last]: a UUID hashes in Python
+        held: dict[tuple[int, str], list[Any]] = {}
+        collected, erased = ev.DataCollected, ev.DataErased
+        for _, payload in entries:
+            kind = type(payload)
+            if kind is collected:
+                p = cast("ev.DataCollected", payload)
                 at = to_us(p.occurred_at)
-                seen = held.get((p.subject_id, p.category))
+                key = (p.subject_id.int, p.category)
+                seen = held.get(key)
                 if seen is None:
-                    held[(p.subject_id, p.category)] = [at, at]
+                    held[key] = [p.subject_id, at, at]
                 else:
-                    seen[0], seen[1] = min(seen[0], at), max(seen[1], at)
-            elif isinstance(p, ev.DataErased):
+                    seen[1], seen[2] = min(seen[1], at), max(seen[2], at)
+            elif kind is erased:
+                e = cast("ev.DataErased", payload)
                 self._flush(conn, held)
-                held = {}
-                erase = HELD.delete().where(HELD.c.subject_id == p.subject_id)
-                if p.categories:
-                    erase = erase.where(HELD.c.category.in_(p.categories))
+                erase = HELD.delete().where(HELD.c.subject_id == e.subject_id)
+                if e.categories:
+                    erase = erase.where(HELD.c.category.in_(e.categories))
                 conn.execute(erase)
         self._flush(conn, held)
 
-    def _flush(self, conn: Connection, held: dict[tuple[object, str], list[int]]) -> None:
-        if held:
-            self._upsert.run(
-                conn,
-                [
-                    {"subject_id": sid, "category": cat, "first_at": v[0], "last_at": v[1]}
-                    for (sid, cat), v in held.items()
-                ],
-            )
+    def _flush(self, conn: Connection, held: dict[tuple[int, str], list[Any]]) -> None:
+        """Write what is held, then forget it (the dict is emptied in place)."""
+        uuid = self._uuid
+        rows = [
+            (uuid(sid), category, first, last) for (_, category), (sid, first, last) in held.items()
+        ]
+        held.clear()
+        self._upsert.run(conn, rows)

@@ -5,15 +5,15 @@ read, for a principal allowed to; when the person's key is shredded they are del
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger import events as ev
-from projections.batch import ManyRows
+from projections.batch import ManyRows, uuid_param
 from projections.store import METADATA, greatest, least, to_us, upsert
 from projections.view import Entry, View
 
@@ -75,31 +75,26 @@ REFERENCE_FIELD = "@reference"
 
 FACET_KINDS = ("source", "purpose", "basis", "region", "recipient_class", "recipient")
 
+_MODES = {mode: mode.value for mode in ev.CollectionMode}
+"""A collection mode's plain string (reading `.value` of an enum costs a Python call)."""
 
-@dataclass(slots=True)
+_CLOSING = (ev.DataErased, ev.AccountCancelled, ev.KeyShredded)
+
+
 class _Person:
-    """One person's writes in a page (grouped so a page hashes each person's id once per
-    event, not once per row)."""
+    """One person's writes in a page, so that each row is written once per page and the
+    person's id is converted once (keyed by its integer: a UUID hashes in Python)."""
 
-    categories: dict[str, list[int]] = field(default_factory=dict)
-    facets: set[tuple[str, str, str]] = field(default_factory=set)
-    values: dict[tuple[str, str], tuple[str, int, int]] = field(default_factory=dict)
-    events: int = 0
-    last_position: int = 0
+    __slots__ = ("categories", "events", "facets", "last_position", "registered", "sid", "values")
 
-
-@dataclass
-class _Page:
-    """Writes of one page, merged by key so each key is written once."""
-
-    subjects: list[dict[str, object]] = field(default_factory=list)
-    people: dict[UUID, _Person] = field(default_factory=dict)
-
-    def person(self, subject_id: UUID) -> _Person:
-        found = self.people.get(subject_id)
-        if found is None:
-            found = self.people[subject_id] = _Person()
-        return found
+    def __init__(self, sid: UUID) -> None:
+        self.sid = sid
+        self.registered: ev.SubjectRegistered | None = None
+        self.categories: dict[str, list[int]] = {}
+        self.facets: set[tuple[str, str, str]] = set()
+        self.values: dict[tuple[str, str], tuple[str, int, int]] = {}
+        self.events = 0
+        self.last_position = 0
 
 
 class SubjectView(View):
@@ -111,7 +106,8 @@ class SubjectView(View):
     def __init__(self, dialect: str) -> None:
         super().__init__(dialect)
         d = dialect
-        self._insert_subject = ManyRows(d, SUBJECTS.insert())
+        self._uuid = uuid_param(d)
+        self._insert_subject = ManyRows(d, SUBJECTS.insert(), [c.name for c in SUBJECTS.c])
         excluded = sa.literal_column
         self._upsert_category = ManyRows(
             d,
@@ -125,12 +121,17 @@ class SubjectView(View):
                     "collections": CATEGORIES.c.collections + excluded("excluded.collections"),
                 },
             ),
+            ("subject_id", "category", "first_at", "last_at", "collections"),
         )
         self._insert_facet = ManyRows(
-            d, upsert(d, FACETS, ("subject_id", "category", "facet", "value"))
+            d,
+            upsert(d, FACETS, ("subject_id", "category", "facet", "value")),
+            ("subject_id", "category", "facet", "value"),
         )
         self._upsert_value = ManyRows(
-            d, upsert(d, VALUES, ("subject_id", "category", "field"), ("sealed", "at", "position"))
+            d,
+            upsert(d, VALUES, ("subject_id", "category", "field"), ("sealed", "at", "position")),
+            ("subject_id", "category", "field", "sealed", "at", "position"),
         )
         self._count = ManyRows(
             d,
@@ -140,81 +141,37 @@ class SubjectView(View):
                 events=SUBJECTS.c.events + sa.bindparam("n", type_=sa.BigInteger),
                 last_position=sa.bindparam("pos", type_=sa.BigInteger),
             ),
+            ("sid", "n", "pos"),
         )
+        self._folds: dict[type, _Fold | None] = {}
+        """How each kind of payload is folded (None: not about a person), found on first sight."""
 
     def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
-        page = _Page()
+        people: dict[int, _Person] = {}
+        folds = self._folds
         for position, payload in entries:
-            if isinstance(payload, ev.SubjectEnvelope):
-                self._fold(conn, page, position, payload)
-        self._flush(conn, page)
-
-    def _fold(self, conn: Connection, page: _Page, position: int, p: ev.SubjectEnvelope) -> None:
-        sid = p.subject_id
-        if isinstance(p, ev.DataErased | ev.AccountCancelled | ev.KeyShredded):
-            self._flush(conn, page)  # what came before must land before it is removed
-            self._close(conn, p)
-        person = page.person(sid)
-        person.events += 1
-        person.last_position = position
-        if isinstance(p, ev.DataCollected):
-            self._collected(person, position, p)
-        elif isinstance(p, ev.SubjectRegistered):
-            page.subjects.append(
-                {
-                    "subject_id": sid,
-                    "namespace": p.namespace,
-                    "account_id": p.account_id,
-                    "registered_at": to_us(p.occurred_at),
-                    "minor": p.minor,
-                    "has_guardian": p.guardian is not None or p.guardian_subject_id is not None,
-                    "storage_region": p.storage_region,
-                    "erased": False,
-                    "cancelled": False,
-                    "key_shredded": False,
-                    "closed_at": None,
-                    "events": 0,
-                    "last_position": position,
-                }
-            )
-        elif isinstance(p, ev.DataUsed):
-            for category in p.categories:
-                person.facets.add((category, "purpose", p.purpose))
-                person.facets.add((category, "basis", p.legal_basis))
-        elif isinstance(p, ev.DataShared):
-            for category in p.categories:
-                person.facets.add((category, "purpose", p.purpose))
-                person.facets.add((category, "basis", p.legal_basis))
-                person.facets.add((category, "recipient_class", p.recipient_class))
-                person.facets.add((category, "recipient", p.recipient))
-                person.facets.add((category, "region", p.destination_region))
-        elif isinstance(p, ev.DataCorrected):
-            at = to_us(p.occurred_at)
-            for name, sealed in p.values.items():
-                person.values[(p.category, name)] = (sealed, at, position)
-
-    @staticmethod
-    def _collected(person: _Person, position: int, p: ev.DataCollected) -> None:
-        category, at = p.category, to_us(p.occurred_at)
-        held = person.categories.get(category)
-        if held is None:
-            person.categories[category] = [at, at, 1]
-        else:
-            held[0], held[1], held[2] = min(held[0], at), max(held[1], at), held[2] + 1
-        facets = person.facets
-        facets.add((category, "source", p.source))
-        facets.add((category, "basis", p.mode.value))
-        facets.add((category, "region", p.storage_region))
-        for purpose in p.purposes:
-            facets.add((category, "purpose", purpose))
-        for name, sealed in p.values.items():
-            person.values[(category, name)] = (sealed, at, position)
-        if p.reference is not None:
-            person.values[(category, REFERENCE_FIELD)] = (p.reference, at, position)
+            kind = type(payload)
+            fold = folds.get(kind, _UNSEEN)
+            if fold is _UNSEEN:
+                fold = folds[kind] = _fold_of(kind)
+            if fold is None:  # not about a person
+                continue
+            p = cast("ev.SubjectEnvelope", payload)
+            if kind in _CLOSING:
+                self._flush(conn, people)  # what came before must land before it is removed
+                self._close(conn, p)
+            sid = p.subject_id
+            person = people.get(sid.int)
+            if person is None:
+                person = people[sid.int] = _Person(sid)
+            person.events += 1
+            person.last_position = position
+            fold(person, position, p)
+        self._flush(conn, people)
 
     def _close(self, conn: Connection, p: ev.SubjectEnvelope) -> None:
         sid = p.subject_id
-        self.known.forget(sid)
+        self.known.forget(sid.int)
         at = to_us(p.occurred_at)
         if isinstance(p, ev.DataErased):
             if p.categories:
@@ -246,44 +203,120 @@ class SubjectView(View):
                 .values(key_shredded=True, account_id=None)
             )
 
-    def _flush(self, conn: Connection, page: _Page) -> None:
-        if page.subjects:
-            self._insert_subject.run(conn, page.subjects)
-        categories: list[dict[str, object]] = []
-        facets: list[dict[str, object]] = []
-        values: list[dict[str, object]] = []
-        counts: list[dict[str, object]] = []
-        fresh = self.known.fresh_of
-        for sid, person in page.people.items():
-            categories.extend(
-                {
-                    "subject_id": sid,
-                    "category": cat,
-                    "first_at": v[0],
-                    "last_at": v[1],
-                    "collections": v[2],
-                }
-                for cat, v in person.categories.items()
-            )
+    def _flush(self, conn: Connection, people: dict[int, _Person]) -> None:
+        """Write the people's rows, then forget them (the dict is emptied in place)."""
+        if not people:
+            return
+        subjects: list[tuple[object, ...]] = []
+        categories: list[tuple[object, ...]] = []
+        facets: list[tuple[object, ...]] = []
+        values: list[tuple[object, ...]] = []
+        counts: list[tuple[object, ...]] = []
+        fresh, uuid = self.known.fresh_of, self._uuid
+        for key, person in people.items():
+            sid = uuid(person.sid)
+            for category, (first, last, n) in person.categories.items():
+                categories.append((sid, category, first, last, n))
             if person.facets:
-                facets.extend(
-                    {"subject_id": sid, "category": c, "facet": f, "value": v}
-                    for c, f, v in fresh(sid, person.facets)
+                for category, facet, value in fresh(key, person.facets):
+                    facets.append((sid, category, facet, value))
+            for (category, name), (sealed, at, position) in person.values.items():
+                values.append((sid, category, name, sealed, at, position))
+            registered = person.registered
+            if registered is None:
+                counts.append((sid, person.events, person.last_position))
+            else:  # a person's first event: the row starts with the page's count
+                subjects.append(
+                    (
+                        sid,
+                        registered.namespace,
+                        registered.account_id,
+                        to_us(registered.occurred_at),
+                        registered.minor,
+                        registered.guardian is not None
+                        or registered.guardian_subject_id is not None,
+                        registered.storage_region,
+                        False,
+                        False,
+                        False,
+                        None,
+                        person.events,
+                        person.last_position,
+                    )
                 )
-            values.extend(
-                {
-                    "subject_id": sid,
-                    "category": cat,
-                    "field": name,
-                    "sealed": v[0],
-                    "at": v[1],
-                    "position": v[2],
-                }
-                for (cat, name), v in person.values.items()
-            )
-            counts.append({"sid": sid, "n": person.events, "pos": person.last_position})
+        people.clear()
+        self._insert_subject.run(conn, subjects)
         self._upsert_category.run(conn, categories)
         self._insert_facet.run(conn, facets)
         self._upsert_value.run(conn, values)
         self._count.run(conn, counts)
-        page.subjects, page.people = [], {}
+
+
+_Fold = Callable[[_Person, int, Any], None]
+
+
+def _collected(person: _Person, position: int, p: ev.DataCollected) -> None:
+    category, at = p.category, to_us(p.occurred_at)
+    held = person.categories.get(category)
+    if held is None:
+        person.categories[category] = [at, at, 1]
+    else:
+        held[0], held[1], held[2] = min(held[0], at), max(held[1], at), held[2] + 1
+    facets = person.facets
+    facets.add((category, "source", p.source))
+    facets.add((category, "basis", _MODES[p.mode]))
+    facets.add((category, "region", p.storage_region))
+    for purpose in p.purposes:
+        facets.add((category, "purpose", purpose))
+    values = person.values
+    for name, sealed in p.values.items():
+        values[(category, name)] = (sealed, at, position)
+    if p.reference is not None:
+        values[(category, REFERENCE_FIELD)] = (p.reference, at, position)
+
+
+def _used(person: _Person, _position: int, p: ev.DataUsed) -> None:
+    facets, purpose, basis = person.facets, p.purpose, p.legal_basis
+    for category in p.categories:
+        facets.add((category, "purpose", purpose))
+        facets.add((category, "basis", basis))
+
+
+def _shared(person: _Person, _position: int, p: ev.DataShared) -> None:
+    facets = person.facets
+    for category in p.categories:
+        facets.add((category, "purpose", p.purpose))
+        facets.add((category, "basis", p.legal_basis))
+        facets.add((category, "recipient_class", p.recipient_class))
+        facets.add((category, "recipient", p.recipient))
+        facets.add((category, "region", p.destination_region))
+
+
+def _registered(person: _Person, _position: int, p: ev.SubjectRegistered) -> None:
+    person.registered = p
+
+
+def _corrected(person: _Person, position: int, p: ev.DataCorrected) -> None:
+    at = to_us(p.occurred_at)
+    for name, sealed in p.values.items():
+        person.values[(p.category, name)] = (sealed, at, position)
+
+
+def _counted(_person: _Person, _position: int, _p: ev.SubjectEnvelope) -> None:
+    """Events that only count (and move the person's last position)."""
+
+
+_FOLDS: dict[type, _Fold] = {
+    ev.DataCollected: _collected,
+    ev.DataUsed: _used,
+    ev.DataShared: _shared,
+    ev.SubjectRegistered: _registered,
+    ev.DataCorrected: _corrected,
+}
+_UNSEEN: Any = object()
+
+
+def _fold_of(kind: type) -> _Fold | None:
+    if not issubclass(kind, ev.SubjectEnvelope):
+        return None
+    return _FOLDS.get(kind, _counted)
