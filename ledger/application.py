@@ -127,21 +127,39 @@ class Ledger(Application[UUID]):
         return outcome.recorded
 
     def execute_batch(
-        self, principal: str, commands: Sequence[cmd._Command], *, all_or_nothing: bool = False
+        self,
+        principal: str,
+        commands: Sequence[cmd._Command],
+        *,
+        all_or_nothing: bool = False,
+        digests: Sequence[str] | None = None,
     ) -> list[ItemOutcome]:
         """Record many recording commands in one transaction; each item gets its own outcome."""
-        return self.execute_many([(principal, c) for c in commands], all_or_nothing=all_or_nothing)
+        return self.execute_many(
+            [(principal, c) for c in commands], all_or_nothing=all_or_nothing, digests=digests
+        )
 
     def execute_many(
-        self, items: Sequence[tuple[str, cmd._Command]], *, all_or_nothing: bool = False
+        self,
+        items: Sequence[tuple[str, cmd._Command]],
+        *,
+        all_or_nothing: bool = False,
+        digests: Sequence[str] | None = None,
     ) -> list[ItemOutcome]:
         """Record recording commands of possibly different principals in one transaction
-        (a batch, or concurrent calls committed together); each item gets its own outcome."""
+        (a batch, or concurrent calls committed together); each item gets its own outcome.
+        `digests`, when given, are the items' `digest`s, made by another process of this
+        ledger (the server's, while its writer process commits)."""
         for index, (_, command) in enumerate(items):
             if not isinstance(command, BATCHABLE):
                 kind = type(command).__name__
                 raise InvalidCommand(f"items.{index}", f"{kind} cannot be batched")
-        return self._engine.run(items, all_or_nothing=all_or_nothing)
+        return self._engine.run(items, all_or_nothing=all_or_nothing, digests=digests)
+
+    def digest(self, command: cmd._Command) -> str:
+        """The keyed digest of a command that idempotency compares: a retry with the same key
+        must carry a command of the same digest."""
+        return self.sealer.master.digest(command.canonical())
 
     def ensure_policy(self, policy: Policy, effective_at: datetime, principal: str) -> bool:
         """Publish `policy` as the first version when the book is empty; True if it did."""

@@ -24,6 +24,7 @@ from ledger import commands as cmd
 from ledger.errors import (
     ConcurrencyExhausted,
     IdempotencyConflict,
+    InvalidCommand,
     LedgerError,
     RefusalReason,
     Refused,
@@ -56,9 +57,17 @@ class Engine:
         self.max_attempts = max_attempts
 
     def run(
-        self, items: Sequence[tuple[str, cmd._Command]], *, all_or_nothing: bool
+        self,
+        items: Sequence[tuple[str, cmd._Command]],
+        *,
+        all_or_nothing: bool,
+        digests: Sequence[str] | None = None,
     ) -> list[ItemOutcome]:
-        digests = [self.app.sealer.master.digest(c.canonical()) for _, c in items]
+        if digests is None:
+            digests = [self.app.digest(c) for _, c in items]
+        elif len(digests) != len(items):
+            raise InvalidCommand("digests", "give one digest per item")
+        digests = list(digests)
         with self.app._write_lock:
             return self._attempts(items, digests, all_or_nothing=all_or_nothing)
 

@@ -198,8 +198,10 @@ class ProcessCommitter:
     async def record_many(
         self, principal: str, commands: Sequence[cmd._Command], *, all_or_nothing: bool
     ) -> list[ItemOutcome]:
-        """A batch call: its own transaction."""
-        answer = await self._ask(_BATCH, principal, list(commands), all_or_nothing)
+        """A batch call: its own transaction. Its keyed digests are made here, on the
+        server's core, since a batch is the writer's heaviest work."""
+        digests = [self._ledger.digest(c) for c in commands]
+        answer = await self._ask(_BATCH, principal, list(commands), all_or_nothing, digests)
         return cast("list[ItemOutcome]", answer)
 
     def execute_many_threadsafe(
@@ -488,7 +490,7 @@ class _Writer:
             run = lambda: ledger.execute(request[2], request[3])  # noqa: E731
         elif kind == _BATCH:
             run = lambda: ledger.execute_batch(  # noqa: E731
-                request[2], request[3], all_or_nothing=request[4]
+                request[2], request[3], all_or_nothing=request[4], digests=request[5]
             )
         else:
             run = lambda: ledger.execute_many(request[2])  # noqa: E731
