@@ -282,6 +282,12 @@ class Ledger(Application[UUID]):
             raise Refused(RefusalReason.NO_POLICY_IN_FORCE, "§8", "no policy version in force")
         return published, self._parsed(book, published.version)
 
+    def close(self) -> None:
+        stop_checkpoints = getattr(self.recorder, "stop_checkpoints", None)
+        if callable(stop_checkpoints):
+            stop_checkpoints()
+        super().close()
+
     def add_listener(self, listener: Callable[[int], None]) -> None:
         """Call `listener` with the last log position after every save in this process (how
         in-process projections learn of new events without polling). It must not block."""

@@ -8,6 +8,9 @@ to follow the log by polling: `eventsourcing` 9.5.6 gives SQLite no subscription
 
 from __future__ import annotations
 
+import logging
+import os
+import sqlite3
 import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -28,6 +31,8 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from ledger.receipts import Receipt
+
+_log = logging.getLogger(__name__)
 
 RECEIPTS = "receipts"
 """The keyword under which the application hands receipts to `insert_events`."""
@@ -118,13 +123,25 @@ class LedgerPOPOFactory(POPOFactory):
 
 
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
-    """The SQLite recorder, keeping receipts and able to be followed by polling."""
+    """The SQLite recorder, keeping receipts and able to be followed by polling.
+
+    Its writes leave the write-ahead log's checkpoints to a thread of their own (`WalCheckpoints`):
+    SQLite would otherwise run each one inside the commit that crosses its threshold, and
+    that commit, with every call waiting on it, would wait for the copy and two more fsyncs.
+    """
 
     poll_interval = 0.05
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.receipts_table_name = f"{self.events_table_name}_receipts"
+        pool = self.datastore.pool
+        self._checkpoints = None if pool.is_sqlite_memory_mode else WalCheckpoints(pool.db_name)
+
+    def stop_checkpoints(self) -> None:
+        """Checkpoint what is left, then stop the checkpoint thread (the ledger closes)."""
+        if self._checkpoints is not None:
+            self._checkpoints.stop()
 
     def construct_create_table_statements(self) -> list[str]:
         table = f"{getattr(self, 'events_table_name', 'stored_events')}_receipts"
@@ -139,6 +156,9 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        if self._checkpoints is not None:
+            c.execute("PRAGMA wal_autocheckpoint = 0")  # a connection setting; cheap to repeat
+            self._checkpoints.nudge()
         ids = super()._insert_events(c, stored_events, **kwargs)
         receipts = _positioned(kwargs.get(RECEIPTS, ()), stored_events, ids)
         if receipts:
@@ -161,6 +181,70 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         self, gt: int | None = None, topics: Sequence[str] = ()
     ) -> Subscription[ApplicationRecorder]:
         return _PollingSubscription(self, gt=gt, topics=topics, interval=self.poll_interval)
+
+
+class WalCheckpoints:
+    """Checkpoints a SQLite database's write-ahead log from a thread of its own.
+
+    The writers turn SQLite's automatic checkpoints off and nudge this thread after each
+    write; once the log has passed `threshold` bytes it runs a PASSIVE checkpoint, which never
+    blocks a reader or a writer and copies only what is committed. Its fsyncs release the
+    interpreter lock, so writing goes on meanwhile. Durability does not depend on it: a
+    committed transaction is in the log, which is part of the database until checkpointed.
+    """
+
+    def __init__(self, path: str, threshold: int = 4 * 1024 * 1024) -> None:
+        self._path = path
+        self._wal = f"{path}-wal"
+        self._threshold = threshold
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.checkpoints = 0
+
+    def nudge(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._stopping.is_set():
+                    self._thread = threading.Thread(
+                        target=self._run, name="pdl-events-checkpoint", daemon=True
+                    )
+                    self._thread.start()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def _due(self) -> bool:
+        try:
+            return os.stat(self._wal).st_size >= self._threshold
+        except OSError:
+            return False
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                stopping = self._stopping.is_set()
+                if stopping or self._due():
+                    try:
+                        if conn is None:
+                            conn = sqlite3.connect(self._path, timeout=30, isolation_level=None)
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                        self.checkpoints += 1
+                    except sqlite3.Error as exc:  # tried again at the next write
+                        _log.warning("events checkpoint failed: %s", type(exc).__name__)
+                if stopping:
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
 
 
 class _PollingSubscription(ListenNotifySubscription[ApplicationRecorder]):

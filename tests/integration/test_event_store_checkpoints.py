@@ -1,0 +1,68 @@
+"""The SQLite event store checkpoints its write-ahead log from a thread of its own: the
+writers' automatic checkpoints are off, the thread copies the log into the database once it
+has grown, and everything committed stays readable (by another ledger on the same file)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from scenario import PRINCIPAL, START, collection, subject
+
+from ledger.application import Ledger
+from ledger.clock import FixedClock
+from ledger.policy import SEED_EFFECTIVE_AT, load_seed_policy
+from ledger.recorders import LedgerSQLiteRecorder, WalCheckpoints
+from ledger.sealing import MasterKey, Sealer
+from ledger.storage import StorageConfig, ledger_env
+from server.keystore import SqlKeyStore
+
+
+def _ledger(tmp_path: Path, master: MasterKey) -> Ledger:
+    app = Ledger(
+        ledger_env(StorageConfig(backend="sqlite", sqlite_path=tmp_path / "events.db")),
+        sealer=Sealer(master, SqlKeyStore(f"sqlite:///{tmp_path / 'keys.db'}")),
+        clock=FixedClock(START),
+    )
+    app.ensure_policy(load_seed_policy(), SEED_EFFECTIVE_AT, "pdl-bootstrap")
+    return app
+
+
+def _rows_in_database_file(path: Path) -> int:
+    """Events readable from the main file alone: the log is copied aside and left out."""
+    copy = path.with_name("copy.db")
+    copy.write_bytes(path.read_bytes())
+    with sqlite3.connect(copy) as conn:
+        return int(conn.execute("SELECT count(*) FROM stored_events").fetchone()[0])
+
+
+def test_the_log_is_checkpointed_by_the_thread_and_nothing_committed_is_lost(
+    tmp_path: Path,
+) -> None:
+    master = MasterKey.generate()
+    ledger = _ledger(tmp_path, master)
+    recorder = ledger.recorder
+    assert isinstance(recorder, LedgerSQLiteRecorder)
+    checkpoints = recorder._checkpoints
+    assert isinstance(checkpoints, WalCheckpoints)
+    checkpoints._threshold = 64 * 1024  # small, so a few hundred events cross it
+    sid = subject(ledger)
+    for n in range(30):
+        ledger.execute_batch(
+            PRINCIPAL, [collection(sid, at=START) for _ in range(20)], all_or_nothing=True
+        )
+        if n == 0:
+            with recorder.datastore.transaction(commit=False) as c:
+                c.execute("PRAGMA wal_autocheckpoint")
+                assert c.fetchone()[0] == 0  # the writer's own checkpoints are off
+    total = ledger.recorder.max_notification_id()
+    in_file = _rows_in_database_file(tmp_path / "events.db")  # only the thread copies there
+    ledger.close()  # stops the thread after a last checkpoint
+
+    assert checkpoints.checkpoints >= 1
+    assert 0 < in_file <= total
+    reopened = _ledger(tmp_path, master)
+    try:
+        assert len(reopened.history(sid)) == 1 + 30 * 20
+    finally:
+        reopened.close()
