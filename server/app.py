@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from ledger.application import Ledger
 from ledger.clock import SystemClock
 from ledger.errors import ConfigurationError
+from server import forwarding
 from server._pb.pdl.v1 import (
     ledger_service_pb2,
     notice_service_pb2,
@@ -114,6 +115,8 @@ async def build_server(
         ],
     )
     _by_generic_handlers_only(server)
+    if isinstance(committer, ProcessCommitter):  # before the generated handlers, so it serves
+        server.add_generic_rpc_handlers(forwarding.generic_handlers(committer))
     lgrpc.add_LedgerServiceServicer_to_server(
         LedgerServicer(ledger, committer, clock, settings.max_batch_items), server
     )

@@ -36,12 +36,13 @@ import struct
 from collections import deque
 from collections.abc import Callable, Sequence
 from multiprocessing import util
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from ledger import commands as cmd
 from ledger.application import BATCHABLE, ItemOutcome, Ledger, Recorded
 from ledger.errors import ConfigurationError
 from server.errors import WriterFailed, WriterUnavailable
+from server.forwarding import ROUTES, Route
 from server.runtime import open_ledger, settle_heap
 from server.settings import Settings
 
@@ -62,6 +63,8 @@ _ALONE = 1  # a command in a transaction of its own
 _BATCH = 2  # a RecordBatch call: its commands in one transaction
 _MANY = 3  # commands of possibly several principals in one transaction (policy notices)
 _STOP = 4  # finish what was sent, answer it, exit
+_FORWARD = 5  # a forwarded call's bytes (`server.forwarding`): committed with the unary ones
+_GROUPED = (_ONE, _FORWARD)
 
 
 def _frame(message: object) -> bytes:
@@ -204,6 +207,11 @@ class ProcessCommitter:
         answer = await self._ask(_BATCH, principal, list(commands), all_or_nothing, digests)
         return cast("list[ItemOutcome]", answer)
 
+    async def forward(self, method: str, principal: str, request: bytes) -> bytes:
+        """A forwarded call: the writer parses, converts, records and answers it."""
+        answer = cast("Forwarded", await self._ask(_FORWARD, principal, method, request))
+        return answer.response
+
     def execute_many_threadsafe(
         self, items: Sequence[tuple[str, cmd._Command]], timeout: float = 60.0
     ) -> list[ItemOutcome]:
@@ -262,9 +270,9 @@ class ProcessCommitter:
         reached = 0
         published = False
         for request, ok, value in answers:
-            for recorded in _recorded_in(value):
-                reached = max(reached, recorded.position)
-                published = published or recorded.event_type == "PolicyPublished"
+            for position, event_type in _reached(value):
+                reached = max(reached, position)
+                published = published or event_type == "PolicyPublished"
             answer = self._waiting.pop(request, None)
             if answer is None or answer.done():
                 continue  # a cancelled call's command is committed all the same
@@ -359,6 +367,22 @@ class ProcessCommitter:
                 process.kill()
             raise
         self._flush()  # what queued while it started
+
+
+class Forwarded(NamedTuple):
+    """The writer's answer to a forwarded call: the response's bytes, and what the server
+    needs to know of it (the position reached; whether a policy was published)."""
+
+    response: bytes
+    position: int
+    event_type: str
+
+
+def _reached(value: Any) -> list[tuple[int, str]]:
+    """(position, event type) of what an answer recorded."""
+    if isinstance(value, Forwarded):
+        return [(value.position, value.event_type)]
+    return [(r.position, r.event_type) for r in _recorded_in(value)]
 
 
 def _recorded_in(value: Any) -> list[Recorded]:
@@ -468,19 +492,43 @@ class _Writer:
         """Run the unary commands at the head of the queue as one group, or else the one
         request there, and return the answers."""
         queue = self._queue
-        if queue[0][0] != _ONE:
+        if queue[0][0] not in _GROUPED:
             return [self._alone(queue.popleft())]
-        group: list[tuple[Any, ...]] = []
-        while queue and queue[0][0] == _ONE and len(group) < self._max_items:
-            group.append(queue.popleft())
+        answers: list[tuple[int, bool, Any]] = []
+        group: list[tuple[int, str, cmd._Command, Route | None]] = []
+        now = self._ledger.clock.now()
+        while queue and queue[0][0] in _GROUPED and len(group) < self._max_items:
+            request = queue.popleft()
+            if request[0] == _ONE:
+                group.append((request[1], request[2], request[3], None))
+                continue
+            forwarded = ROUTES[request[3]]
+            try:
+                command = forwarded.to_command(request[4], now)
+                group.append((request[1], request[2], command, forwarded))
+            except Exception as error:  # noqa: BLE001 (a bad request is its caller's answer)
+                answers.append((request[1], False, error))
+        if not group:
+            return answers
         try:
-            outcomes = self._ledger.execute_many([(r[2], r[3]) for r in group])
+            outcomes = self._ledger.execute_many([(g[1], g[2]) for g in group])
         except Exception as error:  # noqa: BLE001 (each caller gets the failure)
             _log.error("group commit of %d failed: %s", len(group), type(error).__name__)
-            return [(r[1], False, error) for r in group]
+            return [*answers, *((g[0], False, error) for g in group)]
         self._groups += 1
         self._items += len(group)
-        return [(r[1], True, o) for r, o in zip(group, outcomes, strict=True)]
+        for (number, _principal, _command, route), outcome in zip(group, outcomes, strict=True):
+            if route is None:
+                answers.append((number, True, outcome))
+            elif outcome.error is not None:
+                answers.append((number, False, outcome.error))
+            else:
+                done = outcome.recorded
+                assert done is not None  # noqa: S101 (an outcome is one or the other)
+                answers.append(
+                    (number, True, Forwarded(route.answer(done), done.position, done.event_type))
+                )
+        return answers
 
     def _alone(self, request: tuple[Any, ...]) -> tuple[int, bool, Any]:
         kind, number = request[0], request[1]

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from outcomes import log_end, reason_of
+from outcomes import bad_fields, log_end, nothing_written, reason_of
 from scenario import secret
 
 from server._pb.pdl.v1 import ledger_service_pb2 as lpb
 from server.client import LedgerClient, meta, subject
+from server.forwarding import ROUTES
 from server.writer_process import ProcessCommitter
 
 if TYPE_CHECKING:
@@ -129,6 +130,32 @@ def test_calls_made_while_the_writer_is_replaced_wait_for_the_new_one(
     assert set(answers) <= {"DataCollected", "WRITER_UNAVAILABLE"}
     assert answers[-1] == "DataCollected"
     assert committer.restarts == 1
+
+
+@pytest.mark.parametrize("method", sorted(ROUTES))
+def test_a_forwarded_call_whose_bytes_are_not_its_message_is_invalid_and_writes_nothing(
+    client: LedgerClient, method: str
+) -> None:
+    raw = client.channel.unary_unary(method)  # bytes in, bytes out
+
+    with nothing_written(client), pytest.raises(grpc.RpcError) as bad:
+        raw(b"\xff\xff\xff\xff", **client.options)
+
+    assert bad_fields(bad.value) == ["request"]
+
+
+def test_forwarded_calls_are_answered_with_the_response_message_of_their_method(
+    client: LedgerClient,
+) -> None:
+    person = client.register_subject("app", secret("account")).subject_id
+    raw = client.channel.unary_unary("/pdl.v1.LedgerService/RecordCollection")
+
+    answer = lpb.RecordCollectionResponse.FromString(
+        raw(_collection(person, uuid.uuid4().hex).SerializeToString(), **client.options)
+    )
+
+    assert answer.recorded.event_type == "DataCollected"
+    assert answer.recorded.position == log_end(client)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
