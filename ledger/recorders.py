@@ -9,7 +9,6 @@ to follow the log by polling: `eventsourcing` 9.5.6 gives SQLite no subscription
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -158,7 +157,6 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     ) -> Sequence[int] | None:
         if self._checkpoints is not None:
             c.execute("PRAGMA wal_autocheckpoint = 0")  # a connection setting; cheap to repeat
-            self._checkpoints.nudge()
         ids = super()._insert_events(c, stored_events, **kwargs)
         receipts = _positioned(kwargs.get(RECEIPTS, ()), stored_events, ids)
         if receipts:
@@ -166,6 +164,8 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                 f"INSERT INTO {self.receipts_table_name} VALUES (?,?,?,?,?,?,?)",  # noqa: S608
                 [_row(r) for r in receipts],
             )
+        if self._checkpoints is not None:
+            self._checkpoints.wrote(len(stored_events) + len(receipts))
         return ids
 
     def receipt(self, receipt_id: str) -> Receipt | None:
@@ -186,24 +186,31 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
 class WalCheckpoints:
     """Checkpoints a SQLite database's write-ahead log from a thread of its own.
 
-    The writers turn SQLite's automatic checkpoints off and nudge this thread after each
-    write; once the log has passed `threshold` bytes it runs a PASSIVE checkpoint, which never
-    blocks a reader or a writer and copies only what is committed. Its fsyncs release the
-    interpreter lock, so writing goes on meanwhile. Durability does not depend on it: a
-    committed transaction is in the log, which is part of the database until checkpointed.
+    The writers turn SQLite's automatic checkpoints off and tell this thread how many rows
+    they wrote; once about `every_rows` rows have been written since the last checkpoint
+    (with the few pages each row dirties, roughly SQLite's own 1,000-page default), it runs a
+    PASSIVE checkpoint, which never blocks a reader or a writer and copies only what is
+    committed. Its fsyncs release the interpreter lock, so writing goes on meanwhile.
+    Durability does not depend on it: a committed transaction is in the log, which is part of
+    the database until checkpointed.
     """
 
-    def __init__(self, path: str, threshold: int = 4 * 1024 * 1024) -> None:
+    def __init__(self, path: str, every_rows: int = 500) -> None:
         self._path = path
-        self._wal = f"{path}-wal"
-        self._threshold = threshold
+        self.every_rows = every_rows
+        self._written = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.checkpoints = 0
 
-    def nudge(self) -> None:
+    def wrote(self, rows: int) -> None:
+        """Count rows written (by the one writer holding the database's write lock)."""
+        self._written += rows
+        if self._written < self.every_rows:
+            return
+        self._written = 0
         if self._thread is None:
             with self._lock:
                 if self._thread is None and not self._stopping.is_set():
@@ -219,28 +226,20 @@ class WalCheckpoints:
         if self._thread is not None:
             self._thread.join(30)
 
-    def _due(self) -> bool:
-        try:
-            return os.stat(self._wal).st_size >= self._threshold
-        except OSError:
-            return False
-
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
         try:
             while True:
                 self._wake.wait()
                 self._wake.clear()
-                stopping = self._stopping.is_set()
-                if stopping or self._due():
-                    try:
-                        if conn is None:
-                            conn = sqlite3.connect(self._path, timeout=30, isolation_level=None)
-                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                        self.checkpoints += 1
-                    except sqlite3.Error as exc:  # tried again at the next write
-                        _log.warning("events checkpoint failed: %s", type(exc).__name__)
-                if stopping:
+                try:
+                    if conn is None:
+                        conn = sqlite3.connect(self._path, timeout=30, isolation_level=None)
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error as exc:  # tried again at the next threshold
+                    _log.warning("events checkpoint failed: %s", type(exc).__name__)
+                if self._stopping.is_set():
                     return
         finally:
             if conn is not None:

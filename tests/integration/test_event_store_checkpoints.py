@@ -45,7 +45,7 @@ def test_the_log_is_checkpointed_by_the_thread_and_nothing_committed_is_lost(
     assert isinstance(recorder, LedgerSQLiteRecorder)
     checkpoints = recorder._checkpoints
     assert isinstance(checkpoints, WalCheckpoints)
-    checkpoints._threshold = 64 * 1024  # small, so a few hundred events cross it
+    checkpoints.every_rows = 100  # small, so the test's writes cross it a few times
     sid = subject(ledger)
     for n in range(30):
         ledger.execute_batch(
