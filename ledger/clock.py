@@ -43,6 +43,8 @@ class FixedClock:
 
 def ensure_utc(instant: datetime) -> datetime:
     """Return ``instant`` in UTC; a naive datetime is refused, never guessed."""
+    if instant.tzinfo is UTC:  # the usual case, on every payload built: nothing to do
+        return instant
     if instant.tzinfo is None or instant.utcoffset() is None:
         msg = "datetime must be timezone-aware"
         raise ValueError(msg)
