@@ -309,6 +309,8 @@ def _announce(settings: Settings, runtime: Runtime, port: int, *, made: bool) ->
     lines = [
         f"pdl: serving on {host}:{port} ({security})",
         f"pdl: storage {_location(runtime)}",
+        "pdl: writes made by "
+        + ("a writer process of its own" if settings.writer == "process" else "a thread"),
         f"pdl: admin token {'written to' if made else 'in'} {settings.admin_token_path} "
         "(owner-only; send it as 'authorization: Bearer <token>')",
     ]
