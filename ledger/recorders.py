@@ -24,7 +24,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteConnection, SQLiteCursor
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
@@ -32,6 +32,10 @@ from psycopg.sql import SQL, Identifier
 from ledger.receipts import Receipt
 
 _log = logging.getLogger(__name__)
+
+_CACHE_KIB = 64 * 1024
+"""Page cache per event-store connection on SQLite (its default, 2 MiB, holds a small part
+of the B-trees a write touches: each person's events and the receipts land all over them)."""
 
 RECEIPTS = "receipts"
 """The keyword under which the application hands receipts to `insert_events`."""
@@ -136,6 +140,18 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         self.receipts_table_name = f"{self.events_table_name}_receipts"
         pool = self.datastore.pool
         self._checkpoints = None if pool.is_sqlite_memory_mode else WalCheckpoints(pool.db_name)
+        if self._checkpoints is not None:
+            create = pool._create_connection
+
+            def configured() -> SQLiteConnection:
+                """A new connection of the pool, set up for this store."""
+                conn = create()
+                raw = conn._sqlite_conn
+                raw.execute("PRAGMA wal_autocheckpoint = 0")  # `WalCheckpoints` does them
+                raw.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+                return conn
+
+            pool._create_connection = configured  # type: ignore[method-assign]
 
     def stop_checkpoints(self) -> None:
         """Checkpoint what is left, then stop the checkpoint thread (the ledger closes)."""
@@ -155,8 +171,6 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        if self._checkpoints is not None:
-            c.execute("PRAGMA wal_autocheckpoint = 0")  # a connection setting; cheap to repeat
         ids = super()._insert_events(c, stored_events, **kwargs)
         receipts = _positioned(kwargs.get(RECEIPTS, ()), stored_events, ids)
         if receipts:
