@@ -49,6 +49,15 @@ def _writer(served: Served) -> ProcessCommitter:
     return committer
 
 
+def _person_and_writer(served: Served, client: LedgerClient) -> tuple[ProcessCommitter, str, int]:
+    """The server's writer, a newly registered person, and the writer process's pid."""
+    committer = _writer(served)
+    person = client.register_subject("app", secret("account")).subject_id
+    pid = committer.writer_pid
+    assert pid is not None
+    return committer, person, pid
+
+
 def _wait_for_new_writer(committer: ProcessCommitter, old_pid: int) -> int:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -78,10 +87,7 @@ def test_every_write_is_made_by_a_writer_process_of_its_own(
 def test_a_writer_killed_before_it_answers_fails_the_call_with_unavailable_and_a_retry_records_once(
     served: Served, client: LedgerClient
 ) -> None:
-    committer = _writer(served)
-    person = client.register_subject("app", secret("account")).subject_id
-    pid = committer.writer_pid
-    assert pid is not None
+    committer, person, pid = _person_and_writer(served, client)
     key = uuid.uuid4().hex
 
     os.kill(pid, signal.SIGSTOP)  # the writer takes no more requests...
@@ -108,10 +114,7 @@ def test_a_writer_killed_before_it_answers_fails_the_call_with_unavailable_and_a
 def test_calls_made_while_the_writer_is_replaced_wait_for_the_new_one(
     served: Served, client: LedgerClient
 ) -> None:
-    committer = _writer(served)
-    person = client.register_subject("app", secret("account")).subject_id
-    pid = committer.writer_pid
-    assert pid is not None
+    committer, person, pid = _person_and_writer(served, client)
 
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
@@ -162,10 +165,7 @@ def test_forwarded_calls_are_answered_with_the_response_message_of_their_method(
 def test_a_signal_sent_to_the_writer_does_not_stop_it_before_the_server_stops(
     served: Served, client: LedgerClient, sig: signal.Signals
 ) -> None:
-    committer = _writer(served)
-    person = client.register_subject("app", secret("account")).subject_id
-    pid = committer.writer_pid
-    assert pid is not None
+    committer, person, pid = _person_and_writer(served, client)
 
     os.kill(pid, sig)  # as a service manager or Ctrl-C sends it to every process of the group
     time.sleep(0.2)
