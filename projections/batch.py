@@ -16,7 +16,7 @@ database allows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from operator import itemgetter
 from typing import Any
@@ -30,10 +30,14 @@ from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.sqltypes import NullType
 
+from projections import pgarrays
+
 __all__ = ["ArrayStatement", "ManyRows", "guard_pipelines", "sync", "uuid_param"]
 
 _PIPELINE = "pdl_pipeline"
 """Key of the open psycopg pipeline in a connection's `info`."""
+_ENCODED = "pdl_encoded_arrays"
+"""Key, in a connection's `info`, of its psycopg connection taking `pgarrays.Encoded`."""
 
 
 class ManyRows:
@@ -114,7 +118,7 @@ class ManyRows:
 
     def _run_postgres(self, conn: Connection, rows: Sequence[Any]) -> None:
         if self._columns is not None:
-            arrays = dict(zip(self._columns, map(list, zip(*rows, strict=True)), strict=True))
+            arrays = dict(zip(self._columns, zip(*rows, strict=True), strict=True))
             self._postgres[self._columns].run(conn, arrays)
             return
         names = tuple(rows[0])
@@ -126,13 +130,15 @@ class ManyRows:
 
 class ArrayStatement:
     """A PostgreSQL statement whose parameters are arrays, sent in binary and pipelined
-    (the server runs it while the runner goes on; see the module's docstring)."""
+    (the server runs it while the runner goes on; see the module's docstring). Each
+    parameter's array is built by `projections.pgarrays` for its element type."""
 
     def __init__(self, statement: Any) -> None:
         self._statement = statement
         self._sql: dict[tuple[object, ...], str] = {}
+        self._encoders: dict[str, pgarrays.Encoder] = {}
 
-    def run(self, conn: Connection, arrays: dict[str, list[Any]]) -> None:
+    def run(self, conn: Connection, arrays: Mapping[str, Sequence[Any]]) -> None:
         schemas = conn.get_execution_options().get("schema_translate_map") or {}
         key = tuple(sorted(schemas.items(), key=repr))
         sql = self._sql.get(key)
@@ -145,32 +151,38 @@ class ArrayStatement:
             if set(compiled.binds) != set(arrays):
                 msg = f"unexpected parameters {sorted(compiled.binds)} for {sorted(arrays)}"
                 raise RuntimeError(msg)
+            for name, bind in compiled.binds.items():
+                if not isinstance(bind.type, postgresql.ARRAY):
+                    msg = f"parameter {name} is not an array"
+                    raise TypeError(msg)
+                self._encoders[name] = pgarrays.encoder_for(bind.type.item_type)
             sql = compiled.string
             for name in arrays:  # psycopg: `%(x)b` sends the array in binary (no text quoting)
                 sql = sql.replace(f"%({name})s", f"%({name})b")
             self._sql[key] = sql
+        encoders = self._encoders
+        params = {name: encoders[name](values) for name, values in arrays.items()}
         raw: Any = conn.connection.driver_connection
         if _PIPELINE not in conn.info:
+            if _ENCODED not in conn.info:
+                pgarrays.register(raw)
+                conn.info[_ENCODED] = True
             pipeline = raw.pipeline()
             pipeline.__enter__()
             conn.info[_PIPELINE] = pipeline
-        raw.cursor().execute(sql, arrays)
+        raw.cursor().execute(sql, params)
 
 
 def uuid_param(dialect: str) -> Callable[[UUID], Any]:
     """How a UUID goes into a tuple row of `ManyRows`: its hex on SQLite (as SQLAlchemy's
-    `Uuid` stores it there), the UUID itself on PostgreSQL (sent in binary)."""
+    `Uuid` stores it there), its element of a binary array on PostgreSQL."""
     if dialect == "sqlite":
         return _hex
-    return _same
+    return pgarrays.uuid_element
 
 
 def _hex(value: UUID) -> str:
     return f"{value.int:032x}"
-
-
-def _same(value: UUID) -> UUID:
-    return value
 
 
 def sync(conn: Connection, error: BaseException | None = None) -> None:

@@ -4,7 +4,8 @@ The runner reads the notification log in pages from the lowest view position, de
 page once, and hands each view the entries past its own position; each view's rows and its
 tracking position are written in one transaction, so a runner killed at any instant resumes
 from the tracking positions with nothing counted twice. While it catches up (each page comes
-back full) its pages grow, up to eight times the page size.
+back full) its pages grow, up to eight times the page size; on PostgreSQL, where a page's
+writes are pipelined, it reads and decodes the next page while the server writes the last.
 
 It wakes when this process records an event (a ledger listener), on PostgreSQL when another
 process does (LISTEN on the recorder's NOTIFY channel), and otherwise polls at a short
@@ -18,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.persistence import Notification
@@ -66,6 +68,8 @@ class ProjectionRunner:
         self.max_page_size = page_size * _CATCH_UP_GROWTH
         self._page_size = page_size
         """The next page's size: `page_size`, doubled after each full page up to the max."""
+        self._read_ahead: _Page | None = None
+        """The next page, read while the server wrote the last one (PostgreSQL)."""
         self.poll_interval = poll_interval
         stored = store.positions()
         self._positions = {v.name: stored.get(v.name, 0) for v in self.views}
@@ -97,13 +101,15 @@ class ProjectionRunner:
     def step(self, progress: Progress | None = None) -> int:
         """Fold one page; returns how many log entries it read (0 when up to date)."""
         start = self.position + 1
-        asked = self._page_size
-        notifications = self.ledger.recorder.select_notifications(start, asked)
+        page, self._read_ahead = self._read_ahead, None
+        if page is None or page.start != start:
+            page = self._read(start, self._page_size)
         self._page_size = self.page_size  # unless this page, full, commits
+        notifications, entries = page.notifications, page.entries
         if not notifications:
             return 0
-        entries = self._decode(notifications)
         last = notifications[-1].id
+        full = len(notifications) == page.asked  # catching up: the next page may be larger
         advanced: dict[str, int] = {}
         try:
             with self.store.write() as conn:
@@ -116,14 +122,17 @@ class ProjectionRunner:
                         view.apply(conn, todo)
                     advanced[view.name] = last
                 self.store.set_positions(conn, advanced)
+                if full and self.store.pipelined:  # the server writes this page meanwhile
+                    self._read_ahead = self._read(last + 1, self._grown(page.asked))
         except BaseException:
+            self._read_ahead = None
             for view in self.views:
                 view.discarded()
             raise
         for view in self.views:
             view.committed()
-        if len(notifications) == asked:  # catching up: the next page may be larger
-            self._page_size = min(asked * 2, self.max_page_size)
+        if full:
+            self._page_size = self._grown(page.asked)
         with self._changed:
             self._positions.update(advanced)
             self._changed.notify_all()
@@ -216,14 +225,30 @@ class ProjectionRunner:
                 self._wake.wait(self.poll_interval)
                 self._wake.clear()
 
-    def _decode(self, notifications: Sequence[Notification]) -> list[Entry]:
+    def _grown(self, size: int) -> int:
+        return min(size * 2, self.max_page_size)
+
+    def _read(self, start: int, size: int) -> _Page:
+        """Up to `size` log entries from `start`, decoded."""
+        notifications = self.ledger.recorder.select_notifications(start, size)
         payload_of = self.ledger.payload_of
         entries: list[Entry] = []
         for n in notifications:
             payload = payload_of(n)
             if payload is not None:
                 entries.append((n.id, payload))
-        return entries
+        return _Page(start, size, notifications, entries)
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """A page of the log as read: where it starts, how many entries were asked for, the
+    notifications, and the payloads decoded (position, payload)."""
+
+    start: int
+    asked: int
+    notifications: Sequence[Notification]
+    entries: list[Entry]
 
 
 class _PostgresListener:

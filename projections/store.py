@@ -77,6 +77,9 @@ class ViewStore:
         parsed = sa.make_url(url) if isinstance(url, str) else url
         self.shown_url = parsed.render_as_string(hide_password=True)
         self.dialect = parsed.get_backend_name()
+        self.pipelined = self.dialect == "postgresql"
+        """Whether a transaction's writes are pipelined (sent without waiting for the server,
+        which writes them while the runner goes on until the commit)."""
         self._checkpointer: _Checkpointer | None = None
         try:
             if self.dialect == "sqlite":
