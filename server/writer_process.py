@@ -218,7 +218,7 @@ class ProcessCommitter:
         """`Ledger.execute_many` through the writer, from a thread other than the event loop's
         (the projection runner's policy notices)."""
         loop = self._loop
-        if loop is None or loop.is_closed():
+        if loop is None or loop.is_closed() or self._stopping:
             raise WriterUnavailable
         future = asyncio.run_coroutine_threadsafe(self._ask(_MANY, list(items)), loop)
         return cast("list[ItemOutcome]", future.result(timeout))
