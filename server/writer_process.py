@@ -326,6 +326,7 @@ class ProcessCommitter:
                     await self._spawn()
                 except (ConfigurationError, TimeoutError) as error:
                     _log.error("the writer process could not start: %s", type(error).__name__)
+                    self._fail_all()  # the calls waiting for it are not kept waiting for ever
                     continue
                 self.restarts += 1
                 return
