@@ -22,8 +22,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eventsourcing.persistence import Notification
-
 from ledger.application import Ledger
 from projections.store import ViewStore
 from projections.view import Entry, View
@@ -105,11 +103,10 @@ class ProjectionRunner:
         if page is None or page.start != start:
             page = self._read(start, self._page_size)
         self._page_size = self.page_size  # unless this page, full, commits
-        notifications, entries = page.notifications, page.entries
-        if not notifications:
+        if not page.read:
             return 0
-        last = notifications[-1].id
-        full = len(notifications) == page.asked  # catching up: the next page may be larger
+        entries, last = page.entries, page.last
+        full = page.read == page.asked  # catching up: the next page may be larger
         advanced: dict[str, int] = {}
         try:
             with self.store.write() as conn:
@@ -137,8 +134,8 @@ class ProjectionRunner:
             self._positions.update(advanced)
             self._changed.notify_all()
         if progress is not None:
-            progress(last, len(notifications))
-        return len(notifications)
+            progress(last, page.read)
+        return page.read
 
     def start(self) -> None:
         """Follow the log in a background thread."""
@@ -237,17 +234,21 @@ class ProjectionRunner:
             payload = payload_of(n)
             if payload is not None:
                 entries.append((n.id, payload))
-        return _Page(start, size, notifications, entries)
+        # Only the payloads are kept: the stored events would be scanned by every collection
+        # of the garbage collector while the page is folded.
+        last = notifications[-1].id if notifications else start - 1
+        return _Page(start, size, len(notifications), last, entries)
 
 
 @dataclass(frozen=True, slots=True)
 class _Page:
-    """A page of the log as read: where it starts, how many entries were asked for, the
-    notifications, and the payloads decoded (position, payload)."""
+    """A page of the log as read: where it starts, how many entries were asked for and how
+    many were read, the last one's position, and the payloads decoded (position, payload)."""
 
     start: int
     asked: int
-    notifications: Sequence[Notification]
+    read: int
+    last: int
     entries: list[Entry]
 
 
