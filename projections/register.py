@@ -176,7 +176,9 @@ class RegisterView(View):
         pairs: list[tuple[str, int, UUID]],
     ) -> None:
         rows = [(keys[row], *row, *tally) for row, tally in tallies.items()]
-        arrays = dict(zip(_COUNTED_COLUMNS, map(list, zip(*rows, strict=True)), strict=True))
+        arrays: dict[str, Sequence[Any]] = dict(
+            zip(_COUNTED_COLUMNS, zip(*rows, strict=True), strict=True)
+        )
         arrays["pair_key"] = [key for key, _, _ in pairs]
         arrays["pair_subject"] = [sid for _, _, sid in pairs]
         self._counted_upsert.run(conn, arrays)
