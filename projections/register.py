@@ -52,35 +52,82 @@ REGISTER_SUBJECTS = sa.Table(
 """Who a register row covers, so each person is counted once per row."""
 
 Row = tuple[str, str, str, str, str, str]
+Shape = tuple[Any, ...]
+"""What of an event decides the register rows it counts in (see `_rows`)."""
 
 _COLUMNS = tuple(c.name for c in REGISTER.c)
 _MODES = {mode: mode.value for mode in ev.CollectionMode}
 """A collection mode's plain string (reading `.value` of an enum costs a Python call)."""
 
 
-def _collected(p: ev.DataCollected) -> list[Row]:
-    category, mode, region = p.category, _MODES[p.mode], p.storage_region
-    return [("collection", category, purpose, mode, "", region) for purpose in p.purposes]
+def _collected(p: ev.DataCollected) -> Shape:
+    return ("collection", p.category, p.purposes, _MODES[p.mode], p.storage_region)
 
 
-def _used(p: ev.DataUsed) -> list[Row]:
-    purpose, basis = p.purpose, p.legal_basis
-    return [("use", category, purpose, basis, "", "") for category in p.categories]
+def _used(p: ev.DataUsed) -> Shape:
+    return ("use", p.categories, p.purpose, p.legal_basis)
 
 
-def _shared(p: ev.DataShared) -> list[Row]:
-    return [
-        ("share", category, p.purpose, p.legal_basis, p.recipient_class, p.destination_region)
-        for category in p.categories
-    ]
+def _shared(p: ev.DataShared) -> Shape:
+    return (
+        "share",
+        p.categories,
+        p.purpose,
+        p.legal_basis,
+        p.recipient_class,
+        p.destination_region,
+    )
 
 
-_ROWS: dict[type, Callable[[Any], list[Row]]] = {
+_SHAPES: dict[type, Callable[[Any], Shape]] = {
     ev.DataCollected: _collected,
     ev.DataUsed: _used,
     ev.DataShared: _shared,
 }
-"""The register rows an event counts in, by the kind of event (others count in none)."""
+"""What of an event decides the register rows it counts in, by the kind of event (other
+kinds count in none)."""
+
+
+def _shapes(
+    entries: Sequence[Entry],
+) -> tuple[dict[Shape, list[int]], dict[int, tuple[UUID, set[Shape]]]]:
+    """The page's events tallied by shape (events, first and last occurred-at), and each
+    person's shapes. A page holds few shapes: each event costs one lookup, not one per row."""
+    shapes: dict[Shape, list[int]] = {}
+    people: dict[int, tuple[UUID, set[Shape]]] = {}
+    for _, payload in entries:
+        shape_of = _SHAPES.get(type(payload))
+        if shape_of is None:
+            continue
+        p = cast("ev.SubjectEnvelope", payload)
+        shape = shape_of(p)
+        at = to_us(p.occurred_at)
+        tally = shapes.get(shape)
+        if tally is None:
+            shapes[shape] = [1, at, at]
+        else:
+            tally[0] += 1
+            tally[1], tally[2] = min(tally[1], at), max(tally[2], at)
+        sid = p.subject_id
+        person = people.get(sid.int)
+        if person is None:
+            people[sid.int] = (sid, {shape})
+        else:
+            person[1].add(shape)
+    return shapes, people
+
+
+def _rows(shape: Shape) -> list[Row]:
+    """The register rows an event of this shape counts in."""
+    activity = shape[0]
+    if activity == "collection":
+        _, category, purposes, mode, region = shape
+        return [("collection", category, purpose, mode, "", region) for purpose in purposes]
+    if activity == "use":
+        _, categories, purpose, basis = shape
+        return [("use", category, purpose, basis, "", "") for category in categories]
+    _, categories, purpose, basis, recipient_class, region = shape
+    return [("share", category, purpose, basis, recipient_class, region) for category in categories]
 
 
 class RegisterView(View):
@@ -109,40 +156,27 @@ class RegisterView(View):
             self._counted_upsert = ArrayStatement(_counted_upsert(merge))
 
     def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
+        shapes, people = _shapes(entries)
+        if not shapes:
+            return
+        rows_of = {shape: _rows(shape) for shape in shapes}
         tallies: dict[Row, list[int]] = {}
-        people: dict[int, tuple[UUID, set[Row]]] = {}
-        for _, payload in entries:
-            rows_of = _ROWS.get(type(payload))
-            if rows_of is None:
-                continue
-            p = cast("ev.SubjectEnvelope", payload)
-            rows = rows_of(p)
-            at = to_us(p.occurred_at)
-            sid = p.subject_id
-            person = people.get(sid.int)
-            if person is None:
-                person = people[sid.int] = (sid, set())
-            person[1].update(rows)
-            for row in rows:
+        for shape, (events, first, last) in shapes.items():
+            for row in rows_of[shape]:
                 tally = tallies.get(row)
                 if tally is None:
-                    tallies[row] = [1, at, at]
+                    tallies[row] = [events, first, last]
                 else:
-                    tally[0], tally[1], tally[2] = (
-                        tally[0] + 1,
-                        min(tally[1], at),
-                        max(tally[2], at),
-                    )
-        if not tallies:
-            return
+                    tally[0] += events
+                    tally[1], tally[2] = min(tally[1], first), max(tally[2], last)
         keys = {row: "|".join(row) for row in tallies}
         # Who may be new to a row: everyone not known to be counted in it already (the
         # database has the last word: a pair already there is not counted again).
         fresh = self.known.fresh_of
         pairs = sorted(
             (key, person_key, sid)
-            for person_key, (sid, rows) in people.items()
-            for key in fresh(person_key, [keys[row] for row in rows])
+            for person_key, (sid, shaped) in people.items()
+            for key in fresh(person_key, {keys[row] for shape in shaped for row in rows_of[shape]})
         )
         if self.dialect == "sqlite":
             self._write_sqlite(conn, tallies, keys, pairs)
