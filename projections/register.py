@@ -48,6 +48,7 @@ REGISTER_SUBJECTS = sa.Table(
     METADATA,
     sa.Column("key", sa.String(512), primary_key=True),
     sa.Column("subject_id", sa.Uuid, primary_key=True),
+    sqlite_with_rowid=False,  # every column is the key: a rowid table would repeat it
 )
 """Who a register row covers, so each person is counted once per row."""
 

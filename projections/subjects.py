@@ -45,6 +45,7 @@ CATEGORIES = sa.Table(
     sa.Column("first_at", sa.BigInteger, nullable=False),
     sa.Column("last_at", sa.BigInteger, nullable=False),
     sa.Column("collections", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,  # rows in key order, no second B-tree beside the key's
 )
 
 FACETS = sa.Table(
@@ -54,6 +55,7 @@ FACETS = sa.Table(
     sa.Column("category", sa.String(64), primary_key=True),
     sa.Column("facet", sa.String(16), primary_key=True),
     sa.Column("value", sa.String(128), primary_key=True),
+    sqlite_with_rowid=False,  # every column is the key: a rowid table would repeat it
 )
 """What is known of a held category: its sources, purposes, bases (the collection mode or a
 use's legal basis), regions, and the recipient classes and recipients it went to."""
