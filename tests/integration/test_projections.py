@@ -5,23 +5,25 @@ erasure, and policy notifications for exactly the people a major change affects 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from uuid import UUID
 
 import pytest
 import sqlalchemy as sa
 from scenario import PRINCIPAL, collection, consent, gps_collection, later, subject, use
+from sqlalchemy.engine import Connection
 from tests_support import dump
 
 from ledger import commands as c
 from ledger import events as ev
 from ledger.application import Ledger
 from ledger.policy import Policy, load_seed_policy
-from projections import ProjectionRunner, ViewStore, ledger_runner, views
+from projections import ProjectionRunner, View, ViewStore, ledger_runner, views
 from projections.notices import NOTICES, VERSIONS
 from projections.register import REGISTER
 from projections.subjects import CATEGORIES, SUBJECTS, VALUES
+from projections.view import Entry
 
 MakeStore = Callable[[], ViewStore]
 
@@ -263,3 +265,70 @@ def test_notifying_again_after_a_crash_records_each_notice_once_and_acknowledgem
         rows = conn.execute(sa.select(NOTICES).where(NOTICES.c.version == "2")).all()
     waiting = {r.subject_id for r in rows if r.acknowledged_at is None}
     assert waiting == set(people[1:])
+
+
+def test_catching_up_pages_double_to_eight_times_the_page_size_then_following_returns_to_it(
+    ledger, view_store_factory
+):
+    _history(ledger, people=12)  # 48 events, and the policy's
+    store = view_store_factory()
+    runner = _runner(ledger, store, page_size=2)
+    pages: list[int] = []
+    runner.catch_up(lambda _position, read: pages.append(read))
+
+    assert pages[:5] == [2, 4, 8, 16, 16]
+    assert sum(pages) == ledger.recorder.max_notification_id()
+    assert max(pages) == runner.max_page_size == 16
+
+    _history(ledger, people=2)  # 8 new events: a follower reads them a page at a time
+    assert runner.step() == 2
+
+
+class _FailsOnce(View):
+    """A view that fails the first page holding position `at` (as a lost connection would)."""
+
+    name = "fails_once"
+    tables = ()
+
+    def __init__(self, dialect: str, at: int) -> None:
+        super().__init__(dialect)
+        self.at = at
+        self.failed = False
+
+    def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
+        if not self.failed and entries[0][0] <= self.at <= entries[-1][0]:
+            self.failed = True
+            msg = "page lost"
+            raise RuntimeError(msg)
+
+
+def test_a_page_that_fails_mid_catch_up_is_folded_again_from_its_start_with_nothing_lost(
+    ledger, view_store_factory
+):
+    _history(ledger, people=10)
+    end = ledger.recorder.max_notification_id() or 0
+    store = view_store_factory()
+    flaky = _FailsOnce(store.dialect, at=end - 5)
+    runner = ProjectionRunner(ledger, store, [*views(store.dialect), flaky], page_size=3)
+    with pytest.raises(RuntimeError, match="page lost"):
+        runner.catch_up()
+    reached = runner.position
+    assert 0 < reached < end - 5
+    _history(ledger, people=2)  # the log grows meanwhile
+    assert runner.catch_up() == ledger.recorder.max_notification_id()
+
+    rebuilt = view_store_factory()
+    if rebuilt.shown_url == store.shown_url:  # one database per back-end: compare a copy
+        live = dump(store)
+        with rebuilt.write() as conn:
+            for view in views(rebuilt.dialect):
+                rebuilt.reset(conn, view.name, view.tables)
+        ProjectionRunner(ledger, rebuilt, views(rebuilt.dialect), page_size=1000).catch_up()
+        rows = dump(rebuilt)
+    else:
+        ProjectionRunner(ledger, rebuilt, views(rebuilt.dialect), page_size=1000).catch_up()
+        live, rows = dump(store), dump(rebuilt)
+    tracking = "view_tracking"
+    assert {k: v for k, v in live.items() if k != tracking} == {
+        k: v for k, v in rows.items() if k != tracking
+    }

@@ -1,7 +1,9 @@
 """Bulk row writes of the views (`projections.batch.ManyRows`) on a real SQLite file and on
 PostgreSQL, where they are arrays read with ``unnest`` and pipelined: the rows land as an
 upsert of each back-end would write them, a later statement sees the pipelined ones, and a
-failing statement anywhere in a page leaves nothing of the page.
+failing statement anywhere in a page leaves nothing of the page. Rows given as tuples land as
+their values, and the binary arrays built for PostgreSQL (`projections.pgarrays`) read back
+as the values they were made of.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from projections import ViewStore
-from projections.batch import ManyRows
+from projections import ViewStore, pgarrays
+from projections.batch import ManyRows, uuid_param
+from projections.register import REGISTER_SUBJECTS
 from projections.store import TRACKING, upsert
 from projections.subjects import CATEGORIES, FACETS, SUBJECTS
 
@@ -183,3 +186,118 @@ def test_upserts_merge_exactly_as_a_row_at_a_time_model(store, batches: list[_Ba
             for r in conn.execute(sa.select(CATEGORIES))
         }
     assert found == {key: [v[0], v[2]] for key, v in model.items()}
+
+
+def test_tuple_rows_land_as_their_values_with_each_uuid_converted_once(store):
+    d = store.dialect
+    uuid = uuid_param(d)
+    columns = [c.name for c in SUBJECTS.c]
+    insert = ManyRows(d, SUBJECTS.insert(), columns)
+    count = ManyRows(
+        d,
+        SUBJECTS.update()
+        .where(SUBJECTS.c.subject_id == sa.bindparam("sid", type_=sa.Uuid))
+        .values(
+            events=SUBJECTS.c.events + sa.bindparam("n", type_=sa.BigInteger),
+            last_position=sa.bindparam("pos", type_=sa.BigInteger),
+        ),
+        ("n", "pos", "sid"),  # not the statement's order: the rows are reordered
+    )
+    people = [uuid4() for _ in range(3)]
+    with store.write() as conn:
+        insert.run(
+            conn,
+            [
+                (uuid(sid), *list(_subject(sid, position).values())[1:])
+                for position, sid in enumerate([*people, uuid4()], start=1)
+            ],
+        )
+        count.run(conn, [(2, 50 + i, uuid(sid)) for i, sid in enumerate(people)])
+    with store.read() as conn:
+        rows = {r.subject_id: r for r in conn.execute(sa.select(SUBJECTS))}
+    assert len(rows) == 4
+    assert [(rows[sid].events, rows[sid].last_position) for sid in people] == [
+        (2, 50),
+        (2, 51),
+        (2, 52),
+    ]
+    assert rows[people[1]].minor
+    assert not rows[people[0]].minor
+    assert rows[people[2]].closed_at is None
+
+
+def test_tuple_rows_must_name_exactly_the_statements_columns():
+    with pytest.raises(ValueError, match="do not match"):
+        ManyRows("sqlite", FACETS.insert(), ("subject_id", "category"))
+
+
+def test_an_upsert_on_sqlite_counts_only_the_rows_it_added(tmp_path):
+    made = ViewStore(f"sqlite:///{tmp_path / 'views.db'}")
+    try:
+        pairs = ManyRows(
+            "sqlite",
+            upsert("sqlite", REGISTER_SUBJECTS, ("key", "subject_id")),
+            ("key", "subject_id"),
+        )
+        uuid = uuid_param("sqlite")
+        a, b = uuid(uuid4()), uuid(uuid4())
+        with made.write() as conn:
+            assert pairs.changed(conn, [("k", a)]) == 1
+            assert pairs.changed(conn, [("k", a), ("k", b), ("j", a)]) == 2
+            assert pairs.changed(conn, []) == 0
+    finally:
+        made.close()
+
+
+_ELEMENTS = [
+    (sa.Uuid(), "uuid", [uuid4(), None, UUID(int=0), UUID(int=2**128 - 1)]),
+    (sa.Boolean(), "boolean", [True, False, None]),
+    (sa.BigInteger(), "bigint", [0, -(2**63), 2**63 - 1, None, 1_796_109_418_258_011]),
+    (sa.Integer(), "integer", [0, -(2**31), 2**31 - 1, None]),
+    (sa.String(64), "varchar(64)", ["", "a", "ü € 𝄞", "x'y\"z", "{a,b}", "NULL", None, "\\"]),
+    (sa.Text(), "text", ["s1:" + "A" * 300, "tab\there", None]),
+]
+
+
+@pytest.mark.parametrize(("column_type", "cast", "values"), _ELEMENTS)
+def test_binary_arrays_read_back_as_their_values(postgres_url, column_type, cast, values):
+    encode = pgarrays.encoder_for(column_type)
+    dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pgarrays.register(conn)
+        for sent in (values, [], [v for v in values if v is not None], values[:1]):
+            row = conn.execute(f"SELECT %(a)b::{cast}[]", {"a": encode(sent)}).fetchone()
+            assert row is not None
+            assert row[0] == list(sent)
+
+
+def test_uuid_elements_made_once_per_person_read_back_as_their_uuids(postgres_url):
+    people = [uuid4(), uuid4()]
+    encode = pgarrays.encoder_for(sa.Uuid())
+    sent = [pgarrays.uuid_element(people[0]), people[1], pgarrays.uuid_element(people[1])]
+    dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pgarrays.register(conn)
+        row = conn.execute("SELECT %(a)b::uuid[]", {"a": encode(sent)}).fetchone()
+    assert row is not None
+    assert row[0] == [people[0], people[1], people[1]]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    texts=st.lists(st.one_of(st.none(), st.text(st.characters(exclude_characters="\x00")))),
+    numbers=st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1))),
+)
+def test_any_text_and_bigint_arrays_read_back_as_sent(postgres_url, texts, numbers):
+    dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pgarrays.register(conn)
+        row = conn.execute(
+            "SELECT %(t)b::text[], %(n)b::bigint[]",
+            {
+                "t": pgarrays.encoder_for(sa.Text())(texts),
+                "n": pgarrays.encoder_for(sa.BigInteger())(numbers),
+            },
+        ).fetchone()
+    assert row is not None
+    assert (row[0], row[1]) == (texts, numbers)

@@ -7,14 +7,14 @@ a rebuild from zero gives; and the consents view agrees with the ledger's own co
 from __future__ import annotations
 
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import hypothesis.strategies as st
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
-from scenario import PRINCIPAL, START, register
+from scenario import PRINCIPAL, START, key, register
 from test_replay import _command, operations
 from tests_support import dump
 
@@ -43,9 +43,25 @@ def _ledger(clock: FixedClock) -> Ledger:
     return app
 
 
+_acknowledge = st.tuples(st.just("acknowledge"), st.sampled_from(["1", "2"]))
 steps = st.lists(
-    st.tuples(st.integers(0, 2), operations, st.integers(0, 3)), min_size=1, max_size=40
+    st.tuples(st.integers(0, 2), st.one_of(operations, _acknowledge), st.integers(0, 3)),
+    min_size=1,
+    max_size=40,
 )
+
+
+def _command_of(op: tuple[Any, ...], subject_id: UUID, now: datetime) -> c._Command:
+    """`test_replay`'s commands, and a person acknowledging a policy version (notices and
+    acknowledgements of one person can then land in the same page, in either order)."""
+    if op[0] == "acknowledge":
+        return c.AcknowledgePolicy(
+            idempotency_key=key("ack"),
+            occurred_at=now,
+            subject=c.SubjectRef(subject_id=subject_id),
+            version=op[1],
+        )
+    return _command(op, subject_id, now)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -66,7 +82,7 @@ def test_views_built_incrementally_equal_a_rebuild_from_zero(
     for who, op, pause in steps:
         now = clock.advance(timedelta(seconds=1))
         with contextlib.suppress(LedgerError):
-            app.execute(PRINCIPAL, _command(op, people[who], now))
+            app.execute(PRINCIPAL, _command_of(op, people[who], now))
         if pause == 0:  # catch up part-way, as a follower between two polls would
             runner.step()
         elif pause == 1:  # a restart: a new runner resumes from the tracking rows
