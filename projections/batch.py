@@ -2,14 +2,16 @@
 database allows.
 
 - **SQLite**: the statement is compiled once and the rows go to the driver's executemany as
-  tuples, taken from the row dicts in one C call; only the values whose column type needs
-  converting (the UUIDs) pass through a bind processor. SQLAlchemy's per-row parameter building
-  cost more than the rows' own writes.
+  tuples: the views' hot statements are given tuples already in the statement's order, with
+  each person's id converted once (`uuid_param`); rows given as dicts are taken apart in one C
+  call, and only the values whose column type needs converting pass through a bind
+  processor. SQLAlchemy's per-row parameter building cost more than the rows' own writes.
 - **PostgreSQL**: the rows go as one array per column in a single statement that reads them with
   ``unnest`` (``INSERT ... SELECT ... FROM unnest(...)``, ``UPDATE ... FROM unnest(...)``), in
-  binary, so a page costs one plan and no per-row protocol exchange. The statements of a
-  page are *pipelined* (psycopg's pipeline mode): each is sent without waiting for the server,
-  which executes it while the runner folds the next view. Any other statement on the
+  binary (built whole by `projections.pgarrays`), so a page costs one plan and no per-row
+  protocol exchange. The statements of a page are *pipelined* (psycopg's pipeline mode): each
+  is sent without waiting for the server, which executes it while the runner folds the next
+  view (and reads the next page, `ViewStore.pipelined`). Any other statement on the
   connection, and the commit, first wait for the pipelined ones (`sync`), so a failure among
   them surfaces in the page's transaction, which then rolls back as a whole.
 """

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from ledger import events as ev
 from projections.batch import ArrayStatement, ManyRows, uuid_param
 from projections.store import METADATA, greatest, least, to_us, upsert
-from projections.view import Entry, View
+from projections.view import MODES, Entry, View
 
 __all__ = ["ACTIVITIES", "RegisterView"]
 
@@ -57,12 +57,10 @@ Shape = tuple[Any, ...]
 """What of an event decides the register rows it counts in (see `_rows`)."""
 
 _COLUMNS = tuple(c.name for c in REGISTER.c)
-_MODES = {mode: mode.value for mode in ev.CollectionMode}
-"""A collection mode's plain string (reading `.value` of an enum costs a Python call)."""
 
 
 def _collected(p: ev.DataCollected) -> Shape:
-    return ("collection", p.category, p.purposes, _MODES[p.mode], p.storage_region)
+    return ("collection", p.category, p.purposes, MODES[p.mode], p.storage_region)
 
 
 def _used(p: ev.DataUsed) -> Shape:

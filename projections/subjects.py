@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from ledger import events as ev
 from projections.batch import ManyRows, uuid_param
 from projections.store import METADATA, greatest, least, to_us, upsert
-from projections.view import Entry, View
+from projections.view import MODES, Entry, View
 
 __all__ = ["SubjectView"]
 
@@ -77,8 +77,6 @@ REFERENCE_FIELD = "@reference"
 
 FACET_KINDS = ("source", "purpose", "basis", "region", "recipient_class", "recipient")
 
-_MODES = {mode: mode.value for mode in ev.CollectionMode}
-"""A collection mode's plain string (reading `.value` of an enum costs a Python call)."""
 
 _CLOSING = (ev.DataErased, ev.AccountCancelled, ev.KeyShredded)
 
@@ -266,7 +264,7 @@ def _collected(person: _Person, position: int, p: ev.DataCollected) -> None:
         held[0], held[1], held[2] = min(held[0], at), max(held[1], at), held[2] + 1
     facets = person.facets
     facets.add((category, "source", p.source))
-    facets.add((category, "basis", _MODES[p.mode]))
+    facets.add((category, "basis", MODES[p.mode]))
     facets.add((category, "region", p.storage_region))
     for purpose in p.purposes:
         facets.add((category, "purpose", purpose))

@@ -15,12 +15,18 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
-__all__ = ["Entry", "KnownRows", "View"]
+from ledger.events import CollectionMode
+
+__all__ = ["MODES", "Entry", "KnownRows", "View"]
 
 _K = TypeVar("_K")
 
 Entry = tuple[int, BaseModel]
 """One log entry: its notification id (position) and the event's payload."""
+
+MODES = {mode: mode.value for mode in CollectionMode}
+"""A collection mode's plain string, for the views' rows (an enum's `.value` is a Python call
+each time it is read)."""
 
 
 class View:
