@@ -267,18 +267,18 @@ def test_notifying_again_after_a_crash_records_each_notice_once_and_acknowledgem
     assert waiting == set(people[1:])
 
 
-def test_catching_up_pages_double_to_eight_times_the_page_size_then_following_returns_to_it(
+def test_catching_up_transactions_double_to_eight_pages_then_following_returns_to_one(
     ledger, view_store_factory
 ):
     _history(ledger, people=12)  # 48 events, and the policy's
     store = view_store_factory()
     runner = _runner(ledger, store, page_size=2)
-    pages: list[int] = []
-    runner.catch_up(lambda _position, read: pages.append(read))
+    transactions: list[int] = []
+    runner.catch_up(lambda _position, read: transactions.append(read))
 
-    assert pages[:5] == [2, 4, 8, 16, 16]
-    assert sum(pages) == ledger.recorder.max_notification_id()
-    assert max(pages) == runner.max_page_size == 16
+    assert transactions[:5] == [2, 4, 8, 16, 16]
+    assert sum(transactions) == ledger.recorder.max_notification_id()
+    assert max(transactions) == runner.catch_up_size == 16
 
     _history(ledger, people=2)  # 8 new events: a follower reads them a page at a time
     assert runner.step() == 2
