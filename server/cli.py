@@ -243,7 +243,14 @@ def project(
         bool, typer.Option("--rebuild", help="Empty the views and fold the whole log again.")
     ] = False,
     page_size: Annotated[
-        int, typer.Option("--page-size", min=1, max=10_000, help="Log entries read per page.")
+        int,
+        typer.Option(
+            "--page-size",
+            min=1,
+            max=10_000,
+            help="Log entries read and folded at a time; while catching up, a transaction "
+            "grows to eight such pages.",
+        ),
     ] = 500,
 ) -> None:
     """Keep the views (subject view, consents, processing register, request deadlines,
