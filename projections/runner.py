@@ -11,7 +11,9 @@ a commit).
 
 It wakes when this process records an event (a ledger listener), on PostgreSQL when another
 process does (LISTEN on the recorder's NOTIFY channel), and otherwise polls at a short
-interval (SQLite has no notifications across processes). A failing page is retried with a
+interval (SQLite has no notifications across processes). Woken by new events, it lets more
+arrive for a moment (`gather_seconds`) before it reads, so a steady stream of writes is folded
+in pages of many events rather than many pages of one. A failing page is retried with a
 growing pause; the error is kept for health reporting.
 """
 
@@ -30,7 +32,7 @@ from ledger.application import Ledger
 from projections.store import ViewStore
 from projections.view import Entry, View
 
-__all__ = ["DEFAULT_PAGE_SIZE", "ProjectionRunner", "RunnerStopped"]
+__all__ = ["DEFAULT_GATHER_SECONDS", "DEFAULT_PAGE_SIZE", "ProjectionRunner", "RunnerStopped"]
 
 _log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ over their tables (keyed by person), so bigger transactions write much less in a
 still read, decoded and folded a page at a time: a page's payloads die before the garbage
 collector moves them to its oldest generation (a page of 4,000 doubled its collections)."""
 _DEFAULT_POLL_SECONDS = 0.05
+DEFAULT_GATHER_SECONDS = 0.02
 _MAX_BACKOFF_SECONDS = 5.0
 
 
@@ -64,6 +67,7 @@ class ProjectionRunner:
         *,
         page_size: int = DEFAULT_PAGE_SIZE,
         poll_interval: float = _DEFAULT_POLL_SECONDS,
+        gather_seconds: float = DEFAULT_GATHER_SECONDS,
     ) -> None:
         self.ledger = ledger
         self.store = store
@@ -79,6 +83,10 @@ class ProjectionRunner:
         """The next transaction's first page, read while the server wrote the last one
         (PostgreSQL)."""
         self.poll_interval = poll_interval
+        self.gather_seconds = gather_seconds
+        """How long a follower, woken by new events, lets more arrive before it reads: a
+        transaction costs about as much for one event as for dozens, so under a steady
+        stream of writes this trades a few milliseconds of lag for far less work per event."""
         stored = store.positions()
         self._positions = {v.name: stored.get(v.name, 0) for v in self.views}
         self._changed = threading.Condition()
@@ -230,8 +238,10 @@ class ProjectionRunner:
             self.last_error = None
             backoff = self.poll_interval
             if read < self.page_size:
-                self._wake.wait(self.poll_interval)
+                woken = self._wake.wait(self.poll_interval)
                 self._wake.clear()
+                if woken and self.gather_seconds > 0:
+                    self._stop.wait(self.gather_seconds)
 
     def _fold(self, conn: Connection, page: _Page, advanced: dict[str, int]) -> None:
         """Hand each view the page's entries past its own position."""
