@@ -8,8 +8,6 @@ to follow the log by polling: `eventsourcing` 9.5.6 gives SQLite no subscription
 
 from __future__ import annotations
 
-import logging
-import sqlite3
 import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -30,8 +28,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from ledger.receipts import Receipt
-
-_log = logging.getLogger(__name__)
+from ledger.sqlite_wal import WalCheckpoints
 
 _CACHE_KIB = 64 * 1024
 """Page cache per event-store connection on SQLite (its default, 2 MiB, holds a small part
@@ -139,7 +136,11 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         super().__init__(*args, **kwargs)
         self.receipts_table_name = f"{self.events_table_name}_receipts"
         pool = self.datastore.pool
-        self._checkpoints = None if pool.is_sqlite_memory_mode else WalCheckpoints(pool.db_name)
+        self._checkpoints = (
+            None
+            if pool.is_sqlite_memory_mode
+            else WalCheckpoints(pool.db_name, name="pdl-events-checkpoint")
+        )
         if self._checkpoints is not None:
             create = pool._create_connection
 
@@ -195,69 +196,6 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         self, gt: int | None = None, topics: Sequence[str] = ()
     ) -> Subscription[ApplicationRecorder]:
         return _PollingSubscription(self, gt=gt, topics=topics, interval=self.poll_interval)
-
-
-class WalCheckpoints:
-    """Checkpoints a SQLite database's write-ahead log from a thread of its own.
-
-    The writers turn SQLite's automatic checkpoints off and tell this thread how many rows
-    they wrote; once about `every_rows` rows have been written since the last checkpoint
-    (with the few pages each row dirties, roughly SQLite's own 1,000-page default), it runs a
-    PASSIVE checkpoint, which never blocks a reader or a writer and copies only what is
-    committed. Its fsyncs release the interpreter lock, so writing goes on meanwhile.
-    Durability does not depend on it: a committed transaction is in the log, which is part of
-    the database until checkpointed.
-    """
-
-    def __init__(self, path: str, every_rows: int = 500) -> None:
-        self._path = path
-        self.every_rows = every_rows
-        self._written = 0
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self.checkpoints = 0
-
-    def wrote(self, rows: int) -> None:
-        """Count rows written (by the one writer holding the database's write lock)."""
-        self._written += rows
-        if self._written < self.every_rows:
-            return
-        self._written = 0
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None and not self._stopping.is_set():
-                    self._thread = threading.Thread(
-                        target=self._run, name="pdl-events-checkpoint", daemon=True
-                    )
-                    self._thread.start()
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(30)
-
-    def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
-        try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                try:
-                    if conn is None:
-                        conn = sqlite3.connect(self._path, timeout=30, isolation_level=None)
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    self.checkpoints += 1
-                except sqlite3.Error as exc:  # tried again at the next threshold
-                    _log.warning("events checkpoint failed: %s", type(exc).__name__)
-                if self._stopping.is_set():
-                    return
-        finally:
-            if conn is not None:
-                conn.close()
 
 
 class _PollingSubscription(ListenNotifySubscription[ApplicationRecorder]):

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
 
 from ledger.errors import ConfigurationError
+from ledger.sqlite_wal import WalCheckpoints
 from projections.batch import ManyRows, guard_pipelines, sync
 
 __all__ = ["METADATA", "ViewStore", "from_us", "from_us_or_none", "to_us", "upsert"]
@@ -42,8 +41,6 @@ TRACKING = sa.Table(
 _log = logging.getLogger(__name__)
 
 _BUSY_TIMEOUT_MS = 30_000
-_CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
-"""Checkpoint the views' write-ahead log once it is this large (SQLite's own default)."""
 _WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 """After a checkpoint, a write-ahead log larger than this is truncated back to it."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -80,12 +77,17 @@ class ViewStore:
         self.pipelined = self.dialect == "postgresql"
         """Whether a transaction's writes are pipelined (sent without waiting for the server,
         which writes them while the runner goes on until the commit)."""
-        self._checkpointer: _Checkpointer | None = None
+        self._checkpoints: WalCheckpoints | None = None
         try:
             if self.dialect == "sqlite":
                 self.engine = _sqlite_engine(parsed)
                 if parsed.database not in (None, "", ":memory:"):
-                    self._checkpointer = _Checkpointer(Path(parsed.database or ""))
+                    self._checkpoints = WalCheckpoints(
+                        parsed.database or "",
+                        name="pdl-views-checkpoint",
+                        journal_size_limit=_WAL_SIZE_LIMIT_BYTES,
+                        busy_timeout_seconds=_BUSY_TIMEOUT_MS / 1000,
+                    )
             elif self.dialect == "postgresql":
                 options = {} if schema is None else {"schema_translate_map": {None: schema}}
                 # Views are derived from the log: a commit lost in a server crash is folded
@@ -109,14 +111,16 @@ class ViewStore:
             raise ConfigurationError(msg) from None
 
     def close(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
+        if self._checkpoints is not None:
+            self._checkpoints.stop()
         self.engine.dispose()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """One write transaction (on SQLite, the write lock is taken at its start)."""
         with self.engine.connect() as conn:
+            raw = conn.connection.dbapi_connection if self._checkpoints is not None else None
+            changes = raw.total_changes if raw is not None else 0
             if self.dialect == "sqlite":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             else:
@@ -129,8 +133,8 @@ class ViewStore:
                 conn.rollback()
                 raise
             conn.commit()
-        if self._checkpointer is not None:
-            self._checkpointer.nudge()
+            if raw is not None and self._checkpoints is not None:
+                self._checkpoints.wrote(raw.total_changes - changes)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -219,7 +223,7 @@ def _sqlite_engine(url: URL) -> Engine:
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute("PRAGMA synchronous = NORMAL")
-                cursor.execute("PRAGMA wal_autocheckpoint = 0")  # see `_Checkpointer`
+                cursor.execute("PRAGMA wal_autocheckpoint = 0")  # `WalCheckpoints` does them
                 # 32 MiB of page cache (SQLite defaults to 2): view rows land all over
                 # their B-trees, keyed by person; a page fold then rarely rereads pages.
                 cursor.execute("PRAGMA cache_size = -32768")
@@ -229,59 +233,3 @@ def _sqlite_engine(url: URL) -> Engine:
             cursor.close()
 
     return engine
-
-
-class _Checkpointer:
-    """Checkpoints a SQLite views database's write-ahead log from a thread of its own.
-
-    SQLite checkpoints automatically inside the commit that crosses the threshold, and that
-    commit then waits for two fsyncs and the copy; the runner would stall on every few pages.
-    Here the writers' automatic checkpoints are off (`wal_autocheckpoint = 0`), each commit
-    nudges this thread, and it runs a PASSIVE checkpoint (which never blocks readers or
-    writers) once the log passes `_CHECKPOINT_WAL_BYTES`. The fsyncs release the GIL, so the
-    runner goes on folding meanwhile. Nothing depends on a checkpoint having run: the log is
-    part of the database until then.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._wal = Path(f"{path}-wal")
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pdl-views-checkpoint", daemon=True)
-        self._thread.start()
-
-    def nudge(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        self._thread.join(30)
-
-    def _due(self) -> bool:
-        try:
-            return self._wal.stat().st_size >= _CHECKPOINT_WAL_BYTES
-        except OSError:
-            return False
-
-    def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
-        try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                stopping = self._stopping.is_set()
-                if stopping or self._due():
-                    if conn is None:
-                        conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_MS / 1000)
-                        conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT_BYTES}")
-                    try:
-                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    except sqlite3.Error as exc:  # retried on the next nudge
-                        _log.warning("views checkpoint failed", extra={"error": type(exc).__name__})
-                if stopping:
-                    return
-        finally:
-            if conn is not None:
-                conn.close()

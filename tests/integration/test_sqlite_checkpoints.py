@@ -1,10 +1,12 @@
-"""The SQLite event store checkpoints its write-ahead log from a thread of its own: the
-writers' automatic checkpoints are off, the thread copies the log into the database once it
-has grown, and everything committed stays readable (by another ledger on the same file)."""
+"""The SQLite event store and views database checkpoint their write-ahead logs from a thread
+of their own: the writers' automatic checkpoints are off, the thread copies the log into the
+database once enough rows have been written, and everything committed stays readable (by
+another ledger on the same file)."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from scenario import PRINCIPAL, START, collection, subject
@@ -12,9 +14,11 @@ from scenario import PRINCIPAL, START, collection, subject
 from ledger.application import Ledger
 from ledger.clock import FixedClock
 from ledger.policy import SEED_EFFECTIVE_AT, load_seed_policy
-from ledger.recorders import LedgerSQLiteRecorder, WalCheckpoints
+from ledger.recorders import LedgerSQLiteRecorder
 from ledger.sealing import MasterKey, Sealer
+from ledger.sqlite_wal import WalCheckpoints
 from ledger.storage import StorageConfig, ledger_env
+from projections.store import ViewStore
 from server.keystore import SqlKeyStore
 
 
@@ -28,12 +32,19 @@ def _ledger(tmp_path: Path, master: MasterKey) -> Ledger:
     return app
 
 
-def _rows_in_database_file(path: Path) -> int:
-    """Events readable from the main file alone: the log is copied aside and left out."""
+def _checkpointed(checkpoints: WalCheckpoints) -> None:
+    """Wait (bounded) until the thread has run a checkpoint: it runs beside the writes."""
+    deadline = time.monotonic() + 30
+    while checkpoints.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _count_in_database_file(path: Path, table: str) -> int:
+    """Rows readable from the main file alone: the log is copied aside and left out."""
     copy = path.with_name("copy.db")
     copy.write_bytes(path.read_bytes())
     with sqlite3.connect(copy) as conn:
-        return int(conn.execute("SELECT count(*) FROM stored_events").fetchone()[0])
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
 
 
 def test_the_log_is_checkpointed_by_the_thread_and_nothing_committed_is_lost(
@@ -56,7 +67,9 @@ def test_the_log_is_checkpointed_by_the_thread_and_nothing_committed_is_lost(
                 c.execute("PRAGMA wal_autocheckpoint")
                 assert c.fetchone()[0] == 0  # the writer's own checkpoints are off
     total = ledger.recorder.max_notification_id()
-    in_file = _rows_in_database_file(tmp_path / "events.db")  # only the thread copies there
+    in_file = _count_in_database_file(
+        tmp_path / "events.db", "stored_events"
+    )  # only the thread copies there
     ledger.close()  # stops the thread after a last checkpoint
 
     assert checkpoints.checkpoints >= 1
@@ -66,3 +79,25 @@ def test_the_log_is_checkpointed_by_the_thread_and_nothing_committed_is_lost(
         assert len(reopened.history(sid)) == 1 + 30 * 20
     finally:
         reopened.close()
+
+
+def test_the_views_database_is_checkpointed_by_the_thread_counting_rows_written(
+    tmp_path: Path,
+) -> None:
+    store = ViewStore(f"sqlite:///{tmp_path / 'views.db'}")
+    checkpoints = store._checkpoints
+    assert isinstance(checkpoints, WalCheckpoints)
+    checkpoints.every_rows = 100
+    with store.write() as conn:
+        conn.exec_driver_sql("CREATE TABLE scratch (n INTEGER)")
+    for start in range(0, 300, 30):
+        with store.write() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO scratch VALUES (?)", [(n,) for n in range(start, start + 30)]
+            )
+    _checkpointed(checkpoints)  # only the thread copies the log into the main file
+    in_file = _count_in_database_file(tmp_path / "views.db", "scratch")
+    store.close()
+
+    assert checkpoints.checkpoints >= 2  # 300 rows at 100 a checkpoint, 30 a transaction
+    assert 0 < in_file <= 300
