@@ -27,80 +27,25 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
-import os
-import pickle
-import select
-import signal
 import socket
-import struct
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from multiprocessing import util
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 from ledger import commands as cmd
 from ledger.application import BATCHABLE, ItemOutcome, Ledger, Recorded
 from ledger.errors import ConfigurationError
-from server.errors import WriterFailed, WriterUnavailable
-from server.forwarding import ROUTES, Route
-from server.runtime import open_ledger, settle_heap
+from server import writer_child
+from server.errors import WriterUnavailable
 from server.settings import Settings
+from server.writer_link import ALONE, BATCH, FORWARD, MANY, ONE, STOP, Forwarded, Frames, framed
 
 __all__ = ["ProcessCommitter"]
 
 _log = logging.getLogger("pdl.writer")
 
-_HEADER = struct.Struct("!I")
-_MAX_FRAME = 0xFFFF_FFFF
-_PICKLE = pickle.HIGHEST_PROTOCOL
 _START_TIMEOUT_SECONDS = 60.0
 _RESTART_PAUSE_SECONDS = 0.5
-_READ_CHUNK = 1 << 20
-
-# Request kinds, server to writer.
-_ONE = 0  # a unary batchable command: committed with whatever else is queued
-_ALONE = 1  # a command in a transaction of its own
-_BATCH = 2  # a RecordBatch call: its commands in one transaction
-_MANY = 3  # commands of possibly several principals in one transaction (policy notices)
-_STOP = 4  # finish what was sent, answer it, exit
-_FORWARD = 5  # a forwarded call's bytes (`server.forwarding`): committed with the unary ones
-_GROUPED = (_ONE, _FORWARD)
-
-
-def _frame(message: object) -> bytes:
-    body = pickle.dumps(message, _PICKLE)
-    if len(body) > _MAX_FRAME:
-        msg = "a frame for the writer outgrew 4 GiB"
-        raise ValueError(msg)
-    return _HEADER.pack(len(body)) + body
-
-
-class _Frames:
-    """Splits a byte stream into the frames `_frame` made."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[Any]:
-        buffer = self._buffer
-        buffer += data
-        messages: list[Any] = []
-        start = 0
-        size = _HEADER.size
-        while len(buffer) - start >= size:
-            (length,) = _HEADER.unpack_from(buffer, start)
-            if len(buffer) - start - size < length:
-                break
-            body = memoryview(buffer)[start + size : start + size + length]
-            messages.append(pickle.loads(body))  # noqa: S301 (our own child, over a socket pair)
-            body.release()
-            start += size + length
-        if start:
-            del buffer[:start]
-        return messages
-
-
-# --- the server's side -------------------------------------------------------------------------
 
 
 class _Link(asyncio.Protocol):
@@ -108,7 +53,7 @@ class _Link(asyncio.Protocol):
 
     def __init__(self, committer: ProcessCommitter) -> None:
         self._committer = committer
-        self._frames = _Frames()
+        self._frames = Frames()
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
@@ -175,7 +120,7 @@ class ProcessCommitter:
         link, process = self._link, self._process
         if link is not None and link.transport is not None and not link.transport.is_closing():
             self._flush()
-            link.transport.write(_frame([(_STOP,)]))
+            link.transport.write(framed([(STOP,)]))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(link.closed), _START_TIMEOUT_SECONDS)
             link.transport.close()
@@ -191,12 +136,12 @@ class ProcessCommitter:
     async def record(self, principal: str, command: cmd._Command) -> Recorded:
         """Record one command, sharing a transaction with concurrent ones where it can."""
         if isinstance(command, BATCHABLE):
-            outcome = cast("ItemOutcome", await self._ask(_ONE, principal, command))
+            outcome = cast("ItemOutcome", await self._ask(ONE, principal, command))
             if outcome.error is not None:
                 raise outcome.error
             assert outcome.recorded is not None  # noqa: S101 (an outcome is one or the other)
             return outcome.recorded
-        return cast("Recorded", await self._ask(_ALONE, principal, command))
+        return cast("Recorded", await self._ask(ALONE, principal, command))
 
     async def record_many(
         self, principal: str, commands: Sequence[cmd._Command], *, all_or_nothing: bool
@@ -204,12 +149,12 @@ class ProcessCommitter:
         """A batch call: its own transaction. Its keyed digests are made here, on the
         server's core, since a batch is the writer's heaviest work."""
         digests = [self._ledger.digest(c) for c in commands]
-        answer = await self._ask(_BATCH, principal, list(commands), all_or_nothing, digests)
+        answer = await self._ask(BATCH, principal, list(commands), all_or_nothing, digests)
         return cast("list[ItemOutcome]", answer)
 
     async def forward(self, method: str, principal: str, request: bytes) -> bytes:
         """A forwarded call: the writer parses, converts, records and answers it."""
-        answer = cast("Forwarded", await self._ask(_FORWARD, principal, method, request))
+        answer = cast("Forwarded", await self._ask(FORWARD, principal, method, request))
         return answer.response
 
     def execute_many_threadsafe(
@@ -220,7 +165,7 @@ class ProcessCommitter:
         loop = self._loop
         if loop is None or loop.is_closed() or self._stopping:
             raise WriterUnavailable
-        future = asyncio.run_coroutine_threadsafe(self._ask(_MANY, list(items)), loop)
+        future = asyncio.run_coroutine_threadsafe(self._ask(MANY, list(items)), loop)
         return cast("list[ItemOutcome]", future.result(timeout))
 
     # --- sending and receiving, on the event loop -----------------------------------------------
@@ -252,7 +197,7 @@ class ProcessCommitter:
         if link.transport.is_closing():
             return
         outbox, self._outbox = self._outbox, []
-        link.transport.write(_frame(outbox))
+        link.transport.write(framed(outbox))
 
     def _received(self, message: tuple[Any, ...]) -> None:
         tag = message[0]
@@ -338,9 +283,9 @@ class ProcessCommitter:
         assert loop is not None  # noqa: S101 (started)
         ours, theirs = socket.socketpair()
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["server.runtime", __name__])
+        context.set_forkserver_preload(["server.runtime", writer_child.__name__])
         process = context.Process(
-            target=writer_main,
+            target=writer_child.writer_main,
             args=(self._settings, theirs, self._max_items),
             name="pdl-writer",
             daemon=False,
@@ -370,15 +315,6 @@ class ProcessCommitter:
         self._flush()  # what queued while it started
 
 
-class Forwarded(NamedTuple):
-    """The writer's answer to a forwarded call: the response's bytes, and what the server
-    needs to know of it (the position reached; whether a policy was published)."""
-
-    response: bytes
-    position: int
-    event_type: str
-
-
 def _reached(value: Any) -> list[tuple[int, str]]:
     """(position, event type) of what an answer recorded."""
     if isinstance(value, Forwarded):
@@ -399,175 +335,3 @@ def _recorded_in(value: Any) -> list[Recorded]:
 def _close_quietly(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.close()
-
-
-# --- the writer's side -------------------------------------------------------------------------
-
-
-def writer_main(settings: Settings, sock: socket.socket, max_items: int) -> None:
-    """The writer process: open the ledger, then answer requests until told to stop or until
-    the server's end closes."""
-    # Signals meant for the server (Ctrl-C reaches the whole process group; a service manager
-    # may send SIGTERM to every process) must not stop the writer before the server has
-    # drained its calls: the writer stops when the server says so or goes away.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        ledger, keystore = open_ledger(settings)
-    except ConfigurationError as error:
-        _send(sock, ("failed", str(error)))
-        return
-    except Exception as error:  # noqa: BLE001 (told to the server, which fails its start)
-        _send(sock, ("failed", f"cannot open the ledger: {type(error).__name__}"))
-        return
-    try:
-        settle_heap()
-        _send(sock, ("ready", os.getpid()))
-        _Writer(ledger, sock, max_items).serve()
-    finally:
-        ledger.close()
-        keystore.close()
-
-
-def _send(sock: socket.socket, message: object) -> bool:
-    try:
-        sock.sendall(_frame(message))
-    except OSError:
-        return False
-    return True
-
-
-class _Writer:
-    """Reads requests, commits them in groups, answers."""
-
-    def __init__(self, ledger: Ledger, sock: socket.socket, max_items: int) -> None:
-        self._ledger = ledger
-        self._sock = sock
-        self._max_items = max_items
-        self._frames = _Frames()
-        self._queue: deque[tuple[Any, ...]] = deque()
-        self._stopping = False
-        self._closed = False
-        self._groups = 0
-        self._items = 0
-        sock.settimeout(0.0)
-
-    def serve(self) -> None:
-        while True:
-            self._read(wait=not self._queue)
-            if not self._queue:
-                if self._stopping or self._closed:
-                    return
-                continue
-            answers = self._next()
-            if not self._closed and not self._answer(answers):
-                self._closed = True
-
-    def _read(self, *, wait: bool) -> None:
-        """Take in every frame that has arrived; with `wait`, block until one has."""
-        if self._closed or self._stopping:
-            return
-        while True:
-            if wait:
-                select.select([self._sock], [], [])
-            try:
-                data = self._sock.recv(_READ_CHUNK)
-            except BlockingIOError:
-                if wait and not self._queue:
-                    continue
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._closed = True  # the server went away: finish what was sent, then exit
-                return
-            for frame in self._frames.feed(data):
-                for request in frame:
-                    if request[0] == _STOP:
-                        self._stopping = True
-                    else:
-                        self._queue.append(request)
-            wait = False
-
-    def _next(self) -> list[tuple[int, bool, Any]]:
-        """Run the unary commands at the head of the queue as one group, or else the one
-        request there, and return the answers."""
-        queue = self._queue
-        if queue[0][0] not in _GROUPED:
-            return [self._alone(queue.popleft())]
-        answers: list[tuple[int, bool, Any]] = []
-        group: list[tuple[int, str, cmd._Command, Route | None]] = []
-        now = self._ledger.clock.now()
-        while queue and queue[0][0] in _GROUPED and len(group) < self._max_items:
-            request = queue.popleft()
-            if request[0] == _ONE:
-                group.append((request[1], request[2], request[3], None))
-                continue
-            forwarded = ROUTES[request[3]]
-            try:
-                command = forwarded.to_command(request[4], now)
-                group.append((request[1], request[2], command, forwarded))
-            except Exception as error:  # noqa: BLE001 (a bad request is its caller's answer)
-                answers.append((request[1], False, error))
-        if not group:
-            return answers
-        try:
-            outcomes = self._ledger.execute_many([(g[1], g[2]) for g in group])
-        except Exception as error:  # noqa: BLE001 (each caller gets the failure)
-            _log.error("group commit of %d failed: %s", len(group), type(error).__name__)
-            return [*answers, *((g[0], False, error) for g in group)]
-        self._groups += 1
-        self._items += len(group)
-        for (number, _principal, _command, route), outcome in zip(group, outcomes, strict=True):
-            if route is None:
-                answers.append((number, True, outcome))
-            elif outcome.error is not None:
-                answers.append((number, False, outcome.error))
-            else:
-                done = outcome.recorded
-                assert done is not None  # noqa: S101 (an outcome is one or the other)
-                answers.append(
-                    (number, True, Forwarded(route.answer(done), done.position, done.event_type))
-                )
-        return answers
-
-    def _alone(self, request: tuple[Any, ...]) -> tuple[int, bool, Any]:
-        kind, number = request[0], request[1]
-        ledger = self._ledger
-        run: Callable[[], Any]
-        if kind == _ALONE:
-            run = lambda: ledger.execute(request[2], request[3])  # noqa: E731
-        elif kind == _BATCH:
-            run = lambda: ledger.execute_batch(  # noqa: E731
-                request[2], request[3], all_or_nothing=request[4], digests=request[5]
-            )
-        else:
-            run = lambda: ledger.execute_many(request[2])  # noqa: E731
-        try:
-            return (number, True, run())
-        except Exception as error:  # noqa: BLE001 (the caller gets the failure)
-            return (number, False, error)
-
-    def _answer(self, answers: list[tuple[int, bool, Any]]) -> bool:
-        message = ("answers", answers, self._groups, self._items)
-        try:
-            frame = _frame(message)
-        except Exception:  # noqa: BLE001 (an error that does not pickle: send its kind only)
-            frame = _frame(("answers", [_sendable(a) for a in answers], self._groups, self._items))
-        self._sock.settimeout(None)
-        try:
-            self._sock.sendall(frame)
-        except OSError:
-            return False
-        finally:
-            self._sock.settimeout(0.0)
-        return True
-
-
-def _sendable(answer: tuple[int, bool, Any]) -> tuple[int, bool, Any]:
-    number, _ok, value = answer
-    try:
-        pickle.dumps(value, _PICKLE)
-    except Exception:  # noqa: BLE001
-        return (number, False, WriterFailed(type(value).__name__))
-    return answer
