@@ -86,8 +86,13 @@ def open_ledger(settings: Settings, clock: Clock | None = None) -> tuple[Ledger,
     """Open the event store and the key store the settings describe, creating the embedded
     default on first run, with the first policy version published and any erasure a crash
     interrupted completed. (The server's writer process opens its ledger this way too.)"""
+    return _open_ledger(settings, clock, *storage_config(settings))
+
+
+def _open_ledger(
+    settings: Settings, clock: Clock | None, storage: StorageConfig, keys_url: str
+) -> tuple[Ledger, SqlKeyStore]:
     _ensure_private_dir(settings.data_dir)
-    storage, keys_url = storage_config(settings)
     if storage.sqlite_path is not None and not storage.sqlite_path.exists():
         _create_private_file(storage.sqlite_path)
     schema = settings.postgres_schema if storage.backend == "postgres" else None
@@ -116,8 +121,8 @@ def open_ledger(settings: Settings, clock: Clock | None = None) -> tuple[Ledger,
 
 def open_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     """Open the ledger the settings describe and its views database."""
-    ledger, keystore = open_ledger(settings, clock)
     storage, keys_url = storage_config(settings)
+    ledger, keystore = _open_ledger(settings, clock, storage, keys_url)
     views_url = (
         f"sqlite:///{settings.data_dir / VIEWS_FILE}" if storage.backend == "sqlite" else keys_url
     )
