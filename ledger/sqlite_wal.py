@@ -14,6 +14,8 @@ import threading
 
 _log = logging.getLogger(__name__)
 
+_BUSY_RETRY_SECONDS = 0.05
+
 
 class WalCheckpoints:
     """Runs a PASSIVE checkpoint once about `every_rows` rows have been written since the last.
@@ -47,6 +49,12 @@ class WalCheckpoints:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.checkpoints = 0
+        """Checkpoints run (each copied what no reader still needed)."""
+        self.busy = 0
+        """Checkpoints that could not start because the log was busy (each tried again)."""
+        self.last_result: tuple[int, int, int] | None = None
+        """The last checkpoint's (busy, frames in the log, frames copied); a PASSIVE checkpoint
+        copies fewer than the log holds while a reader still needs older pages."""
 
     def wrote(self, rows: int) -> None:
         """Count rows written (by the one writer holding the database's write lock)."""
@@ -69,9 +77,12 @@ class WalCheckpoints:
 
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
+        busy = False
         try:
             while True:
-                self._wake.wait()
+                # a checkpoint that found the log busy is tried again shortly, not only at the
+                # next threshold (PASSIVE never waits for the lock it could not take)
+                self._wake.wait(_BUSY_RETRY_SECONDS if busy else None)
                 self._wake.clear()
                 try:
                     if conn is None:
@@ -80,8 +91,13 @@ class WalCheckpoints:
                         )
                         if self._journal_size_limit is not None:
                             conn.execute(f"PRAGMA journal_size_limit = {self._journal_size_limit}")
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    self.checkpoints += 1
+                    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.last_result = (int(row[0]), int(row[1]), int(row[2]))
+                    busy = self.last_result[0] != 0
+                    if busy:
+                        self.busy += 1
+                    else:
+                        self.checkpoints += 1
                 except sqlite3.Error as exc:  # tried again at the next threshold
                     _log.warning("%s failed: %s", self._name, type(exc).__name__)
                 if self._stopping.is_set():
