@@ -304,6 +304,10 @@ class ServerProcess:
     def cpu_seconds(self) -> float | None:
         return process_cpu_seconds(self.pid)
 
+    def own_cpu_seconds(self) -> float | None:
+        """The server's process alone (without its writer process)."""
+        return process_cpu_seconds(self.pid, descendants=False)
+
     def stop(self) -> None:
         """Ask it to stop; terminate, then kill, this process only, if it does not."""
         with contextlib.suppress(OSError, ValueError):
@@ -325,15 +329,17 @@ class ServerProcess:
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of a process (all its threads) and of its descendants that are
-    alive (the ledger server's forkserver and writer process)."""
+def process_cpu_seconds(pid: int, *, descendants: bool = True) -> float | None:
+    """User + system CPU of a process (all its threads) and, unless told not to, of its
+    descendants that are alive (the ledger server's forkserver and writer process)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
     except OSError:
         return None
     parts = stat.rsplit(")", 1)[1].split()
     own = (int(parts[11]) + int(parts[12])) / _TICKS
+    if not descendants:
+        return own
     return own + sum(process_cpu_seconds(child) or 0.0 for child in _children(pid))
 
 
@@ -374,6 +380,7 @@ class Sample:
     seconds: float
     client_cpu: float
     server_cpu: float | None
+    server_own_cpu: float | None
     foreign_cores: float | None
     steal_cores: float | None
     latencies: list[float] = field(default_factory=list, repr=False)
@@ -739,10 +746,12 @@ class Bench:
         stats0 = server.stats() if server is not None and server.name == "ledger" else None
         machine0 = machine_cpu_seconds()
         server0 = server.cpu_seconds() if server is not None else None
+        own0 = server.own_cpu_seconds() if server is not None else None
         cpu0, t0 = time.process_time(), time.perf_counter()
         done = await loop(t0 + self.args.seconds)
         t1, cpu1 = time.perf_counter(), time.process_time()
         server1 = server.cpu_seconds() if server is not None else None
+        own1 = server.own_cpu_seconds() if server is not None else None
         machine1 = machine_cpu_seconds()
         stats1 = server.stats() if stats0 is not None and server is not None else None
         self.finish_profile(profiler)
@@ -759,6 +768,7 @@ class Bench:
             seconds=seconds,
             client_cpu=cpu1 - cpu0,
             server_cpu=server_cpu,
+            server_own_cpu=own1 - own0 if own0 is not None and own1 is not None else None,
             foreign_cores=foreign,
             steal_cores=steal,
             latencies=done.latencies,
@@ -770,7 +780,7 @@ class Bench:
     def start_profile(
         self, server: ServerProcess | None, figure: str, profile_to: Path | None
     ) -> subprocess.Popen[bytes] | None:
-        """py-spy, sampling the GIL holder of the ledger server for the measured window."""
+        """py-spy, sampling the ledger server and its writer for the measured window."""
         if profile_to is None or server is None or server.name != "ledger":
             return None
         spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -789,7 +799,8 @@ class Bench:
             str(max(1, math.ceil(self.args.seconds))),
             "--rate",
             "200",
-            "--gil",
+            *(["--gil"] if self.args.profile_mode == "gil" else []),
+            "--subprocesses",  # the writer process too
             "--nonblocking",
             "--format",
             "raw",
@@ -934,6 +945,19 @@ def summarise(
             "median_server_cpu_us_per_event": _median(
                 [_per_event_us(s.server_cpu, s.events) for s in rows]
             ),
+            "median_server_process_cpu_us_per_event": _median(
+                [_per_event_us(s.server_own_cpu, s.events) for s in rows]
+            ),
+            "median_writer_cpu_us_per_event": _median(
+                [
+                    _per_event_us(s.server_cpu - s.server_own_cpu, s.events)
+                    if s.server_cpu is not None and s.server_own_cpu is not None
+                    else None
+                    for s in rows
+                ]
+            )
+            if server_name == "ledger"
+            else None,
             "rounds_server_cores": [
                 s.server_cpu / s.seconds if s.server_cpu is not None else None for s in rows
             ],
@@ -1053,6 +1077,7 @@ def print_table(summary: dict[str, Any]) -> None:
         "p50 / p99 ms",
         "client µs/ev",
         "server µs/ev",
+        "of it, writer",
         "server cores",
         "foreign cores",
     ):
@@ -1069,6 +1094,7 @@ def print_table(summary: dict[str, Any]) -> None:
             latency,
             _fmt(f["median_client_cpu_us_per_event"], ",.1f"),
             _fmt(f["median_server_cpu_us_per_event"], ",.1f"),
+            _fmt(f["median_writer_cpu_us_per_event"], ",.1f"),
             _fmt(server_cores, ".2f"),
             " / ".join(_fmt(v, ".2f") for v in f["rounds_foreign_cores"]),
         )
@@ -1151,7 +1177,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile",
         type=Path,
         metavar="DIR",
-        help="py-spy --gil the ledger server in round 1 (perturbs that round); raw stacks to DIR",
+        help="py-spy the ledger server and its writer in round 1 (perturbs that round); "
+        "raw stacks to DIR",
+    )
+    parser.add_argument(
+        "--profile-mode",
+        choices=("gil", "active"),
+        default="gil",
+        help="with --profile: sample the threads holding the interpreter lock (gil), or every "
+        "thread not idle (active: includes SQLite's commits, which run without the lock)",
     )
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.warmup < 0 or args.rounds < 1:

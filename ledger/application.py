@@ -303,6 +303,17 @@ class Ledger(Application[UUID]):
         for listener in list(self._listeners):
             listener(position)
 
+    def forget_cached(self) -> None:
+        """Forget every cached aggregate and the policy book: a commit of this process failed
+        after the cached copies had taken in its events (see `ledger.deferred_commits`)."""
+        cache = self.repository.cache
+        if cache is not None:
+            for aggregate_id in list(cache.cache):
+                with contextlib.suppress(KeyError):
+                    cache.get(aggregate_id, evict=True)
+        self._book_cache = None
+        self._book_checked = 0.0
+
     def forget_policy_book(self) -> None:
         """Read the policy book afresh at its next use (another process published)."""
         self._book_checked = 0.0

@@ -8,8 +8,9 @@ to follow the log by polling: `eventsourcing` 9.5.6 gives SQLite no subscription
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -22,11 +23,17 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteConnection, SQLiteCursor
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteCursor,
+    SQLiteTransaction,
+)
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
+from ledger.deferred_commits import DeferredCommits
 from ledger.receipts import Receipt
 from ledger.sqlite_wal import WalCheckpoints
 
@@ -85,6 +92,17 @@ def _from_row(row: Sequence[Any]) -> Receipt:
         str(row[5]),
         int(row[6]),
     )
+
+
+def _commit_held(held: tuple[SQLiteConnection, SQLiteTransaction]) -> None:
+    """Commit a held transaction (errors as the library names them); roll back if it fails."""
+    conn, transaction = held
+    try:
+        transaction.__exit__(None, None, None)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        raise
 
 
 class LedgerPOPORecorder(POPOApplicationRecorder):
@@ -154,10 +172,67 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
 
             pool._create_connection = configured  # type: ignore[method-assign]
 
+        self.deferred: DeferredCommits | None = None
+
     def stop_checkpoints(self) -> None:
         """Checkpoint what is left, then stop the checkpoint thread (the ledger closes)."""
+        if self.deferred is not None:
+            self.deferred.close()
         if self._checkpoints is not None:
             self._checkpoints.stop()
+
+    # --- deferred commits (the server's writer process) -------------------------------------
+
+    def defer_commits(self, on_failure: Callable[[], None]) -> DeferredCommits:
+        """From now on, while `armed`, a write leaves its transaction open for the returned
+        `DeferredCommits` to commit beside the next one's work (one writer only)."""
+        self.deferred = DeferredCommits(_commit_held, self._release_held, on_failure=on_failure)
+        return self.deferred
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        deferred = self.deferred
+        if deferred is None:
+            return super().insert_events(stored_events, **kwargs)
+        deferred.settle()  # the commit in flight first; raises (a retry) if it failed
+        if not deferred.armed:
+            return super().insert_events(stored_events, **kwargs)
+        pool = self.datastore.pool
+        conn = pool.get_connection(is_writer=True)
+        transaction = SQLiteTransaction(conn, commit=True)
+        try:
+            cursor = transaction.__enter__()  # BEGIN
+            try:
+                ids = self._insert_events(cursor, stored_events, **kwargs)
+            finally:
+                cursor.sqlite_cursor.close()
+        except BaseException as exc:
+            try:
+                transaction.__exit__(type(exc), exc, exc.__traceback__)  # rolls back, re-raises
+            finally:
+                pool.put_connection(conn)
+            raise
+        deferred.hold((conn, transaction))
+        return ids
+
+    def _release_held(self, held: tuple[SQLiteConnection, SQLiteTransaction]) -> None:
+        self.datastore.pool.put_connection(held[0])
+
+    def select_events(self, *args: Any, **kwargs: Any) -> Any:
+        if self.deferred is not None:
+            self.deferred.wait()  # what the commit in flight wrote is part of the answer
+        return super().select_events(*args, **kwargs)
+
+    def select_notifications(self, *args: Any, **kwargs: Any) -> Any:
+        if self.deferred is not None:
+            self.deferred.wait()
+        return super().select_notifications(*args, **kwargs)
+
+    def max_notification_id(self) -> int:
+        if self.deferred is not None:
+            self.deferred.wait()
+        return super().max_notification_id()
 
     def construct_create_table_statements(self) -> list[str]:
         table = f"{getattr(self, 'events_table_name', 'stored_events')}_receipts"
@@ -184,6 +259,8 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         return ids
 
     def receipt(self, receipt_id: str) -> Receipt | None:
+        if self.deferred is not None:
+            self.deferred.wait()
         with self.datastore.transaction(commit=False) as c:
             c.execute(
                 f"SELECT * FROM {self.receipts_table_name} WHERE receipt_id=?",  # noqa: S608

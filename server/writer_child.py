@@ -4,18 +4,23 @@ a transaction of its own, and answer, until told to stop or until the server goe
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
 import select
 import signal
 import socket
+import sys
+import threading
 from collections import deque
 from typing import Any
 
 from ledger import commands as cmd
 from ledger.application import Ledger
+from ledger.deferred_commits import CommitFailed, DeferredCommits
 from ledger.errors import ConfigurationError
+from ledger.recorders import LedgerSQLiteRecorder
 from server.errors import WriterFailed
 from server.forwarding import ROUTES, Route
 from server.runtime import open_ledger, settle_heap
@@ -24,6 +29,7 @@ from server.writer_link import (
     ALONE,
     BATCH,
     GROUPED,
+    MANY,
     ONE,
     PICKLE,
     STOP,
@@ -35,6 +41,7 @@ from server.writer_link import (
 _log = logging.getLogger("pdl.writer")
 
 _READ_CHUNK = 1 << 20
+_SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 def writer_main(settings: Settings, sock: socket.socket, max_items: int) -> None:
@@ -53,12 +60,22 @@ def writer_main(settings: Settings, sock: socket.socket, max_items: int) -> None
     except Exception as error:  # noqa: BLE001 (told to the server, which fails its start)
         _send(sock, ("failed", f"cannot open the ledger: {type(error).__name__}"))
         return
+    recorder = ledger.recorder
+    deferred = (
+        recorder.defer_commits(on_failure=ledger.forget_cached)
+        if isinstance(recorder, LedgerSQLiteRecorder) and recorder._checkpoints is not None
+        else None
+    )
+    if deferred is not None:
+        # the committing thread needs the interpreter lock back briefly after each commit, to
+        # answer; by default it could wait 5 ms for the writer's thread to give it up
+        sys.setswitchinterval(_SWITCH_INTERVAL_SECONDS)
     try:
         settle_heap()
         _send(sock, ("ready", os.getpid()))
-        _Writer(ledger, sock, max_items).serve()
+        _Writer(ledger, sock, max_items, deferred).serve()
     finally:
-        ledger.close()
+        ledger.close()  # waits for a commit still in flight
         keystore.close()
 
 
@@ -71,44 +88,95 @@ def _send(sock: socket.socket, message: object) -> bool:
 
 
 class _Writer:
-    """Reads requests, commits them in groups, answers."""
+    """Reads requests, commits them in groups, answers.
 
-    def __init__(self, ledger: Ledger, sock: socket.socket, max_items: int) -> None:
+    With `deferred` (SQLite), a group's commit runs in a thread of its own, which answers the
+    group once it is durable, while this one reads and runs the next requests; a commit that
+    failed has this one run again what it decided meanwhile (see `ledger.deferred_commits`).
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        sock: socket.socket,
+        max_items: int,
+        deferred: DeferredCommits | None = None,
+    ) -> None:
         self._ledger = ledger
         self._sock = sock
         self._max_items = max_items
+        self._deferred = deferred
         self._frames = Frames()
         self._queue: deque[tuple[Any, ...]] = deque()
         self._stopping = False
         self._closed = False
         self._groups = 0
         self._items = 0
-        sock.settimeout(0.0)
+        self._send_lock = threading.Lock()
+        sock.settimeout(None)  # sends block; reads look first (`_read`)
 
     def serve(self) -> None:
-        while True:
-            self._read(wait=not self._queue)
-            if not self._queue:
-                if self._stopping or self._closed:
-                    return
-                continue
-            answers = self._next()
-            if not self._closed and not self._answer(answers):
-                self._closed = True
+        try:
+            while True:
+                self._read(wait=not self._queue)
+                if not self._queue:
+                    if self._stopping or self._closed:
+                        return
+                    continue
+                self._serve_next()
+        finally:
+            if self._deferred is not None:
+                self._deferred.close()  # the last commit and its answers
+
+    def _serve_next(self) -> None:
+        """Run what is at the head of the queue and answer it, or hand its commit and its
+        answers to the committing thread."""
+        taken = self._take()
+        deferred = self._deferred
+        if deferred is None:
+            self._send_answers(self._run(taken))
+            return
+        for _ in range(2):
+            deferred.armed = taken[0][0] in GROUPED or taken[0][0] in (BATCH, MANY)
+            try:
+                answers = self._run(taken)
+            finally:
+                deferred.armed = False
+            if deferred.holding:  # its own commit settled any before it
+                frame = self._frame(self._message(answers))  # here: the thread needs little
+                deferred.commit_then(functools.partial(self._after_commit, frame, answers))
+                return
+            try:
+                deferred.settle()  # nothing written: was anything decided on a lost commit?
+            except CommitFailed:
+                continue  # the ledger forgot its copies: decide again, on what is stored
+            break
+        self._send_answers(answers)
+
+    def _after_commit(
+        self, frame: bytes, answers: list[tuple[int, bool, Any]], error: BaseException | None
+    ) -> None:
+        """In the committing thread: answer the group, or tell each caller the failure."""
+        if error is not None:
+            _log.error("commit of %d answers failed: %s", len(answers), type(error).__name__)
+            frame = self._frame(self._message([(a[0], False, error) for a in answers]))
+        if not self._closed and not self._send(frame):
+            self._closed = True
+
+    def _send_answers(self, answers: list[tuple[int, bool, Any]]) -> None:
+        if not self._closed and not self._send(self._frame(self._message(answers))):
+            self._closed = True
 
     def _read(self, *, wait: bool) -> None:
         """Take in every frame that has arrived; with `wait`, block until one has."""
         if self._closed or self._stopping:
             return
         while True:
-            if wait:
-                select.select([self._sock], [], [])
+            readable, _, _ = select.select([self._sock], [], [], None if wait else 0)
+            if not readable:
+                return
             try:
                 data = self._sock.recv(_READ_CHUNK)
-            except BlockingIOError:
-                if wait and not self._queue:
-                    continue
-                return
             except OSError:
                 data = b""
             if not data:
@@ -122,17 +190,25 @@ class _Writer:
                         self._queue.append(request)
             wait = False
 
-    def _next(self) -> list[tuple[int, bool, Any]]:
-        """Run the unary commands at the head of the queue as one group, or else the one
-        request there, and return the answers."""
+    def _take(self) -> list[tuple[Any, ...]]:
+        """The unary commands at the head of the queue, as one group, or else the one request
+        there."""
         queue = self._queue
         if queue[0][0] not in GROUPED:
-            return [self._alone(queue.popleft())]
+            return [queue.popleft()]
+        taken: list[tuple[Any, ...]] = []
+        while queue and queue[0][0] in GROUPED and len(taken) < self._max_items:
+            taken.append(queue.popleft())
+        return taken
+
+    def _run(self, taken: list[tuple[Any, ...]]) -> list[tuple[int, bool, Any]]:
+        """Run what `_take` took and return the answers."""
+        if taken[0][0] not in GROUPED:
+            return [self._alone(taken[0])]
         answers: list[tuple[int, bool, Any]] = []
         group: list[tuple[int, str, cmd._Command, Route | None]] = []
         now = self._ledger.clock.now()
-        while queue and queue[0][0] in GROUPED and len(group) < self._max_items:
-            request = queue.popleft()
+        for request in taken:
             if request[0] == ONE:
                 group.append((request[1], request[2], request[3], None))
                 continue
@@ -184,19 +260,24 @@ class _Writer:
         (items,) = body  # MANY
         return self._ledger.execute_many(items)
 
-    def _answer(self, answers: list[tuple[int, bool, Any]]) -> bool:
-        message = ("answers", answers, self._groups, self._items)
+    def _message(self, answers: list[tuple[int, bool, Any]]) -> tuple[Any, ...]:
+        return ("answers", answers, self._groups, self._items)
+
+    @staticmethod
+    def _frame(message: tuple[Any, ...]) -> bytes:
         try:
-            frame = framed(message)
+            return framed(message)
         except Exception:  # noqa: BLE001 (an error that does not pickle: send its kind only)
-            frame = framed(("answers", [_sendable(a) for a in answers], self._groups, self._items))
-        self._sock.settimeout(None)
-        try:
-            self._sock.sendall(frame)
-        except OSError:
-            return False
-        finally:
-            self._sock.settimeout(0.0)
+            tag, answers, groups, items = message
+            return framed((tag, [_sendable(a) for a in answers], groups, items))
+
+    def _send(self, frame: bytes) -> bool:
+        """Send a frame (from this thread or the committing one)."""
+        with self._send_lock:
+            try:
+                self._sock.sendall(frame)
+            except OSError:
+                return False
         return True
 
 
