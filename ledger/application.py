@@ -18,7 +18,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import JSONTranscoder, Recording, Transcoder
+from eventsourcing.persistence import JSONTranscoder, Mapper, Recording, Transcoder
 from pydantic import BaseModel
 
 from ledger import commands as cmd
@@ -43,6 +43,7 @@ from ledger.subject import Subject
 from ledger.subject_state import SubjectState
 from ledger.transcoding import (
     DataclassTranscoding,
+    DirectMapper,
     ModelTranscoding,
     OrjsonTranscoder,
     PayloadReader,
@@ -104,6 +105,15 @@ class Ledger(Application[UUID]):
             raise ConfigurationError(msg)
         self.payload_of = PayloadReader(self.mapper, _STORED_MODELS)
         """A stored event's pydantic payload (or None), without rebuilding the whole event."""
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        mapper: Mapper[UUID] = self.factory.mapper(transcoder=self.construct_transcoder())
+        return DirectMapper(
+            transcoder=mapper.transcoder,
+            cipher=mapper.cipher,
+            compressor=mapper.compressor,
+            models=_STORED_MODELS,
+        )
 
     def construct_transcoder(self) -> Transcoder:
         transcoder = OrjsonTranscoder()

@@ -278,12 +278,12 @@ class _Accepted:
 
 
 def _recorded(receipt: Receipt, *, replayed: bool) -> Recorded:
-    return Recorded(
-        aggregate_id=receipt.aggregate_id,
-        subject_id=receipt.subject_id,
-        version=receipt.version,
-        position=receipt.position,
-        event_type=receipt.event_type,
+    return Recorded.trusted(
+        receipt.aggregate_id,
+        receipt.subject_id,
+        receipt.version,
+        receipt.position,
+        receipt.event_type,
         replayed=replayed,
     )
 

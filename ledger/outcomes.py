@@ -43,6 +43,34 @@ class Recorded(BaseModel):
             ),
         )
 
+    @classmethod
+    def trusted(
+        cls,
+        aggregate_id: UUID,
+        subject_id: UUID | None,
+        version: int,
+        position: int,
+        event_type: str,
+        *,
+        replayed: bool,
+    ) -> Recorded:
+        """A `Recorded` from values of the right types already (a receipt's), without
+        validating them again: the engine makes one per accepted command."""
+        obj = _new(cls)
+        state = {
+            "aggregate_id": aggregate_id,
+            "subject_id": subject_id,
+            "version": version,
+            "position": position,
+            "event_type": event_type,
+            "replayed": replayed,
+        }
+        _set(obj, "__dict__", state)
+        _set(obj, "__pydantic_fields_set__", set(_FIELDS_SET))  # a copy: model_copy adds to it
+        _set(obj, "__pydantic_extra__", None)
+        _set(obj, "__pydantic_private__", None)
+        return obj
+
 
 _FIELDS_SET = frozenset(Recorded.model_fields)
 _new = object.__new__
@@ -59,21 +87,11 @@ def _recorded(
     replayed: bool,
 ) -> Recorded:
     """A pickled `Recorded` again: its values were validated when it was made."""
-    obj = _new(Recorded)
     aggregate_id = UUID(bytes=aggregate)
-    state = {
-        "aggregate_id": aggregate_id,
-        "subject_id": aggregate_id if same else None if subject is None else UUID(bytes=subject),
-        "version": version,
-        "position": position,
-        "event_type": event_type,
-        "replayed": replayed,
-    }
-    _set(obj, "__dict__", state)
-    _set(obj, "__pydantic_fields_set__", _FIELDS_SET)
-    _set(obj, "__pydantic_extra__", None)
-    _set(obj, "__pydantic_private__", None)
-    return obj
+    subject_id = aggregate_id if same else None if subject is None else UUID(bytes=subject)
+    return Recorded.trusted(
+        aggregate_id, subject_id, version, position, event_type, replayed=replayed
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ def test_a_recorded_answer_pickles_back_equal(
         assert again.recorded.model_dump() == done.model_dump()
         assert isinstance(again.recorded.aggregate_id, UUID)
         assert hash(again.recorded) == hash(done)
+        assert again.recorded.model_copy(update={"replayed": True}).replayed is True
 
 
 def test_a_refused_outcome_pickles_back_with_its_error() -> None:
@@ -55,3 +56,23 @@ def test_a_refused_outcome_pickles_back_with_its_error() -> None:
     assert again.recorded is None
     assert type(again.error) is SubjectNotFound
     assert str(again.error) == str(error)
+
+
+@given(aggregate=_ids, subject=st.one_of(st.none(), _ids), replayed=st.booleans())
+def test_a_trusted_recorded_equals_a_validated_one(
+    aggregate: UUID, subject: UUID | None, replayed: bool
+) -> None:
+    fields = {
+        "aggregate_id": aggregate,
+        "subject_id": subject,
+        "version": 3,
+        "position": 41,
+        "event_type": "DataCollected",
+        "replayed": replayed,
+    }
+    trusted = Recorded.trusted(aggregate, subject, 3, 41, "DataCollected", replayed=replayed)
+    validated = Recorded(**fields)
+    assert trusted == validated
+    assert trusted.model_fields_set == validated.model_fields_set
+    assert trusted.model_dump_json() == validated.model_dump_json()
+    assert trusted.model_copy(update={"replayed": True}).replayed is True
