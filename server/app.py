@@ -9,6 +9,7 @@ calls, lets in-flight calls finish, commits what is queued and closes the store.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import signal
@@ -81,6 +82,7 @@ def method_scopes() -> dict[str, Scope]:
 
 
 SERVICE_NAMES = tuple(service.full_name for service in _SERVICES)
+_READ_ONLY_SERVICES = ("pdl.v1.QueryService", "pdl.v1.ViewService")
 
 
 @dataclass
@@ -148,7 +150,26 @@ async def build_server(
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if isinstance(committer, ProcessCommitter):
+        committer.on_availability = functools.partial(_writer_health, checker)
     return Serving(server, port, committer, checker)
+
+
+WRITING_SERVICES = tuple(
+    service.full_name for service in _SERVICES if service.full_name not in _READ_ONLY_SERVICES
+)
+"""The services that record (through the writer): while the writer process is replaced, they
+and the server as a whole are NOT_SERVING; the read-only services stay SERVING."""
+
+
+async def _writer_health(checker: health.aio.HealthServicer, available: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if available
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", *WRITING_SERVICES):
+        await checker.set(name, status)
 
 
 def _committer(settings: Settings, ledger: Ledger) -> Committer:

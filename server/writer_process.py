@@ -28,7 +28,7 @@ import itertools
 import logging
 import multiprocessing
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from multiprocessing import util
 from typing import Any, cast
 
@@ -95,9 +95,13 @@ class ProcessCommitter:
         self._ready: asyncio.Future[None] | None = None
         self._stopping = False
         self._restarting: asyncio.Task[None] | None = None
+        self._told: asyncio.Task[None] | None = None
         self.groups = 0
         self.items = 0
         self.restarts = 0
+        self.on_availability: Callable[[bool], Coroutine[Any, Any, None]] | None = None
+        """Awaited on the event loop with False when the writer is lost, with True when its
+        replacement is ready (the server's health follows it)."""
 
     @property
     def writer_pid(self) -> int | None:
@@ -245,6 +249,12 @@ class ProcessCommitter:
         if not self._stopping and self._loop is not None and self._restarting is None:
             _log.error("the writer process stopped unexpectedly; starting another")
             self._restarting = self._loop.create_task(self._restart())
+            self._tell_availability(available=False)
+
+    def _tell_availability(self, *, available: bool) -> None:
+        hook, loop = self.on_availability, self._loop
+        if hook is not None and loop is not None:
+            self._told = loop.create_task(hook(available))
 
     def _fail_sent(self) -> None:
         """Fail the calls whose requests went to a writer that is gone; those still in the
@@ -274,6 +284,7 @@ class ProcessCommitter:
                     self._fail_all()  # the calls waiting for it are not kept waiting for ever
                     continue
                 self.restarts += 1
+                self._tell_availability(available=True)
                 return
         finally:
             self._restarting = None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from outcomes import bad_fields, log_end, nothing_written, reason_of
 from scenario import secret
 
@@ -133,6 +134,38 @@ def test_calls_made_while_the_writer_is_replaced_wait_for_the_new_one(
     assert set(answers) <= {"DataCollected", "WRITER_UNAVAILABLE"}
     assert answers[-1] == "DataCollected"
     assert committer.restarts == 1
+
+
+def test_health_says_not_serving_for_writing_while_the_writer_is_replaced(
+    served: Served, client: LedgerClient
+) -> None:
+    """While there is no writer, the server and its recording services are NOT_SERVING (a
+    probe takes the instance out of rotation); the read-only services stay SERVING; health
+    comes back once the new writer is up."""
+    committer, _person, pid = _person_and_writer(served, client)
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    with grpc.insecure_channel(served.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        overall = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)
+        recording = health.Watch(
+            health_pb2.HealthCheckRequest(service="pdl.v1.LedgerService"), timeout=60
+        )
+        assert next(overall).status == serving
+        assert next(recording).status == serving
+        os.kill(pid, signal.SIGKILL)
+        assert next(overall).status == not_serving
+        assert next(recording).status == not_serving
+        query = health.Check(
+            health_pb2.HealthCheckRequest(service="pdl.v1.QueryService"), timeout=10
+        )
+        assert query.status == serving
+        assert next(overall).status == serving
+        assert next(recording).status == serving
+        overall.cancel()
+        recording.cancel()
+    assert committer.restarts == 1
+    assert committer.writer_pid not in (None, pid)
 
 
 @pytest.mark.parametrize("method", sorted(ROUTES))
