@@ -42,6 +42,7 @@ _log = logging.getLogger("pdl.writer")
 
 _READ_CHUNK = 1 << 20
 _SWITCH_INTERVAL_SECONDS = 0.0005
+_DEFER_GROUP_ITEMS = 32
 
 
 def writer_main(settings: Settings, sock: socket.socket, max_items: int) -> None:
@@ -137,7 +138,7 @@ class _Writer:
             self._send_answers(self._run(taken))
             return
         for _ in range(2):
-            deferred.armed = taken[0][0] in GROUPED or taken[0][0] in (BATCH, MANY)
+            deferred.armed = self._defers(taken)
             try:
                 answers = self._run(taken)
             finally:
@@ -152,6 +153,15 @@ class _Writer:
                 continue  # the ledger forgot its copies: decide again, on what is stored
             break
         self._send_answers(answers)
+
+    @staticmethod
+    def _defers(taken: list[tuple[Any, ...]]) -> bool:
+        """Whether this work's commit goes to the committing thread: a batch's (many rows: its
+        commit is long, the next one's work fills it), and a large group's; a small group is
+        answered sooner by committing it here (handing over and back costs more than the
+        overlap gains)."""
+        kind = taken[0][0]
+        return kind in (BATCH, MANY) or (kind in GROUPED and len(taken) >= _DEFER_GROUP_ITEMS)
 
     def _after_commit(
         self, frame: bytes, answers: list[tuple[int, bool, Any]], error: BaseException | None

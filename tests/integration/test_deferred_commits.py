@@ -262,7 +262,8 @@ def test_the_writer_decides_again_what_it_refused_on_a_commit_that_then_failed(
 ) -> None:
     """A withdrawal whose commit fails must not leave a collection that needed the consent
     refused: the writer, having written nothing for it, learns of the failure and runs it
-    again on what is stored (the consent in force), and it is recorded."""
+    again on what is stored (the consent in force), and it is recorded. (Batches' commits go
+    to the committing thread; so do large groups of unary calls.)"""
     sid = subject(ledger)
     ledger.execute(PRINCIPAL, consent(sid, at=START - timedelta(minutes=3)))
     deferred = _deferred(ledger)
@@ -277,12 +278,15 @@ def test_the_writer_decides_again_what_it_refused_on_a_commit_that_then_failed(
     deferred._commit = failing_commit
     link = _Link(ledger, deferred)
     try:
-        link.send((ONE, 1, PRINCIPAL, withdrawal(sid, at=START - timedelta(minutes=2))))
-        while not deferred._busy:  # its commit is in flight (and held back)
+        withdrawn = withdrawal(sid, at=START - timedelta(minutes=2))
+        link.send((BATCH, 1, PRINCIPAL, [withdrawn], False, None))
+        deadline = time.monotonic() + 10
+        while not deferred.busy:  # its commit is in flight (and held back)
+            assert time.monotonic() < deadline
             time.sleep(0.005)
         deferred._commit = commit
         needs = gps_collection(sid, at=START - timedelta(minutes=1), mode=CollectionMode.CONSENT)
-        link.send((ONE, 2, PRINCIPAL, needs))
+        link.send((BATCH, 2, PRINCIPAL, [needs], False, None))
         time.sleep(0.2)  # decided on the withdrawal's copy: refused, nothing to write
         release.set()
         ok, value = link.answer(1)
@@ -290,8 +294,9 @@ def test_the_writer_decides_again_what_it_refused_on_a_commit_that_then_failed(
         assert isinstance(value, OperationalError)
         ok, value = link.answer(2)
         assert ok, value
-        assert value.recorded is not None, value.error
-        assert value.recorded.event_type == "DataCollected"
+        [outcome] = value
+        assert outcome.recorded is not None, outcome.error
+        assert outcome.recorded.event_type == "DataCollected"
     finally:
         link.stop()
     assert deferred.failures == 1
@@ -323,3 +328,27 @@ def test_the_writer_answers_a_group_only_once_its_commit_is_durable(ledger: Ledg
         assert ledger.recorder.max_notification_id() == outcomes[0].recorded.position
     finally:
         link.stop()
+
+
+def test_a_small_group_of_unary_calls_commits_in_the_writer_and_a_large_one_in_the_thread(
+    ledger: Ledger,
+) -> None:
+    sid = subject(ledger)
+    deferred = _deferred(ledger)
+    link = _Link(ledger, deferred)
+    try:
+        link.send((ONE, 1, PRINCIPAL, collection(sid, at=START)))
+        ok, outcome = link.answer(1)
+        assert ok
+        assert outcome.recorded is not None
+        assert deferred.commits == 0  # committed in the writer's own thread
+        many = [(ONE, n, PRINCIPAL, collection(sid, at=START)) for n in range(2, 42)]
+        link.send(*many)  # one frame: taken as one group of 40
+        for n in range(2, 42):
+            ok, outcome = link.answer(n)
+            assert ok
+            assert outcome.recorded is not None
+        assert deferred.commits == 1
+    finally:
+        link.stop()
+    assert len(ledger.history(sid)) == 1 + 1 + 40
