@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -12,7 +13,12 @@ from pydantic import SecretStr
 
 from ledger import commands as c
 from ledger.application import Ledger, Recorded
+from ledger.clock import FixedClock
 from ledger.errors import Refused
+from ledger.policy import SEED_EFFECTIVE_AT, load_seed_policy
+from ledger.sealing import MasterKey, Sealer
+from ledger.storage import StorageConfig, ledger_env
+from server.keystore import SqlKeyStore
 
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 PRINCIPAL = "app-backend"
@@ -127,3 +133,15 @@ def subject(ledger: Ledger, **fields: Any) -> UUID:
     sid = register(ledger, **fields).subject_id
     assert sid is not None
     return sid
+
+
+def sqlite_ledger(directory: Path, master: MasterKey) -> Ledger:
+    """A ledger on SQLite files in `directory` (events.db, keys.db), its clock at START, the
+    seed policy published: another one on the same files reads what the first committed."""
+    app = Ledger(
+        ledger_env(StorageConfig(backend="sqlite", sqlite_path=directory / "events.db")),
+        sealer=Sealer(master, SqlKeyStore(f"sqlite:///{directory / 'keys.db'}")),
+        clock=FixedClock(START),
+    )
+    app.ensure_policy(load_seed_policy(), SEED_EFFECTIVE_AT, "pdl-bootstrap")
+    return app

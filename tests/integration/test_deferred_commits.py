@@ -20,32 +20,23 @@ from scenario import (
     collection,
     consent,
     gps_collection,
+    sqlite_ledger,
     subject,
     withdrawal,
 )
 
 from ledger.application import Ledger
-from ledger.clock import FixedClock
 from ledger.deferred_commits import CommitFailed, DeferredCommits
 from ledger.errors import Refused
 from ledger.events import CollectionMode
-from ledger.policy import SEED_EFFECTIVE_AT, load_seed_policy
 from ledger.recorders import LedgerSQLiteRecorder
-from ledger.sealing import MasterKey, Sealer
-from ledger.storage import StorageConfig, ledger_env
-from server.keystore import SqlKeyStore
+from ledger.sealing import MasterKey
 from server.writer_child import _Writer
 from server.writer_link import BATCH, ONE, STOP, Frames, framed
 
 
 def _ledger(tmp_path: Path, master: MasterKey) -> Ledger:
-    app = Ledger(
-        ledger_env(StorageConfig(backend="sqlite", sqlite_path=tmp_path / "events.db")),
-        sealer=Sealer(master, SqlKeyStore(f"sqlite:///{tmp_path / 'keys.db'}")),
-        clock=FixedClock(START),
-    )
-    app.ensure_policy(load_seed_policy(), SEED_EFFECTIVE_AT, "pdl-bootstrap")
-    return app
+    return sqlite_ledger(tmp_path, master)
 
 
 @pytest.fixture
@@ -64,6 +55,19 @@ def _deferred(ledger: Ledger) -> DeferredCommits:
     recorder = ledger.recorder
     assert isinstance(recorder, LedgerSQLiteRecorder)
     return recorder.defer_commits(on_failure=ledger.forget_cached)
+
+
+def _held_back(deferred: DeferredCommits) -> threading.Event:
+    """Make the thread's next commits wait until the returned event is set."""
+    release = threading.Event()
+    commit = deferred._commit
+
+    def slow_commit(held: Any) -> None:
+        release.wait(10)
+        commit(held)
+
+    deferred._commit = slow_commit
+    return release
 
 
 def _events_stored(tmp_path: Path, master: MasterKey, sid: Any) -> int:
@@ -110,14 +114,7 @@ def test_the_next_write_waits_for_the_commit_in_flight(
 ) -> None:
     sid = subject(ledger)
     deferred = _deferred(ledger)
-    release = threading.Event()
-    commit = deferred._commit
-
-    def slow_commit(held: Any) -> None:
-        release.wait(10)
-        commit(held)
-
-    deferred._commit = slow_commit
+    release = _held_back(deferred)
     deferred.armed = True
     ledger.execute_batch(PRINCIPAL, [collection(sid, at=START)])
     deferred.commit_then(lambda _error: None)
@@ -308,14 +305,7 @@ def test_the_writer_decides_again_what_it_refused_on_a_commit_that_then_failed(
 def test_the_writer_answers_a_group_only_once_its_commit_is_durable(ledger: Ledger) -> None:
     sid = subject(ledger)
     deferred = _deferred(ledger)
-    release = threading.Event()
-    commit = deferred._commit
-
-    def slow_commit(held: Any) -> None:
-        release.wait(10)
-        commit(held)
-
-    deferred._commit = slow_commit
+    release = _held_back(deferred)
     link = _Link(ledger, deferred)
     try:
         link.send((BATCH, 1, PRINCIPAL, [collection(sid, at=START)], False, None))

@@ -9,27 +9,17 @@ import sqlite3
 import time
 from pathlib import Path
 
-from scenario import PRINCIPAL, START, collection, subject
+from scenario import PRINCIPAL, START, collection, sqlite_ledger, subject
 
 from ledger.application import Ledger
-from ledger.clock import FixedClock
-from ledger.policy import SEED_EFFECTIVE_AT, load_seed_policy
 from ledger.recorders import LedgerSQLiteRecorder
-from ledger.sealing import MasterKey, Sealer
+from ledger.sealing import MasterKey
 from ledger.sqlite_wal import WalCheckpoints
-from ledger.storage import StorageConfig, ledger_env
 from projections.store import ViewStore
-from server.keystore import SqlKeyStore
 
 
 def _ledger(tmp_path: Path, master: MasterKey) -> Ledger:
-    app = Ledger(
-        ledger_env(StorageConfig(backend="sqlite", sqlite_path=tmp_path / "events.db")),
-        sealer=Sealer(master, SqlKeyStore(f"sqlite:///{tmp_path / 'keys.db'}")),
-        clock=FixedClock(START),
-    )
-    app.ensure_policy(load_seed_policy(), SEED_EFFECTIVE_AT, "pdl-bootstrap")
-    return app
+    return sqlite_ledger(tmp_path, master)
 
 
 def _count_in_database_file(path: Path, table: str) -> int:
