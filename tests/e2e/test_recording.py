@@ -859,6 +859,39 @@ def test_a_batch_with_mixed_outcomes_records_the_accepted_items_and_explains_the
     assert _GPS not in held(client.subject_state(sid))
 
 
+def test_a_retried_batch_replays_each_item_and_a_reused_key_with_another_payload_conflicts(
+    client: LedgerClient,
+) -> None:
+    """A retry of a whole batch records nothing again: each item answers with its first
+    answer. A later batch that reuses one of its keys for another command gets that item
+    refused as a conflict, and its other items recorded."""
+    sid = register(client)
+    items = [lpb.BatchItem(collection=ip_collection(sid)) for _ in range(3)]
+    request = lpb.RecordBatchRequest(items=items)
+
+    first = client.ledger.RecordBatch(request, **client.options)
+    again = client.ledger.RecordBatch(request, **client.options)
+    reused = ip_collection(sid, meta=items[1].collection.meta)  # a new value under an old key
+    mixed = client.ledger.RecordBatch(
+        lpb.RecordBatchRequest(
+            items=[lpb.BatchItem(collection=reused), lpb.BatchItem(collection=ip_collection(sid))]
+        ),
+        **client.options,
+    )
+
+    assert [o.recorded.replayed for o in first.outcomes] == [False] * 3
+    assert [o.recorded.replayed for o in again.outcomes] == [True] * 3
+    assert [o.recorded.position for o in again.outcomes] == [
+        o.recorded.position for o in first.outcomes
+    ]
+    assert [o.WhichOneof("outcome") for o in mixed.outcomes] == ["refusal", "recorded"]
+    assert (mixed.outcomes[0].refusal.code, mixed.outcomes[0].refusal.reason) == (
+        "ALREADY_EXISTS",
+        "IDEMPOTENCY_CONFLICT",
+    )
+    assert len(client.history(sid)) == 1 + 3 + 1
+
+
 def test_an_all_or_nothing_batch_with_one_refusal_writes_nothing(client: LedgerClient) -> None:
     sid = register(client)
     items = [
