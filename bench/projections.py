@@ -11,8 +11,8 @@ Figures, per back-end:
                event into its payload (the floor any projection pays).
 - ``project``  events/s folding the same log into every view from zero (a fresh views
                database each round, opened and closed outside the timing, as the log is
-               for ``read``), with the runner's page size of 500 (its pages grow to 4,000
-               while it catches up), tracking written with each page.
+               for ``read``), with the runner's page size of 500 (while it catches up, a
+               transaction grows to eight pages), tracking written with each transaction.
 - ``ratio``    median over rounds of project/read (target >= 0.3); the two run back to back,
                alternating which goes first.
 - ``lag``      p50/p99 milliseconds from a command's acknowledgement to every view having

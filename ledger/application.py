@@ -9,6 +9,7 @@ used before answers with the original result, or a typed conflict.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ from datetime import datetime
 from typing import cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import JSONTranscoder, Mapper, Recording, Transcoder
 from pydantic import BaseModel
@@ -37,6 +38,7 @@ from ledger.errors import (
 from ledger.outcomes import BatchAborted, ItemOutcome, Recorded
 from ledger.policy import Policy
 from ledger.policy_book import POLICY_BOOK_ID, PolicyBook, PublishedVersion, VersionIndex
+from ledger.recorders import LedgerSQLiteRecorder
 from ledger.rights import RequestState, RightsRequest
 from ledger.sealing import Sealer
 from ledger.subject import Subject
@@ -312,6 +314,16 @@ class Ledger(Application[UUID]):
         wrote for this one, such as the server's writer process)."""
         for listener in list(self._listeners):
             listener(position)
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """The library's snapshots, once the write is committed: taking one reads the store,
+        and a write whose commit is deferred (`ledger.deferred_commits`) is not stored yet."""
+        recorder = self.recorder
+        deferred = recorder.deferred if isinstance(recorder, LedgerSQLiteRecorder) else None
+        if deferred is not None and deferred.holding:
+            deferred.after_commit(functools.partial(super()._take_snapshots, processing_event))
+        else:
+            super()._take_snapshots(processing_event)
 
     def forget_cached(self) -> None:
         """Forget every cached aggregate and the policy book: a commit of this process failed

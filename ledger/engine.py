@@ -197,14 +197,9 @@ class Engine:
             processing.events.extend(aggregate.collect_events())
             processing.aggregates[aggregate.id] = aggregate
         processing.saved_kwargs[RECEIPTS] = receipts
-        app = self.app
-        recordings = app._record(processing)
-        deferred = getattr(app.recorder, "deferred", None)
-        if deferred is not None and deferred.holding:  # snapshots read what is committed
-            deferred.after_commit(lambda: app._take_snapshots(processing))
-        else:
-            app._take_snapshots(processing)
-        app._notify(recordings)
+        recordings = self.app._record(processing)
+        self.app._take_snapshots(processing)
+        self.app._notify(recordings)
         return recordings
 
     def _settle_conflicts(

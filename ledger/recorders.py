@@ -183,9 +183,12 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
 
     # --- deferred commits (the server's writer process) -------------------------------------
 
-    def defer_commits(self, on_failure: Callable[[], None]) -> DeferredCommits:
+    def defer_commits(self, on_failure: Callable[[], None]) -> DeferredCommits | None:
         """From now on, while `armed`, a write leaves its transaction open for the returned
-        `DeferredCommits` to commit beside the next one's work (one writer only)."""
+        `DeferredCommits` to commit beside the next one's work (one writer only). None for an
+        in-memory database, whose one connection its readers share."""
+        if self._checkpoints is None:
+            return None
         self.deferred = DeferredCommits(_commit_held, self._release_held, on_failure=on_failure)
         return self.deferred
 

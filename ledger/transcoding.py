@@ -64,7 +64,7 @@ class DirectMapper(Mapper[UUID]):
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         state = domain_event.__dict__
-        if self._direct and len(state) == _SHAPE_SIZE and state.keys() == _SHAPE:
+        if self._direct and state.keys() == _SHAPE:
             payload = state["payload"]
             tag = self._tags.get(type(payload))
             timestamp = state["timestamp"]
@@ -94,7 +94,6 @@ class DirectMapper(Mapper[UUID]):
 
 
 _SHAPE = {"originator_id", "originator_version", "timestamp", "payload"}
-_SHAPE_SIZE = len(_SHAPE)
 
 
 class OrjsonTranscoder(JSONTranscoder):

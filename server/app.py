@@ -83,6 +83,9 @@ def method_scopes() -> dict[str, Scope]:
 
 SERVICE_NAMES = tuple(service.full_name for service in _SERVICES)
 _READ_ONLY_SERVICES = ("pdl.v1.QueryService", "pdl.v1.ViewService")
+_WRITING_SERVICES = tuple(name for name in SERVICE_NAMES if name not in _READ_ONLY_SERVICES)
+"""The services that record (through the writer): while the writer process is replaced, they
+and the server as a whole are NOT_SERVING; the read-only services stay SERVING."""
 
 
 @dataclass
@@ -155,20 +158,13 @@ async def build_server(
     return Serving(server, port, committer, checker)
 
 
-WRITING_SERVICES = tuple(
-    service.full_name for service in _SERVICES if service.full_name not in _READ_ONLY_SERVICES
-)
-"""The services that record (through the writer): while the writer process is replaced, they
-and the server as a whole are NOT_SERVING; the read-only services stay SERVING."""
-
-
 async def _writer_health(checker: health.aio.HealthServicer, available: bool) -> None:
     status = (
         health_pb2.HealthCheckResponse.SERVING
         if available
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
-    for name in ("", *WRITING_SERVICES):
+    for name in ("", *_WRITING_SERVICES):
         await checker.set(name, status)
 
 

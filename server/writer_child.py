@@ -64,7 +64,7 @@ def writer_main(settings: Settings, sock: socket.socket, max_items: int) -> None
     recorder = ledger.recorder
     deferred = (
         recorder.defer_commits(on_failure=ledger.forget_cached)
-        if isinstance(recorder, LedgerSQLiteRecorder) and recorder._checkpoints is not None
+        if isinstance(recorder, LedgerSQLiteRecorder)
         else None
     )
     if deferred is not None:
@@ -170,12 +170,10 @@ class _Writer:
         if error is not None:
             _log.error("commit of %d answers failed: %s", len(answers), type(error).__name__)
             frame = self._frame(self._message([(a[0], False, error) for a in answers]))
-        if not self._closed and not self._send(frame):
-            self._closed = True
+        self._send(frame)
 
     def _send_answers(self, answers: list[tuple[int, bool, Any]]) -> None:
-        if not self._closed and not self._send(self._frame(self._message(answers))):
-            self._closed = True
+        self._send(self._frame(self._message(answers)))
 
     def _read(self, *, wait: bool) -> None:
         """Take in every frame that has arrived; with `wait`, block until one has."""
@@ -281,14 +279,16 @@ class _Writer:
             tag, answers, groups, items = message
             return framed((tag, [_sendable(a) for a in answers], groups, items))
 
-    def _send(self, frame: bytes) -> bool:
-        """Send a frame (from this thread or the committing one)."""
+    def _send(self, frame: bytes) -> None:
+        """Send a frame (from this thread or the committing one), unless the server has gone;
+        a failed send means it has."""
         with self._send_lock:
+            if self._closed:
+                return
             try:
                 self._sock.sendall(frame)
             except OSError:
-                return False
-        return True
+                self._closed = True
 
 
 def _sendable(answer: tuple[int, bool, Any]) -> tuple[int, bool, Any]:
