@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -57,17 +56,27 @@ def _deferred(ledger: Ledger) -> DeferredCommits:
     return recorder.defer_commits(on_failure=ledger.forget_cached)
 
 
-def _held_back(deferred: DeferredCommits) -> threading.Event:
-    """Make the thread's next commits wait until the returned event is set."""
+def _held_back(deferred: DeferredCommits, *, first_fails: bool = False) -> threading.Event:
+    """Make the thread's commits wait until the returned event is set; with `first_fails`,
+    the first one then fails as a full or broken disk would (rolled back), the others commit."""
     release = threading.Event()
     commit = deferred._commit
+    failures = [first_fails]
 
     def slow_commit(held: Any) -> None:
         release.wait(10)
+        if failures.pop() if failures else False:
+            held[0].rollback()
+            raise OperationalError("disk I/O error")
         commit(held)
 
     deferred._commit = slow_commit
     return release
+
+
+def _failing_once(deferred: DeferredCommits) -> None:
+    """The thread's first commit fails; the others commit."""
+    _held_back(deferred, first_fails=True).set()
 
 
 def _events_stored(tmp_path: Path, master: MasterKey, sid: Any) -> int:
@@ -142,16 +151,7 @@ def test_a_failed_commit_loses_only_its_write_and_the_next_runs_again_on_what_is
     # consent in one write, then a collection that needs it in the next, while the first's
     # commit is in flight and fails: the second must be decided again, without the consent
     deferred = _deferred(ledger)
-    commit = deferred._commit
-    fail_first = [True]
-
-    def failing_commit(held: Any) -> None:
-        if fail_first.pop() if fail_first else False:
-            held[0].rollback()
-            raise OperationalError("disk I/O error")
-        commit(held)
-
-    deferred._commit = failing_commit
+    _failing_once(deferred)
     deferred.armed = True
     given = ledger.execute_batch(PRINCIPAL, [consent(sid, at=START - timedelta(minutes=2))])
     assert given[0].recorded is not None
@@ -187,12 +187,7 @@ def test_settle_raises_once_after_a_failed_commit_and_the_ledger_forgets_its_cop
 ) -> None:
     sid = subject(ledger)
     deferred = _deferred(ledger)
-
-    def failing_commit(held: Any) -> None:
-        held[0].rollback()
-        raise OperationalError("disk full")
-
-    deferred._commit = failing_commit
+    _failing_once(deferred)
     deferred.armed = True
     ledger.execute_batch(PRINCIPAL, [collection(sid, at=START)])
     deferred.armed = False
@@ -264,27 +259,29 @@ def test_the_writer_decides_again_what_it_refused_on_a_commit_that_then_failed(
     sid = subject(ledger)
     ledger.execute(PRINCIPAL, consent(sid, at=START - timedelta(minutes=3)))
     deferred = _deferred(ledger)
-    release = threading.Event()
+    release = _held_back(deferred, first_fails=True)
+    decided: list[Any] = []  # what each run of a batch decided
+    runs = 0
+    second_runs = threading.Event()
+    execute_batch = ledger.execute_batch
 
-    def failing_commit(held: Any) -> None:
-        release.wait(10)
-        held[0].rollback()
-        raise OperationalError("disk I/O error")
+    def run_batch(*args: Any, **kwargs: Any) -> Any:
+        nonlocal runs
+        runs += 1
+        if runs == 2:  # on the withdrawal's copy: its commit is held back, not yet failed
+            second_runs.set()
+        outcomes = execute_batch(*args, **kwargs)
+        decided.append(outcomes)
+        return outcomes
 
-    commit = deferred._commit
-    deferred._commit = failing_commit
+    ledger.execute_batch = run_batch  # type: ignore[method-assign]
     link = _Link(ledger, deferred)
     try:
         withdrawn = withdrawal(sid, at=START - timedelta(minutes=2))
         link.send((BATCH, 1, PRINCIPAL, [withdrawn], False, None))
-        deadline = time.monotonic() + 10
-        while not deferred.busy:  # its commit is in flight (and held back)
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-        deferred._commit = commit
         needs = gps_collection(sid, at=START - timedelta(minutes=1), mode=CollectionMode.CONSENT)
         link.send((BATCH, 2, PRINCIPAL, [needs], False, None))
-        time.sleep(0.2)  # decided on the withdrawal's copy: refused, nothing to write
+        assert second_runs.wait(10)
         release.set()
         ok, value = link.answer(1)
         assert not ok
@@ -296,6 +293,8 @@ def test_the_writer_decides_again_what_it_refused_on_a_commit_that_then_failed(
         assert outcome.recorded.event_type == "DataCollected"
     finally:
         link.stop()
+    assert len(decided) == 3  # the withdrawal, the collection refused, then run again
+    assert isinstance(decided[1][0].error, Refused)
     assert deferred.failures == 1
     assert "location.gps" in ledger.subject(sid).state.held
     assert [e.__class__.__name__ for e in ledger.history(sid)][-1] == "DataCollected"
