@@ -30,6 +30,7 @@ from ledger.errors import Refused
 from ledger.events import CollectionMode
 from ledger.recorders import LedgerSQLiteRecorder
 from ledger.sealing import MasterKey
+from ledger.subject import Subject
 from server.writer_child import _Writer
 from server.writer_link import BATCH, ONE, STOP, Frames, framed
 
@@ -79,13 +80,17 @@ def _failing_once(deferred: DeferredCommits) -> None:
     _held_back(deferred, first_fails=True).set()
 
 
-def _events_stored(tmp_path: Path, master: MasterKey, sid: Any) -> int:
-    """Events of a person as another reader of the file sees them."""
+def _stored(tmp_path: Path, master: MasterKey, sid: Any) -> Subject:
+    """A person as another reader of the files sees them (only what is committed)."""
     other = _ledger(tmp_path, master)
     try:
-        return len(other.history(sid))
+        return other.subject(sid)
     finally:
         other.close()
+
+
+def _events_stored(tmp_path: Path, master: MasterKey, sid: Any) -> int:
+    return _stored(tmp_path, master, sid).version
 
 
 def test_a_held_write_is_invisible_until_its_thread_commits_it(
@@ -170,16 +175,8 @@ def test_a_failed_commit_loses_only_its_write_and_the_next_runs_again_on_what_is
     assert not deferred.holding
     deferred.settle()  # the failure was taken by the retry
     assert _events_stored(tmp_path, master, sid) == 1
-    assert ledger.subject(sid).state.consents == _fresh_state_consents(tmp_path, master, sid)
+    assert ledger.subject(sid).state.consents == _stored(tmp_path, master, sid).state.consents
     assert "location.gps" not in ledger.subject(sid).state.held
-
-
-def _fresh_state_consents(tmp_path: Path, master: MasterKey, sid: Any) -> Any:
-    other = _ledger(tmp_path, master)
-    try:
-        return other.subject(sid).state.consents
-    finally:
-        other.close()
 
 
 def test_settle_raises_once_after_a_failed_commit_and_the_ledger_forgets_its_copies(
