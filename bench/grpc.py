@@ -53,7 +53,6 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import argparse
 import asyncio
 import contextlib
-import gc
 import importlib.util
 import itertools
 import json
@@ -90,7 +89,7 @@ from server._pb.pdl.v1 import query_service_pb2 as qpb
 from server._pb.pdl.v1 import query_service_pb2_grpc as qgrpc
 from server.app import build_server
 from server.auth import PrincipalRegistry, token_hash
-from server.runtime import Runtime, open_runtime
+from server.runtime import Runtime, open_runtime, settle_heap
 from server.settings import Scope, Settings, load_settings
 
 
@@ -153,6 +152,8 @@ PAIRS = (
     ("batch_100", "bare_100"),
     ("audit_stream", "audit_read"),
 )
+PAIR_NAMES = {"unary": PAIRS[0], "latency": PAIRS[1], "batch": PAIRS[2], "audit": PAIRS[3]}
+"""`--pairs` names: which pairs of figures a run measures."""
 
 
 @dataclass(frozen=True)
@@ -217,9 +218,9 @@ async def _echo_server(conn: Connection) -> None:
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    # The same start-up heap treatment the ledger server gets from `open_runtime`.
-    gc.collect()
-    gc.freeze()
+    # The same start-up heap treatment (and collector thresholds) the ledger server gets
+    # from `open_runtime`.
+    settle_heap()
     try:
         await _serve_until_stopped(conn, port, dict)
     finally:
@@ -878,9 +879,9 @@ class Bench:
         self.schemas = []
 
 
-def order_of_round(r: int) -> list[str]:
+def order_of_round(r: int, chosen: tuple[tuple[str, str], ...] = PAIRS) -> list[str]:
     """Pairs rotate by one per round; within a pair, the first alternates."""
-    pairs = PAIRS[r % len(PAIRS) :] + PAIRS[: r % len(PAIRS)]
+    pairs = chosen[r % len(chosen) :] + chosen[: r % len(chosen)]
     return [f for pair in pairs for f in (pair if r % 2 == 0 else pair[::-1])]
 
 
@@ -891,7 +892,7 @@ async def run(bench: Bench) -> dict[str, list[Sample]]:
         await bench.set_up()
         for r in range(args.rounds):
             profile_to = args.profile if r == 0 else None
-            for figure in order_of_round(r):
+            for figure in order_of_round(r, args.pairs):
                 sample = await bench.measure(figure, profile_to)
                 samples[figure].append(sample)
                 _, unit, _ = FIGURES[figure]
@@ -929,6 +930,8 @@ def summarise(
     args = bench.args
     figures: dict[str, Any] = {}
     for name, rows in samples.items():
+        if not rows:  # its pair was not chosen (`--pairs`)
+            continue
         server_name, unit, what = FIGURES[name]
         data: dict[str, Any] = {
             "what": what,
@@ -982,6 +985,8 @@ def summarise(
         figures[name] = data
     ratios: dict[str, Any] = {}
     for label, spec in RATIOS.items():
+        if not samples[spec.top]:
+            continue
         per_round = []
         for a, b in zip(samples[spec.top], samples[spec.bottom], strict=True):
             top, bottom = a.metric(spec.metric), b.metric(spec.metric)
@@ -1044,6 +1049,7 @@ def summarise(
             "server_log": args.server_log,
             "projections": args.projections,
             "writer": args.writer,
+            "pairs": [name for name, pair in PAIR_NAMES.items() if pair in args.pairs],
             "profile": str(args.profile) if args.profile else None,
         },
         "info": bench.info,
@@ -1187,7 +1193,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with --profile: sample the threads holding the interpreter lock (gil), or every "
         "thread not idle (active: includes SQLite's commits, which run without the lock)",
     )
+    parser.add_argument(
+        "--pairs",
+        default=",".join(PAIR_NAMES),
+        help="comma-separated pairs to measure, of " + ", ".join(PAIR_NAMES) + " (default: all); "
+        "the ratios of the others are left out",
+    )
     args = parser.parse_args(argv)
+    names = [n.strip() for n in args.pairs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PAIR_NAMES]
+    if unknown or not names:
+        parser.error(f"--pairs takes some of {', '.join(PAIR_NAMES)}; not {', '.join(unknown)}")
+    args.pairs = tuple(PAIR_NAMES[n] for n in dict.fromkeys(names))
     if args.seconds <= 0 or args.warmup < 0 or args.rounds < 1:
         parser.error("--seconds must be > 0, --warmup >= 0, --rounds >= 1")
     if args.subjects < SETUP_BATCH:

@@ -139,14 +139,26 @@ def open_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     )
 
 
+YOUNG_GENERATION_THRESHOLD = 10_000
+"""Allocations between collections of the youngest generation (CPython's default is 700).
+
+A batch's or a group's objects (commands, events, answers) live until the whole of it is
+committed. Collected every 700 allocations, they are traversed, and moved to an older
+generation to be traversed again, before they die; at 10,000 most die young. Measured with
+callgrind on a writer's batch loop: 4.5 % fewer instructions per item (`bench/README.md`)."""
+
+
 def settle_heap() -> None:
-    """Move everything made at start-up out of the collector's way.
+    """Move everything made at start-up out of the collector's way, and collect the young
+    generation less often.
 
     The start-up heap (the policy, modules, caches) lives as long as the process; freezing
     it keeps full collections from rescanning it under load (measured in `bench/record.py`).
     """
     gc.collect()
     gc.freeze()
+    _young, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, older, oldest)
 
 
 def _ensure_private_dir(path: Path) -> None:
