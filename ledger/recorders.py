@@ -41,6 +41,13 @@ _CACHE_KIB = 64 * 1024
 """Page cache per event-store connection on SQLite (its default, 2 MiB, holds a small part
 of the B-trees a write touches: each person's events and the receipts land all over them)."""
 
+_CHECKPOINT_EVERY_ROWS = 4_000
+"""Rows (events and receipts) written between the event store's checkpoints: about 5,000
+log frames, 20 MB. A checkpoint copies each page once however often it was written since the
+last, and people's events and receipts come back to the same pages: on the gRPC bench's
+batches (1,000 people) a checkpoint every 4,000 rows copied a third of the pages one every
+500 rows did, for the same log written (counted with strace; `bench/README.md`)."""
+
 RECEIPTS = "receipts"
 """The keyword under which the application hands receipts to `insert_events`."""
 
@@ -157,7 +164,9 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         self._checkpoints = (
             None
             if pool.is_sqlite_memory_mode
-            else WalCheckpoints(pool.db_name, name="pdl-events-checkpoint")
+            else WalCheckpoints(
+                pool.db_name, name="pdl-events-checkpoint", every_rows=_CHECKPOINT_EVERY_ROWS
+            )
         )
         if self._checkpoints is not None:
             create = pool._create_connection
