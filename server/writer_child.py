@@ -8,7 +8,7 @@ import functools
 import logging
 import os
 import pickle
-import select
+import selectors
 import signal
 import socket
 import sys
@@ -115,6 +115,9 @@ class _Writer:
         self._items = 0
         self._send_lock = threading.Lock()
         sock.settimeout(None)  # sends block; reads look first (`_read`)
+        # not `select.select`, which fails on a descriptor numbered 1024 or more
+        self._readable = selectors.DefaultSelector()
+        self._readable.register(sock, selectors.EVENT_READ)
 
     def serve(self) -> None:
         try:
@@ -126,6 +129,7 @@ class _Writer:
                     continue
                 self._serve_next()
         finally:
+            self._readable.close()
             if self._deferred is not None:
                 self._deferred.close()  # the last commit and its answers
 
@@ -180,8 +184,7 @@ class _Writer:
         if self._closed or self._stopping:
             return
         while True:
-            readable, _, _ = select.select([self._sock], [], [], None if wait else 0)
-            if not readable:
+            if not self._readable.select(None if wait else 0):
                 return
             try:
                 data = self._sock.recv(_READ_CHUNK)

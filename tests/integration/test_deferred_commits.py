@@ -5,6 +5,8 @@ the next write runs again on what is stored."""
 
 from __future__ import annotations
 
+import os
+import resource
 import socket
 import threading
 from datetime import timedelta
@@ -218,8 +220,14 @@ def test_a_snapshot_due_in_a_held_write_is_taken_once_it_is_committed(ledger: Le
 class _Link:
     """The server's end of a socket pair to a `_Writer` serving in a thread."""
 
-    def __init__(self, ledger: Ledger, deferred: DeferredCommits) -> None:
+    def __init__(
+        self, ledger: Ledger, deferred: DeferredCommits, *, writer_fd: int | None = None
+    ) -> None:
         self.sock, theirs = socket.socketpair()
+        if writer_fd is not None:  # the writer's end at that descriptor number
+            os.dup2(theirs.fileno(), writer_fd)
+            theirs.close()
+            theirs = socket.socket(fileno=writer_fd)
         self._frames = Frames()
         self._got: list[tuple[int, bool, Any]] = []
         self.writer = threading.Thread(
@@ -338,3 +346,28 @@ def test_a_small_group_of_unary_calls_commits_in_the_writer_and_a_large_one_in_t
     finally:
         link.stop()
     assert len(ledger.history(sid)) == 1 + 1 + 40
+
+
+def test_the_writer_reads_from_a_socket_numbered_past_what_select_can_watch(
+    ledger: Ledger,
+) -> None:
+    """A process with many files open (a server with many clients, this test run) may give the
+    writer's socket a number of 1024 or more, which `select.select` refuses."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft <= 1100:
+        pytest.skip(f"this process may open only {soft} files")
+    sid = subject(ledger)
+    deferred = _deferred(ledger)
+    link = _Link(ledger, deferred, writer_fd=1050)
+    try:
+        link.send((BATCH, 1, PRINCIPAL, [collection(sid, at=START)], False, None))
+        ok, outcomes = link.answer(1)
+        assert ok
+        assert outcomes[0].recorded is not None
+        link.send((ONE, 2, PRINCIPAL, collection(sid, at=START)))
+        ok, outcome = link.answer(2)
+        assert ok
+        assert outcome.recorded is not None
+    finally:
+        link.stop()
+    assert not link.writer.is_alive()
