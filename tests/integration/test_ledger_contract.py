@@ -19,6 +19,24 @@ def test_registration_then_collection_is_recorded_with_log_positions(ledger) -> 
     assert set(state.held) == {"network_log.ip_address"}
 
 
+def test_each_item_of_a_batch_answers_with_the_position_of_its_own_event(ledger) -> None:
+    """The positions a write answers with are the log's own: read back, each names the event
+    (aggregate and version) that item recorded."""
+    people = [register(ledger).subject_id for _ in range(3)]
+    at = later(ledger)
+    items = [collection(people[n % 3], at=at) for n in range(7)]
+    outcomes = ledger.execute_batch(PRINCIPAL, items)
+    answers = [o.recorded for o in outcomes]
+    assert all(a is not None for a in answers)
+    positions = [a.position for a in answers if a is not None]
+    assert len(set(positions)) == len(items)
+    stored = ledger.recorder.select_notifications(min(positions), len(items) + 10)
+    by_position = {n.id: (n.originator_id, n.originator_version) for n in stored}
+    for answer in answers:
+        assert answer is not None
+        assert by_position[answer.position] == (answer.aggregate_id, answer.version)
+
+
 def test_subject_found_by_account_reference(ledger) -> None:
     account = secret("acct")
     reg = register(ledger, account_id=SecretStr(account))
