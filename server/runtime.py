@@ -145,7 +145,7 @@ YOUNG_GENERATION_THRESHOLD = 10_000
 A batch's or a group's objects (commands, events, answers) live until the whole of it is
 committed. Collected every 700 allocations, they are traversed, and moved to an older
 generation to be traversed again, before they die; at 10,000 most die young. Measured with
-callgrind on a writer's batch loop: 4.5 % fewer instructions per item (`bench/README.md`)."""
+callgrind on a writer's batch loop: 3-4.5 % fewer instructions per item (`bench/README.md`)."""
 
 
 def settle_heap() -> None:
