@@ -309,6 +309,9 @@ class ServerProcess:
         """The server's process alone (without its writer process)."""
         return process_cpu_seconds(self.pid, descendants=False)
 
+    def writes(self) -> tuple[int, int] | None:
+        return process_writes(self.pid)
+
     def stop(self) -> None:
         """Ask it to stop; terminate, then kill, this process only, if it does not."""
         with contextlib.suppress(OSError, ValueError):
@@ -342,6 +345,27 @@ def process_cpu_seconds(pid: int, *, descendants: bool = True) -> float | None:
     if not descendants:
         return own
     return own + sum(process_cpu_seconds(child) or 0.0 for child in _children(pid))
+
+
+def process_writes(pid: int | str, *, descendants: bool = True) -> tuple[int, int] | None:
+    """`write`-family system calls made, and the bytes they passed, by a process and its live
+    descendants, from `/proc/<pid>/io` (`syscw`, `wchar`): files, pipes and event fds, not
+    socket sends. Counts that do not drift with the host's speed, unlike CPU time; for the
+    ledger they are mostly the event store's log frames and checkpoint copies."""
+    try:
+        fields = dict(
+            line.split(": ", 1)
+            for line in Path(f"/proc/{pid}/io").read_text(encoding="ascii").splitlines()
+        )
+        calls, written = int(fields["syscw"]), int(fields["wchar"])
+    except (OSError, KeyError, ValueError):
+        return None
+    if descendants and isinstance(pid, int):
+        for child in _children(pid):
+            more = process_writes(child)
+            if more is not None:
+                calls, written = calls + more[0], written + more[1]
+    return calls, written
 
 
 def _children(pid: int) -> list[int]:
@@ -388,6 +412,8 @@ class Sample:
     group_commits: int | None = None
     group_items: int | None = None
     passes: int = 0
+    write_calls: int | None = None  # of the side doing the work (`process_writes`)
+    write_bytes: int | None = None
 
     @property
     def rate(self) -> float:
@@ -748,11 +774,13 @@ class Bench:
         machine0 = machine_cpu_seconds()
         server0 = server.cpu_seconds() if server is not None else None
         own0 = server.own_cpu_seconds() if server is not None else None
+        writes0 = server.writes() if server is not None else process_writes("self")
         cpu0, t0 = time.process_time(), time.perf_counter()
         done = await loop(t0 + self.args.seconds)
         t1, cpu1 = time.perf_counter(), time.process_time()
         server1 = server.cpu_seconds() if server is not None else None
         own1 = server.own_cpu_seconds() if server is not None else None
+        writes1 = server.writes() if server is not None else process_writes("self")
         machine1 = machine_cpu_seconds()
         stats1 = server.stats() if stats0 is not None and server is not None else None
         self.finish_profile(profiler)
@@ -776,6 +804,8 @@ class Bench:
             group_commits=(stats1["groups"] - stats0["groups"]) if stats0 and stats1 else None,
             group_items=(stats1["items"] - stats0["items"]) if stats0 and stats1 else None,
             passes=done.passes,
+            write_calls=writes1[0] - writes0[0] if writes0 and writes1 else None,
+            write_bytes=writes1[1] - writes0[1] if writes0 and writes1 else None,
         )
 
     def start_profile(
@@ -961,6 +991,18 @@ def summarise(
             )
             if server_name == "ledger"
             else None,
+            "median_write_calls_per_event": _median(
+                [
+                    s.write_calls / s.events if s.write_calls is not None and s.events else None
+                    for s in rows
+                ]
+            ),
+            "median_write_bytes_per_event": _median(
+                [
+                    s.write_bytes / s.events if s.write_bytes is not None and s.events else None
+                    for s in rows
+                ]
+            ),
             "rounds_server_cores": [
                 s.server_cpu / s.seconds if s.server_cpu is not None else None for s in rows
             ],
@@ -1062,6 +1104,10 @@ def _fmt(value: float | None, spec: str = ",.0f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _kib(value: float | None) -> float | None:
+    return value / 1024 if value is not None else None
+
+
 def print_table(summary: dict[str, Any]) -> None:
     from rich.console import Console  # noqa: PLC0415 (only for the human-readable report)
     from rich.table import Table  # noqa: PLC0415
@@ -1084,6 +1130,7 @@ def print_table(summary: dict[str, Any]) -> None:
         "client µs/ev",
         "server µs/ev",
         "of it, writer",
+        "writes/ev",
         "server cores",
         "foreign cores",
     ):
@@ -1101,6 +1148,8 @@ def print_table(summary: dict[str, Any]) -> None:
             _fmt(f["median_client_cpu_us_per_event"], ",.1f"),
             _fmt(f["median_server_cpu_us_per_event"], ",.1f"),
             _fmt(f["median_writer_cpu_us_per_event"], ",.1f"),
+            f"{_fmt(f['median_write_calls_per_event'], '.2f')} / "
+            f"{_fmt(_kib(f['median_write_bytes_per_event']), '.1f')} KiB",
             _fmt(server_cores, ".2f"),
             " / ".join(_fmt(v, ".2f") for v in f["rounds_foreign_cores"]),
         )
