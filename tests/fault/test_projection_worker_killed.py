@@ -119,7 +119,7 @@ def test_a_worker_killed_mid_log_and_restarted_builds_the_views_a_survivor_would
     reached = 0
     while time.monotonic() < deadline and worker.poll() is None:
         reached = _lowest_position(views_db)
-        if reached > end // 10:
+        if reached > 0:  # its first pages committed: kill it at once (it folds fast)
             break
         time.sleep(0.005)
     worker.send_signal(signal.SIGKILL)
