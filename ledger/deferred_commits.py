@@ -78,11 +78,6 @@ class DeferredCommits:
     # --- the writer's side -----------------------------------------------------------------
 
     @property
-    def busy(self) -> bool:
-        """Whether a commit is in flight."""
-        return self._busy
-
-    @property
     def holding(self) -> bool:
         """Whether the last write left its transaction open (so `commit_then` must follow)."""
         return self._held is not None
