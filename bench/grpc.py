@@ -89,7 +89,7 @@ from server._pb.pdl.v1 import query_service_pb2 as qpb
 from server._pb.pdl.v1 import query_service_pb2_grpc as qgrpc
 from server.app import build_server
 from server.auth import PrincipalRegistry, token_hash
-from server.runtime import Runtime, open_runtime, settle_heap
+from server.runtime import Runtime, collect_young_less_often, open_runtime, settle_heap
 from server.settings import Scope, Settings, load_settings
 
 
@@ -218,9 +218,9 @@ async def _echo_server(conn: Connection) -> None:
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    # The same start-up heap treatment (and collector thresholds) the ledger server gets
-    # from `open_runtime`.
+    # The same start-up heap treatment and collector threshold the ledger server gets.
     settle_heap()
+    collect_young_less_often()
     try:
         await _serve_until_stopped(conn, port, dict)
     finally:
@@ -266,6 +266,7 @@ def ledger_server_main(
         settings = load_settings(environ={}, **fields)
         registry = PrincipalRegistry.from_settings(settings, admin_token=None)
         runtime = open_runtime(settings)  # settles the heap, as `pdl serve` does
+        collect_young_less_often()  # as `pdl serve` does (`server.app.serve`)
         try:
             asyncio.run(_ledger_server(settings, runtime, registry, conn))
         finally:
@@ -589,6 +590,7 @@ class Bench:
             self.items.extend(batch)
         # The same settings the server runs with: the same store, key store and master key.
         self.runtime = open_runtime(load_settings(environ={}, **self.fields))
+        collect_young_less_often()  # the bare ceilings run here: the servers' threshold
 
     async def set_up(self) -> None:
         started = time.perf_counter()

@@ -61,7 +61,7 @@ from ledger.policy import SEED_EFFECTIVE_AT, load_seed_policy
 from ledger.sealing import MasterKey, Sealer
 from ledger.storage import PostgresConfig, StorageConfig, ledger_env
 from server.keystore import SqlKeyStore
-from server.runtime import settle_heap
+from server.runtime import collect_young_less_often, settle_heap
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
@@ -214,6 +214,7 @@ class Rig:
         self._create_items()
         self.info["payload_state_bytes"] = self._payload_sizes()
         settle_heap()  # as `pdl serve` does after start-up; process-wide, so both arms get it
+        collect_young_less_often()
 
     def _register_subjects(self) -> None:
         """One `execute` per subject: registration is not a batchable command."""

@@ -43,7 +43,7 @@ from server._pb.pdl.v1 import view_service_pb2_grpc as vgrpc
 from server.auth import PrincipalRegistry
 from server.interceptors import LedgerInterceptor
 from server.queries import QueryServicer
-from server.runtime import Runtime
+from server.runtime import Runtime, collect_young_less_often
 from server.servicers import LedgerServicer, PolicyServicer, RightsServicer
 from server.settings import Scope, Settings, TlsConfig
 from server.views import NoticeServicer, ViewServicer, ViewWaiter
@@ -237,6 +237,7 @@ async def serve(
 ) -> None:
     """Serve until SIGTERM or SIGINT; then drain and return with every acknowledged event
     durable."""
+    collect_young_less_often()
     serving = await build_server(settings, runtime, registry)
     if on_ready is not None:
         on_ready(serving.port)

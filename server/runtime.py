@@ -149,14 +149,20 @@ callgrind on a writer's batch loop: 3-4.5 % fewer instructions per item (`bench/
 
 
 def settle_heap() -> None:
-    """Move everything made at start-up out of the collector's way, and collect the young
-    generation less often.
+    """Move everything made at start-up out of the collector's way.
 
     The start-up heap (the policy, modules, caches) lives as long as the process; freezing
     it keeps full collections from rescanning it under load (measured in `bench/record.py`).
     """
     gc.collect()
     gc.freeze()
+
+
+def collect_young_less_often() -> None:
+    """Set the young generation's threshold for a process that serves for long: `pdl serve`,
+    its writer process, `pdl project`'s workers. (Not `open_runtime`'s business: a process
+    that opens and drops many runtimes, such as the tests', closes their files sooner at
+    CPython's own threshold.)"""
     _young, older, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, older, oldest)
 

@@ -18,7 +18,7 @@ from types import FrameType
 
 from projections import ledger_runner
 from projections.runner import Progress
-from server.runtime import Runtime, open_runtime
+from server.runtime import Runtime, collect_young_less_often, open_runtime
 from server.settings import load_settings
 
 __all__ = ["catch_up", "follow", "run_workers", "split"]
@@ -125,6 +125,7 @@ def _worker(
 
     threading.Thread(target=_watch_parent, daemon=True).start()
     runtime = open_runtime(load_settings(config, data_dir=data_dir))
+    collect_young_less_often()
     try:
         follow(runtime, names, halt, page_size)
     finally:

@@ -23,7 +23,7 @@ from ledger.errors import ConfigurationError
 from ledger.recorders import LedgerSQLiteRecorder
 from server.errors import WriterFailed
 from server.forwarding import ROUTES, Route
-from server.runtime import open_ledger, settle_heap
+from server.runtime import collect_young_less_often, open_ledger, settle_heap
 from server.settings import Settings
 from server.writer_link import (
     ALONE,
@@ -73,6 +73,7 @@ def writer_main(settings: Settings, sock: socket.socket, max_items: int) -> None
         sys.setswitchinterval(_SWITCH_INTERVAL_SECONDS)
     try:
         settle_heap()
+        collect_young_less_often()
         _send(sock, ("ready", os.getpid()))
         _Writer(ledger, sock, max_items, deferred).serve()
     finally:

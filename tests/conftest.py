@@ -6,7 +6,6 @@ CI (``CI=true``), where a missing PostgreSQL fails them instead of hiding them.
 
 from __future__ import annotations
 
-import gc
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -26,20 +25,6 @@ from server.keystore import SqlKeyStore
 POSTGRES_HOST = "127.0.0.1"
 POSTGRES_PORT = 5432
 POSTGRES_URL = f"postgresql+psycopg://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/test"
-
-
-_COLLECTOR_THRESHOLD = gc.get_threshold()
-
-
-@pytest.fixture(autouse=True)
-def _collector_threshold_as_cpython_sets_it() -> Iterator[None]:
-    """Servers and runtimes opened in this process (`server.runtime.settle_heap`) raise the
-    collector's young-generation threshold, as a long-running process should. Tests drop many
-    ledgers and servers, whose files close when they are collected: at the raised threshold a
-    run kept over 1,024 files open, a common limit. So each test ends with CPython's own."""
-    yield
-    if gc.get_threshold() != _COLLECTOR_THRESHOLD:
-        gc.set_threshold(*_COLLECTOR_THRESHOLD)
 
 
 def postgres_reachable(timeout: float = 0.5) -> bool:
