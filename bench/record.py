@@ -27,6 +27,14 @@ and drops. Both are removed on normal exit, on errors, on Ctrl-C and on SIGTERM.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as `python bench/record.py`, this file's folder comes first on the path, and
+# `bench/projections.py` there would hide the `projections` package the server imports;
+# drop the folder, as the other benches do.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
 import argparse
 import contextlib
 import itertools
@@ -39,14 +47,12 @@ import socket
 import sqlite3
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
