@@ -61,7 +61,6 @@ class DeferredCommits:
         self._failed = False
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._after: list[Callable[[], None]] = []
         self.commits = 0
         """Commits run by the thread."""
         self.failures = 0
@@ -98,29 +97,18 @@ class DeferredCommits:
             self._busy = True
             self._lock.notify_all()
 
-    def after_commit(self, action: Callable[[], None]) -> None:
-        """Run `action` at the next `settle` once the held transaction has committed (the
-        snapshots of what it wrote: taking one reads what was committed); dropped if it fails."""
-        self._after.append(action)
-
     def settle(self) -> None:
         """Wait for the commit in flight; if one failed since the last call, make the ledger
-        forget what it cached and raise `CommitFailed`. Otherwise run what waited for it."""
+        forget what it cached and raise `CommitFailed`."""
         if self._held is not None:  # pragma: no cover (the writer commits what it holds)
             msg = "settle while a transaction is held and not handed to commit_then"
             raise RuntimeError(msg)
         with self._lock:
             self._wait_idle()
             failed, self._failed = self._failed, False
-        after, self._after = self._after, []
         if failed:
             self._on_failure()
             raise CommitFailed("the previous commit failed")
-        for action in after:
-            try:
-                action()
-            except Exception:  # noqa: BLE001 (a snapshot is an optimisation; the events are stored)
-                _log.exception("an action after a commit failed")
 
     def wait(self) -> None:
         """Wait for the commit in flight (a read that must see what it wrote)."""

@@ -36,7 +36,7 @@ from ledger.outcomes import BatchAborted, ItemOutcome, Recorded
 from ledger.policy import Policy
 from ledger.policy_book import POLICY_BOOK_ID, PolicyBook
 from ledger.receipts import Receipt, receipt_id
-from ledger.recorders import RECEIPTS, KeepsReceipts
+from ledger.recorders import RECEIPTS, SNAPSHOTS, KeepsReceipts
 from ledger.rights import RightsRequest
 from ledger.rights_handlers import REQUEST_HANDLERS
 from ledger.rules import check_occurred_at, refuse_if
@@ -191,14 +191,17 @@ class Engine:
 
     def _save_collected(self, aggregates: list[Aggregate], receipts: list[Receipt]) -> Any:
         """`Application.save` without its per-object runtime Protocol checks (costly on 3.11),
-        handing the receipts to the recorder to write in the same transaction."""
+        handing the receipts, and the snapshots the write makes due, to the recorder to write
+        in the same transaction."""
         processing = ProcessingEvent[UUID]()
         for aggregate in aggregates:
             processing.events.extend(aggregate.collect_events())
             processing.aggregates[aggregate.id] = aggregate
         processing.saved_kwargs[RECEIPTS] = receipts
+        snapshots = self.app.snapshots_due(processing)
+        if snapshots is not None:
+            processing.saved_kwargs[SNAPSHOTS] = snapshots
         recordings = self.app._record(processing)
-        self.app._take_snapshots(processing)
         self.app._notify(recordings)
         return recordings
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 from uuid import UUID
 
 from eventsourcing.persistence import (
+    AggregateRecorder,
     ApplicationRecorder,
     IntegrityError,
     ListenNotifySubscription,
@@ -22,8 +23,9 @@ from eventsourcing.persistence import (
     Subscription,
 )
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from eventsourcing.sqlite import (
+    SQLiteAggregateRecorder,
     SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteCursor,
@@ -50,6 +52,18 @@ batches (1,000 people) a checkpoint every 4,000 rows copied a third of the pages
 
 RECEIPTS = "receipts"
 """The keyword under which the application hands receipts to `insert_events`."""
+
+SNAPSHOTS = "snapshots"
+"""The keyword under which the application hands `insert_events` the snapshots due in a write
+(`SnapshotRows`), to be stored in the same transaction as its events."""
+
+
+class SnapshotRows(NamedTuple):
+    """Snapshots of aggregates as a write leaves them, already encoded, and the snapshot
+    store's recorder, whose table they go into (in the same database as the events)."""
+
+    recorder: AggregateRecorder
+    stored: Sequence[StoredEvent]
 
 
 class KeepsReceipts(Protocol):
@@ -133,6 +147,9 @@ class LedgerPOPORecorder(POPOApplicationRecorder):
         ids = super()._update_table(stored_events, **kwargs)
         for r in _positioned(kwargs.get(RECEIPTS, ()), stored_events, ids):
             self._receipts[r.receipt_id] = r
+        snapshots: SnapshotRows | None = kwargs.get(SNAPSHOTS)
+        if snapshots is not None:
+            snapshots.recorder.insert_events(snapshots.stored)
         return ids
 
     def receipt(self, receipt_id: str) -> Receipt | None:
@@ -266,8 +283,13 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                 f"INSERT INTO {self.receipts_table_name} VALUES (?,?,?,?,?,?,?)",  # noqa: S608
                 [_row(r) for r in receipts],
             )
+        snapshots: SnapshotRows | None = kwargs.get(SNAPSHOTS)
+        if snapshots is not None:
+            snapshot_recorder = cast("SQLiteAggregateRecorder", snapshots.recorder)
+            snapshot_recorder._insert_events(c, snapshots.stored)
         if self._checkpoints is not None:
-            self._checkpoints.wrote(len(stored_events) + len(receipts))
+            written = len(stored_events) + len(receipts)
+            self._checkpoints.wrote(written + (len(snapshots.stored) if snapshots else 0))
         return ids
 
     def receipt(self, receipt_id: str) -> Receipt | None:
@@ -335,9 +357,14 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     ) -> Sequence[int] | None:
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         receipts = _positioned(kwargs.get(RECEIPTS, ()), stored_events, ids)
-        if receipts:
+        snapshots: SnapshotRows | None = kwargs.get(SNAPSHOTS)
+        if receipts or snapshots is not None:
             with curs.connection.pipeline() as pipeline:
-                curs.executemany(self._insert_receipts, [_row(r) for r in receipts])
+                if receipts:
+                    curs.executemany(self._insert_receipts, [_row(r) for r in receipts])
+                if snapshots is not None:
+                    snapshot_recorder = cast("PostgresAggregateRecorder", snapshots.recorder)
+                    snapshot_recorder._insert_stored_events(curs, snapshots.stored)
                 pipeline.sync()
         return ids
 

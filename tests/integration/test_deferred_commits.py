@@ -200,18 +200,38 @@ def test_settle_raises_once_after_a_failed_commit_and_the_ledger_forgets_its_cop
     assert len(ledger.history(sid)) == 1
 
 
-def test_a_snapshot_due_in_a_held_write_is_taken_once_it_is_committed(ledger: Ledger) -> None:
+def test_a_snapshot_due_in_a_held_write_is_stored_with_it_once_it_is_committed(
+    ledger: Ledger, tmp_path: Path, master: MasterKey
+) -> None:
     sid = subject(ledger)
     deferred = _deferred(ledger)
     deferred.armed = True
     ledger.execute_batch(PRINCIPAL, [collection(sid, at=START) for _ in range(210)])
     deferred.armed = False
     assert ledger.snapshots is not None
-    assert not ledger.snapshots.recorder.select_events(sid)  # its events are not stored yet
+    assert not ledger.snapshots.recorder.select_events(sid)  # not committed yet
     deferred.commit_then(lambda _error: None)
     deferred.settle()
     snapshots = ledger.snapshots.recorder.select_events(sid)
-    assert [s.originator_version for s in snapshots] == [200]
+    assert [s.originator_version for s in snapshots] == [211]
+    assert _stored(tmp_path, master, sid).version == 211
+
+
+def test_a_snapshot_due_in_a_held_write_that_fails_to_commit_is_lost_with_it(
+    ledger: Ledger,
+) -> None:
+    sid = subject(ledger)
+    deferred = _deferred(ledger)
+    _failing_once(deferred)
+    deferred.armed = True
+    ledger.execute_batch(PRINCIPAL, [collection(sid, at=START) for _ in range(210)])
+    deferred.armed = False
+    deferred.commit_then(lambda _error: None)
+    with pytest.raises(CommitFailed):
+        deferred.settle()
+    assert ledger.snapshots is not None
+    assert not ledger.snapshots.recorder.select_events(sid)
+    assert len(ledger.history(sid)) == 1
 
 
 # --- the writer process's loop, on a socket pair in this process ----------------------------

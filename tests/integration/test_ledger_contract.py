@@ -108,6 +108,47 @@ def test_a_second_ledger_on_the_same_store_sees_the_first_ones_events(ledger_fac
     assert state.subject_id == reg.subject_id
 
 
+def _replayed_state(ledger, sid, version: int) -> dict[str, object]:
+    """The snapshot state of a subject rebuilt from its stored events alone, up to `version`."""
+    subject = None
+    for event in ledger.events.get(sid, lte=version):
+        subject = event.mutate(subject)
+    assert subject is not None
+    return dict(type(subject).Snapshot.take(subject).state)
+
+
+def test_a_write_onto_a_snapshot_interval_stores_the_snapshot_in_the_same_write(ledger) -> None:
+    """A batch taking a person past 200 events stores one snapshot, at the version it reaches,
+    equal to what replaying the stored events builds; a person then loads from it."""
+    sid = register(ledger).subject_id
+    at = later(ledger)
+    ledger.execute_batch(PRINCIPAL, [collection(sid, at=at) for _ in range(210)])
+    stored = ledger.snapshots.recorder.select_events(sid)
+    assert [s.originator_version for s in stored] == [211]
+    snapshot = ledger.snapshots.mapper.to_domain_event(stored[0])
+    assert dict(snapshot.state) == _replayed_state(ledger, sid, 211)
+    live = ledger.subject(sid).state
+    ledger.repository.cache.get(sid, evict=True)
+    assert ledger.subject(sid).state == live
+    assert ledger.subject(sid).version == 211
+
+
+def test_unary_writes_store_a_snapshot_at_the_interval_and_a_refused_write_none(ledger) -> None:
+    sid = register(ledger).subject_id
+    at = later(ledger)
+    ledger.execute_batch(PRINCIPAL, [collection(sid, at=at) for _ in range(198)])
+    refused = [*(collection(sid, at=at) for _ in range(3)), gps_collection(sid, at=at)]
+    outcomes = ledger.execute_batch(PRINCIPAL, refused, all_or_nothing=True)
+    assert all(o.recorded is None for o in outcomes)
+    assert not ledger.snapshots.recorder.select_events(sid)
+    ledger.execute(PRINCIPAL, collection(sid, at=at))  # version 200
+    ledger.execute(PRINCIPAL, collection(sid, at=at))
+    stored = ledger.snapshots.recorder.select_events(sid)
+    assert [s.originator_version for s in stored] == [200]
+    snapshot = ledger.snapshots.mapper.to_domain_event(stored[0])
+    assert dict(snapshot.state) == _replayed_state(ledger, sid, 200)
+
+
 def test_a_subject_loaded_from_a_snapshot_equals_the_live_subject(ledger) -> None:
     reg = register(ledger)
     sid = reg.subject_id
