@@ -222,10 +222,12 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         deferred = self.deferred
-        if deferred is None:
-            return super().insert_events(stored_events, **kwargs)
-        deferred.settle()  # the commit in flight first; raises (a retry) if it failed
-        if not deferred.armed:
+        if deferred is not None:
+            deferred.settle()  # the commit in flight first; raises (a retry) if it failed
+        checkpoints = self._checkpoints
+        if checkpoints is not None and checkpoints.catch_up_due:
+            self._catch_up(checkpoints)
+        if deferred is None or not deferred.armed:
             return super().insert_events(stored_events, **kwargs)
         pool = self.datastore.pool
         conn = pool.get_connection(is_writer=True)
@@ -244,6 +246,15 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             raise
         deferred.hold((conn, transaction))
         return ids
+
+    def _catch_up(self, checkpoints: WalCheckpoints) -> None:
+        """Let the log start again (`WalCheckpoints.catch_up`), on the writing connection."""
+        pool = self.datastore.pool
+        conn = pool.get_connection(is_writer=True)
+        try:
+            checkpoints.catch_up(conn._sqlite_conn)
+        finally:
+            pool.put_connection(conn)
 
     def _release_held(self, held: tuple[SQLiteConnection, SQLiteTransaction]) -> None:
         self.datastore.pool.put_connection(held[0])

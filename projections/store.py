@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -121,6 +122,9 @@ class ViewStore:
         with self.engine.connect() as conn:
             raw = conn.connection.dbapi_connection if self._checkpoints is not None else None
             changes = raw.total_changes if raw is not None else 0
+            if raw is not None and self._checkpoints is not None:
+                # lets the log start again (see there)
+                self._checkpoints.catch_up(cast("sqlite3.Connection", raw))
             if self.dialect == "sqlite":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             else:

@@ -50,6 +50,13 @@ def _copied_by_the_thread(checkpoints: WalCheckpoints, path: Path, table: str) -
     return _count_in_database_file(path, table)
 
 
+def _log_restarts(log: Path) -> int:
+    """How many times a write-ahead log was started again: its header's checkpoint sequence
+    number (bytes 12-15, big-endian), which each restart increments."""
+    with log.open("rb") as f:
+        return int.from_bytes(f.read(16)[12:16], "big")
+
+
 def test_the_log_is_checkpointed_by_the_thread_and_nothing_committed_is_lost(
     tmp_path: Path,
 ) -> None:
@@ -103,3 +110,85 @@ def test_the_views_database_is_checkpointed_by_the_thread_counting_rows_written(
 
     assert checkpoints.checkpoints >= 1  # besides the last one, at close
     assert 0 < in_file <= 300
+
+
+def test_a_writer_that_never_pauses_still_starts_its_log_again(tmp_path: Path) -> None:
+    """The thread's checkpoints run beside the writes, so each leaves the frames written
+    meanwhile; the writer copies those itself before its next write, which then starts the
+    log again from its beginning. Without that the log would hold every frame ever written,
+    more than the database file itself."""
+    master = MasterKey.generate()
+    ledger = _ledger(tmp_path, master)
+    recorder = ledger.recorder
+    assert isinstance(recorder, LedgerSQLiteRecorder)
+    checkpoints = recorder._checkpoints
+    assert isinstance(checkpoints, WalCheckpoints)
+    checkpoints.every_rows = 100
+    people = [subject(ledger) for _ in range(50)]
+    for n in range(200):
+        ledger.execute_batch(
+            PRINCIPAL, [collection(people[(n + k) % 50], at=START) for k in range(25)]
+        )
+    log = (tmp_path / "events.db-wal").stat().st_size
+    database = (tmp_path / "events.db").stat().st_size
+    restarts = _log_restarts(tmp_path / "events.db-wal")
+    catch_ups = checkpoints.catch_ups
+    ledger.close()
+
+    assert catch_ups >= 1
+    assert restarts >= 5
+    assert database > 2_000_000
+    assert log < database  # the file keeps the longest the log has been
+    reopened = _ledger(tmp_path, master)
+    try:
+        assert sum(len(reopened.history(p)) for p in people) == 50 + 200 * 25
+    finally:
+        reopened.close()
+
+
+def test_the_views_log_starts_again_under_writes_that_never_pause(tmp_path: Path) -> None:
+    store = ViewStore(f"sqlite:///{tmp_path / 'views.db'}")
+    checkpoints = store._checkpoints
+    assert isinstance(checkpoints, WalCheckpoints)
+    checkpoints.every_rows = 100
+    with store.write() as conn:
+        conn.exec_driver_sql("CREATE TABLE scratch (n INTEGER PRIMARY KEY, pad BLOB)")
+    for start in range(0, 20_000, 50):
+        with store.write() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO scratch VALUES (?, randomblob(200))",
+                [((n * 7919) % 20_000,) for n in range(start, start + 50)],
+            )
+    log = (tmp_path / "views.db-wal").stat().st_size
+    database = (tmp_path / "views.db").stat().st_size
+    restarts = _log_restarts(tmp_path / "views.db-wal")
+    catch_ups = checkpoints.catch_ups
+    store.close()
+
+    assert catch_ups >= 1
+    assert restarts >= 10
+    assert database > 2_000_000
+    # the file keeps the longest the log has been; never started again, it reaches 130 MB
+    assert log < 25_000_000
+
+
+def test_the_thread_goes_on_checkpointing_for_a_writer_that_never_catches_up(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "plain.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("CREATE TABLE t (n INTEGER)")
+    checkpoints = WalCheckpoints(str(path), name="test-checkpoint", every_rows=10)
+    try:
+        deadline = time.monotonic() + 30
+        while checkpoints.checkpoints < 3 and time.monotonic() < deadline:
+            conn.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(10)])
+            checkpoints.wrote(10)
+            time.sleep(0.005)
+    finally:
+        checkpoints.stop()
+        conn.close()
+    assert checkpoints.checkpoints >= 3
+    assert checkpoints.catch_ups == 0
