@@ -868,6 +868,19 @@ class Bench:
                 counts["access" if line.startswith('{"principal"') else "other"] += 1
         return counts
 
+    def event_store_log(self) -> dict[str, int] | None:
+        """The ledger's SQLite write-ahead log at the end: its file's size (the longest the
+        log has been) and how many times it was started again (the checkpoint sequence
+        number in its header, bytes 12-15)."""
+        path = self.workdir / "ledger" / "events.db-wal"
+        try:
+            with path.open("rb") as log_file:
+                header = log_file.read(16)
+            size = path.stat().st_size
+        except OSError:
+            return None
+        return {"bytes": size, "restarts": int.from_bytes(header[12:16], "big")}
+
     def runtime_ledger(self) -> Any:
         assert self.runtime is not None
         return self.runtime.ledger
@@ -941,6 +954,8 @@ async def run(bench: Bench) -> dict[str, list[Sample]]:
     finally:
         await bench.close_channels()
         bench.info["ledger_server_log"] = bench.server_log_lines()
+        if args.backend == "sqlite":
+            bench.info["event_store_log"] = bench.event_store_log()
     return samples
 
 
@@ -1175,7 +1190,7 @@ def print_table(summary: dict[str, Any]) -> None:
         "in-process figures); a noise-resistant estimate of the ratio, not the target.",
         soft_wrap=True,
     )
-    groups = summary["figures"]["unary_c32"].get("rounds_items_per_group_commit")
+    groups = summary["figures"].get("unary_c32", {}).get("rounds_items_per_group_commit")
     if groups:
         console.print(
             "unary_c32 commands per group commit: " + " / ".join(_fmt(g, ".1f") for g in groups)
