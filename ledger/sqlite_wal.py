@@ -17,6 +17,10 @@ import threading
 _log = logging.getLogger(__name__)
 
 _BUSY_RETRY_SECONDS = 0.05
+_CATCH_UP_FRAMES = 256
+"""A checkpoint pass is run again while its log had grown by more frames than this since the
+pass before (those were written while it copied), so that the writer's `catch_up` copies few."""
+_MAX_PASSES = 4
 
 
 class WalCheckpoints:
@@ -113,6 +117,26 @@ class WalCheckpoints:
         if self._thread is not None:
             self._thread.join(30)
 
+    def _passes(self, conn: sqlite3.Connection) -> bool:
+        """Checkpoint, then again while the last pass found many frames written during the
+        one before (bounded), so that the writer's `catch_up` has few left to copy. True when
+        the log was busy."""
+        before: int | None = None
+        for _ in range(_MAX_PASSES):
+            row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self.last_result = (int(row[0]), int(row[1]), int(row[2]))
+            if self.last_result[0] != 0:
+                self.busy += 1
+                return True
+            self.checkpoints += 1
+            frames = self.last_result[1]
+            grown = frames - before if before is not None and frames >= before else frames
+            before = frames
+            if grown <= _CATCH_UP_FRAMES:
+                break
+        self._caught_up = True
+        return False
+
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
         busy = False
@@ -129,14 +153,7 @@ class WalCheckpoints:
                         )
                         if self._journal_size_limit is not None:
                             conn.execute(f"PRAGMA journal_size_limit = {self._journal_size_limit}")
-                    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self.last_result = (int(row[0]), int(row[1]), int(row[2]))
-                    busy = self.last_result[0] != 0
-                    if busy:
-                        self.busy += 1
-                    else:
-                        self.checkpoints += 1
-                        self._caught_up = True
+                    busy = self._passes(conn)
                 except sqlite3.Error as exc:  # tried again at the next threshold
                     _log.warning("%s failed: %s", self._name, type(exc).__name__)
                 if self._stopping.is_set():
