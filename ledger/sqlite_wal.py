@@ -31,9 +31,11 @@ class WalCheckpoints:
     A PASSIVE checkpoint never blocks a reader or a writer and copies only what is committed;
     its fsyncs release the interpreter lock, so writing goes on meanwhile. Durability does not
     depend on it: a committed transaction is in the log, which is part of the database until
-    checkpointed. `journal_size_limit` (bytes), when given, is set on the checkpointing
-    connection. The thread starts at the first threshold crossed; `stop` ends it after a last
-    checkpoint.
+    checkpointed. While a pass finds that many frames were written during the one before, it
+    runs another (at most four), so that the writer's `catch_up`, which lets the log start
+    again, has few left to copy. `journal_size_limit` (bytes), when given, is set on the
+    checkpointing connection. The thread starts at the first threshold crossed; `stop` ends it
+    after a last checkpoint.
     """
 
     def __init__(
