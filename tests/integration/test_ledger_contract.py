@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from pydantic import SecretStr
 from scenario import PRINCIPAL, collection, consent, gps_collection, key, later, register, secret
 
 from ledger import commands as c
 from ledger.errors import IdempotencyConflict, RefusalReason, Refused, SubjectNotFound
+from ledger.policy_book import POLICY_BOOK_ID
 
 
 def test_registration_then_collection_is_recorded_with_log_positions(ledger) -> None:
@@ -109,12 +112,12 @@ def test_a_second_ledger_on_the_same_store_sees_the_first_ones_events(ledger_fac
 
 
 def _replayed_state(ledger, sid, version: int) -> dict[str, object]:
-    """The snapshot state of a subject rebuilt from its stored events alone, up to `version`."""
-    subject = None
+    """The snapshot state of an aggregate rebuilt from its stored events alone, up to `version`."""
+    aggregate = None
     for event in ledger.events.get(sid, lte=version):
-        subject = event.mutate(subject)
-    assert subject is not None
-    return dict(type(subject).Snapshot.take(subject).state)
+        aggregate = event.mutate(aggregate)
+    assert aggregate is not None
+    return dict(type(aggregate).Snapshot.take(aggregate).state)
 
 
 def test_a_write_onto_a_snapshot_interval_stores_the_snapshot_in_the_same_write(ledger) -> None:
@@ -161,3 +164,26 @@ def test_a_subject_loaded_from_a_snapshot_equals_the_live_subject(ledger) -> Non
     snapshots = list(ledger.snapshots.get(sid))
     assert len(snapshots) == 1
     assert ledger.subject(sid).state == live
+
+
+def test_the_policy_book_is_snapshotted_with_the_publication_that_reaches_its_interval(
+    ledger,
+) -> None:
+    _published, policy = ledger.policy_in_force(ledger.clock.now())
+    book_version = ledger.repository.get(POLICY_BOOK_ID).version
+    for n in range(20 - book_version % 20):
+        ledger.execute(
+            "admin",
+            c.PublishPolicy(
+                idempotency_key=key(),
+                occurred_at=ledger.clock.now(),
+                policy=policy.model_copy(update={"version": f"{policy.version}.{n + 1}"}),
+                effective_at=ledger.clock.now() + timedelta(days=30 + n),
+            ),
+        )
+    stored = ledger.snapshots.recorder.select_events(POLICY_BOOK_ID)
+    assert [s.originator_version for s in stored][-1:] == [book_version + 20 - book_version % 20]
+    snapshot = ledger.snapshots.mapper.to_domain_event(stored[-1])
+    assert dict(snapshot.state) == _replayed_state(
+        ledger, POLICY_BOOK_ID, stored[-1].originator_version
+    )
