@@ -136,7 +136,9 @@ def test_a_writer_that_never_pauses_still_starts_its_log_again(tmp_path: Path) -
     ledger.close()
 
     assert catch_ups >= 1
-    assert restarts >= 5
+    # 94-100 in 200 writes, with both cores busy too; 22-24 when only the thread's passes
+    # happen to find the whole log copied
+    assert restarts >= 40
     assert database > 2_000_000
     assert log < database  # the file keeps the longest the log has been
     reopened = _ledger(tmp_path, master)
@@ -159,17 +161,14 @@ def test_the_views_log_starts_again_under_writes_that_never_pause(tmp_path: Path
                 "INSERT INTO scratch VALUES (?, randomblob(200))",
                 [((n * 7919) % 20_000,) for n in range(start, start + 50)],
             )
-    log = (tmp_path / "views.db-wal").stat().st_size
     database = (tmp_path / "views.db").stat().st_size
     restarts = _log_restarts(tmp_path / "views.db-wal")
     catch_ups = checkpoints.catch_ups
     store.close()
 
-    assert catch_ups >= 1
-    assert restarts >= 10
+    assert catch_ups >= 1  # (that the log then starts again, step by step: the test below)
+    assert restarts >= 5
     assert database > 2_000_000
-    # the file keeps the longest the log has been; never started again, it reaches 130 MB
-    assert log < 25_000_000
 
 
 def test_the_thread_goes_on_checkpointing_for_a_writer_that_never_catches_up(
@@ -192,3 +191,37 @@ def test_the_thread_goes_on_checkpointing_for_a_writer_that_never_catches_up(
         conn.close()
     assert checkpoints.checkpoints >= 3
     assert checkpoints.catch_ups == 0
+
+
+def test_the_writers_catch_up_lets_its_next_write_start_the_log_again(tmp_path: Path) -> None:
+    """Step by step: a checkpoint (the thread's) copies the log, the writer commits more, and
+    its next write does not start the log again; once it has caught up, the one after does."""
+    path = tmp_path / "plain.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("PRAGMA wal_autocheckpoint = 0")
+    writer.execute("CREATE TABLE t (n INTEGER)")
+    thread = sqlite3.connect(path, isolation_level=None)
+    checkpoints = WalCheckpoints(str(path), name="test-checkpoint")
+    log = tmp_path / "plain.db-wal"
+    try:
+        writer.execute("INSERT INTO t VALUES (1)")
+        assert thread.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0] == 0
+        writer.execute("INSERT INTO t VALUES (2)")  # written after that checkpoint began
+        before = _log_restarts(log)
+        writer.execute("INSERT INTO t VALUES (3)")
+        assert _log_restarts(log) == before  # a frame not yet copied: the log goes on
+
+        checkpoints.catch_up(writer)
+        assert checkpoints.catch_ups == 0  # nothing due: the thread has not completed one
+        checkpoints._caught_up = True  # as the thread's completed checkpoint leaves it
+        checkpoints.catch_up(writer)
+        assert checkpoints.catch_ups == 1
+        assert not checkpoints.catch_up_due
+        writer.execute("INSERT INTO t VALUES (4)")
+        assert _log_restarts(log) == before + 1
+        assert [r[0] for r in writer.execute("SELECT n FROM t ORDER BY n")] == [1, 2, 3, 4]
+    finally:
+        checkpoints.stop()
+        thread.close()
+        writer.close()
