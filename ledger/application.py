@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import JSONTranscoder, Mapper, Recording, Transcoder
 from pydantic import BaseModel
@@ -314,10 +314,11 @@ class Ledger(Application[UUID]):
         for listener in list(self._listeners):
             listener(position)
 
-    def snapshots_due(self, processing: ProcessingEvent[UUID]) -> SnapshotRows | None:
-        """Snapshots of the aggregates a write takes onto a multiple of their snapshotting
-        interval, taken of the aggregates as the write leaves them and encoded at once (later
-        work changes them in place), for the recorder to store in the write's own transaction.
+    def snapshots_due(self, written: Sequence[tuple[Aggregate, int]]) -> SnapshotRows | None:
+        """Snapshots of the aggregates a write takes past a multiple of their snapshotting
+        interval (each given with its version before the write), taken of the aggregates as
+        the write leaves them and encoded at once (later work changes them in place), for the
+        recorder to store in the write's own transaction.
 
         The library's `take_snapshot` instead reads back after the commit every event since the
         last snapshot, up to 200 of a person's, to rebuild what is at hand here: about 6 ms per
@@ -327,18 +328,16 @@ class Ledger(Application[UUID]):
         if store is None:
             return None
         intervals = self.snapshotting_intervals
-        due: dict[UUID, Aggregate] = {}
-        for event in processing.events:
-            aggregate = processing.aggregates.get(event.originator_id)
-            if not isinstance(aggregate, Aggregate):
-                continue
-            interval = intervals.get(type(aggregate))
-            if interval is not None and event.originator_version % interval == 0:
-                due[aggregate.id] = aggregate
+        due = [
+            aggregate
+            for aggregate, before in written
+            if (interval := intervals.get(type(aggregate))) is not None
+            and aggregate.version // interval > before // interval
+        ]
         if not due:
             return None
         mapper = store.mapper
-        stored = [mapper.to_stored_event(type(a).Snapshot.take(a)) for a in due.values()]
+        stored = [mapper.to_stored_event(type(a).Snapshot.take(a)) for a in due]
         return SnapshotRows(store.recorder, stored)
 
     def forget_cached(self) -> None:

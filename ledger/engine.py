@@ -194,11 +194,14 @@ class Engine:
         handing the receipts, and the snapshots the write makes due, to the recorder to write
         in the same transaction."""
         processing = ProcessingEvent[UUID]()
+        written: list[tuple[Aggregate, int]] = []
         for aggregate in aggregates:
-            processing.events.extend(aggregate.collect_events())
+            events = aggregate.collect_events()
+            processing.events.extend(events)
             processing.aggregates[aggregate.id] = aggregate
+            written.append((aggregate, aggregate.version - len(events)))
         processing.saved_kwargs[RECEIPTS] = receipts
-        snapshots = self.app.snapshots_due(processing)
+        snapshots = self.app.snapshots_due(written)
         if snapshots is not None:
             processing.saved_kwargs[SNAPSHOTS] = snapshots
         recordings = self.app._record(processing)
