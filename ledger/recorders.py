@@ -295,12 +295,12 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                 [_row(r) for r in receipts],
             )
         snapshots: SnapshotRows | None = kwargs.get(SNAPSHOTS)
+        snapshot_rows = snapshots.stored if snapshots is not None else ()
         if snapshots is not None:
             snapshot_recorder = cast("SQLiteAggregateRecorder", snapshots.recorder)
-            snapshot_recorder._insert_events(c, snapshots.stored)
+            snapshot_recorder._insert_events(c, snapshot_rows)
         if self._checkpoints is not None:
-            written = len(stored_events) + len(receipts)
-            self._checkpoints.wrote(written + (len(snapshots.stored) if snapshots else 0))
+            self._checkpoints.wrote(len(stored_events) + len(receipts) + len(snapshot_rows))
         return ids
 
     def receipt(self, receipt_id: str) -> Receipt | None:

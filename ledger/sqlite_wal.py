@@ -21,6 +21,9 @@ _CATCH_UP_FRAMES = 256
 """A checkpoint pass is run again while its log had grown by more frames than this since the
 pass before (those were written while it copied), so that the writer's `catch_up` copies few."""
 _MAX_PASSES = 4
+_CATCH_UP_WAIT = 4
+"""While the writer's `catch_up` is due, the thread is not woken again until this many times
+`every_rows` have been written (a writer that never catches up still gets checkpoints)."""
 
 
 class WalCheckpoints:
@@ -73,7 +76,7 @@ class WalCheckpoints:
         self._written += rows
         if self._written < self.every_rows:
             return
-        if self._caught_up and self._written < 4 * self.every_rows:
+        if self._caught_up and self._written < _CATCH_UP_WAIT * self.every_rows:
             return  # the writer's `catch_up` comes first: a checkpoint now would be in its way
         self._written = 0
         if self._thread is None:
