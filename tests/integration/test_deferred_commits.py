@@ -82,6 +82,14 @@ def _failing_once(deferred: DeferredCommits) -> None:
     _held_back(deferred, first_fails=True).set()
 
 
+def _held_batch(ledger: Ledger, deferred: DeferredCommits, items: list[Any]) -> None:
+    """Run a batch whose commit the recorder holds, then hand it to the committing thread."""
+    deferred.armed = True
+    ledger.execute_batch(PRINCIPAL, items)
+    deferred.armed = False
+    deferred.commit_then(lambda _error: None)
+
+
 def _stored(tmp_path: Path, master: MasterKey, sid: Any) -> Subject:
     """A person as another reader of the files sees them (only what is committed)."""
     other = _ledger(tmp_path, master)
@@ -223,10 +231,7 @@ def test_a_snapshot_due_in_a_held_write_that_fails_to_commit_is_lost_with_it(
     sid = subject(ledger)
     deferred = _deferred(ledger)
     _failing_once(deferred)
-    deferred.armed = True
-    ledger.execute_batch(PRINCIPAL, [collection(sid, at=START) for _ in range(210)])
-    deferred.armed = False
-    deferred.commit_then(lambda _error: None)
+    _held_batch(ledger, deferred, [collection(sid, at=START) for _ in range(210)])
     with pytest.raises(CommitFailed):
         deferred.settle()
     assert ledger.snapshots is not None

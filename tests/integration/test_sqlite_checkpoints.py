@@ -50,6 +50,36 @@ def _copied_by_the_thread(checkpoints: WalCheckpoints, path: Path, table: str) -
     return _count_in_database_file(path, table)
 
 
+def _checkpointed_ledger(tmp_path: Path, master: MasterKey) -> tuple[Ledger, WalCheckpoints]:
+    """A SQLite ledger whose checkpoint thread is woken every 100 rows (small, so a test's
+    writes cross it many times)."""
+    ledger = _ledger(tmp_path, master)
+    recorder = ledger.recorder
+    assert isinstance(recorder, LedgerSQLiteRecorder)
+    checkpoints = recorder._checkpoints
+    assert isinstance(checkpoints, WalCheckpoints)
+    checkpoints.every_rows = 100
+    return ledger, checkpoints
+
+
+def _checkpointed_views(tmp_path: Path) -> tuple[ViewStore, WalCheckpoints]:
+    """A SQLite views database whose checkpoint thread is woken every 100 rows."""
+    store = ViewStore(f"sqlite:///{tmp_path / 'views.db'}")
+    checkpoints = store._checkpoints
+    assert isinstance(checkpoints, WalCheckpoints)
+    checkpoints.every_rows = 100
+    return store, checkpoints
+
+
+def _plain_writer(path: Path) -> sqlite3.Connection:
+    """A writing connection on a plain database in WAL mode, its own checkpoints off."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("CREATE TABLE t (n INTEGER)")
+    return conn
+
+
 def _log_restarts(log: Path) -> int:
     """How many times a write-ahead log was started again: its header's checkpoint sequence
     number (bytes 12-15, big-endian), which each restart increments."""
@@ -61,12 +91,8 @@ def test_the_log_is_checkpointed_by_the_thread_and_nothing_committed_is_lost(
     tmp_path: Path,
 ) -> None:
     master = MasterKey.generate()
-    ledger = _ledger(tmp_path, master)
+    ledger, checkpoints = _checkpointed_ledger(tmp_path, master)
     recorder = ledger.recorder
-    assert isinstance(recorder, LedgerSQLiteRecorder)
-    checkpoints = recorder._checkpoints
-    assert isinstance(checkpoints, WalCheckpoints)
-    checkpoints.every_rows = 100  # small, so the test's writes cross it a few times
     sid = subject(ledger)
     for n in range(30):
         ledger.execute_batch(
@@ -93,10 +119,7 @@ def test_the_log_is_checkpointed_by_the_thread_and_nothing_committed_is_lost(
 def test_the_views_database_is_checkpointed_by_the_thread_counting_rows_written(
     tmp_path: Path,
 ) -> None:
-    store = ViewStore(f"sqlite:///{tmp_path / 'views.db'}")
-    checkpoints = store._checkpoints
-    assert isinstance(checkpoints, WalCheckpoints)
-    checkpoints.every_rows = 100
+    store, checkpoints = _checkpointed_views(tmp_path)
     with store.write() as conn:
         conn.exec_driver_sql("CREATE TABLE scratch (n INTEGER)")
     for start in range(0, 300, 30):
@@ -118,12 +141,7 @@ def test_a_writer_that_never_pauses_still_starts_its_log_again(tmp_path: Path) -
     log again from its beginning. Without that the log would hold every frame ever written,
     more than the database file itself."""
     master = MasterKey.generate()
-    ledger = _ledger(tmp_path, master)
-    recorder = ledger.recorder
-    assert isinstance(recorder, LedgerSQLiteRecorder)
-    checkpoints = recorder._checkpoints
-    assert isinstance(checkpoints, WalCheckpoints)
-    checkpoints.every_rows = 100
+    ledger, checkpoints = _checkpointed_ledger(tmp_path, master)
     people = [subject(ledger) for _ in range(50)]
     for n in range(200):
         ledger.execute_batch(
@@ -149,10 +167,7 @@ def test_a_writer_that_never_pauses_still_starts_its_log_again(tmp_path: Path) -
 
 
 def test_the_views_log_starts_again_under_writes_that_never_pause(tmp_path: Path) -> None:
-    store = ViewStore(f"sqlite:///{tmp_path / 'views.db'}")
-    checkpoints = store._checkpoints
-    assert isinstance(checkpoints, WalCheckpoints)
-    checkpoints.every_rows = 100
+    store, checkpoints = _checkpointed_views(tmp_path)
     with store.write() as conn:
         conn.exec_driver_sql("CREATE TABLE scratch (n INTEGER PRIMARY KEY, pad BLOB)")
     for start in range(0, 20_000, 50):
@@ -175,10 +190,7 @@ def test_the_thread_goes_on_checkpointing_for_a_writer_that_never_catches_up(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "plain.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA wal_autocheckpoint = 0")
-    conn.execute("CREATE TABLE t (n INTEGER)")
+    conn = _plain_writer(path)
     checkpoints = WalCheckpoints(str(path), name="test-checkpoint", every_rows=10)
     try:
         deadline = time.monotonic() + 30
@@ -197,10 +209,7 @@ def test_the_writers_catch_up_lets_its_next_write_start_the_log_again(tmp_path: 
     """Step by step: a checkpoint (the thread's) copies the log, the writer commits more, and
     its next write does not start the log again; once it has caught up, the one after does."""
     path = tmp_path / "plain.db"
-    writer = sqlite3.connect(path, isolation_level=None)
-    writer.execute("PRAGMA journal_mode = WAL")
-    writer.execute("PRAGMA wal_autocheckpoint = 0")
-    writer.execute("CREATE TABLE t (n INTEGER)")
+    writer = _plain_writer(path)
     thread = sqlite3.connect(path, isolation_level=None)
     checkpoints = WalCheckpoints(str(path), name="test-checkpoint")
     log = tmp_path / "plain.db-wal"
