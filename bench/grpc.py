@@ -5,15 +5,16 @@ Usage::
     .venv/bin/python bench/grpc.py [--json] [--seconds S] [--rounds R] [--backend sqlite]
                                    [--warmup W] [--subjects N] [--audit-events N]
                                    [--batch-concurrency C] [--server-log info|warning]
-                                   [--projections in-process|external]
+                                   [--projections process|in-process|external]
                                    [--writer process|thread] [--profile DIR]
 
 Two servers run in processes of their own (never in the bench's process, so client and
 server do not share one GIL): a bare ``grpc.aio`` echo server with one raw-bytes unary
 method, and the ledger's server, started as ``pdl serve`` starts it (``open_runtime``, which
 settles the heap, then ``build_server``, default group commit; the views kept up to date
-in-process unless ``--projections external``; every write made by its writer process unless
-``--writer thread``; the server's CPU counts its writer's). One ``grpc.aio`` client, the
+by its projection process unless ``--projections in-process|external``; every write made by
+its writer process unless ``--writer thread``; the server's CPU counts its writer's and its
+projection process's). One ``grpc.aio`` client, the
 generated stubs and a bearer token drive both. Eight figures, in four same-run pairs:
 
 - ``unary_c32`` / ``echo_c32``  RecordCollection (round-robin over N subjects, a fresh
@@ -248,7 +249,12 @@ async def _ledger_server(
     committer = serving.committer
 
     def stats() -> dict[str, int]:
-        return {"groups": committer.groups, "items": committer.items}
+        projections = serving.projections
+        return {
+            "groups": committer.groups,
+            "items": committer.items,
+            "projections_pid": (projections.pid or 0) if projections is not None else 0,
+        }
 
     try:
         await _serve_until_stopped(conn, serving.port, stats)
@@ -407,6 +413,7 @@ class Sample:
     client_cpu: float
     server_cpu: float | None
     server_own_cpu: float | None
+    projection_cpu: float | None  # of server_cpu: the projection process's, if it has one
     foreign_cores: float | None
     steal_cores: float | None
     latencies: list[float] = field(default_factory=list, repr=False)
@@ -776,12 +783,15 @@ class Bench:
         machine0 = machine_cpu_seconds()
         server0 = server.cpu_seconds() if server is not None else None
         own0 = server.own_cpu_seconds() if server is not None else None
+        views_pid = stats0.get("projections_pid", 0) if stats0 is not None else 0
+        views0 = process_cpu_seconds(views_pid, descendants=False) if views_pid else None
         writes0 = server.writes() if server is not None else process_writes("self")
         cpu0, t0 = time.process_time(), time.perf_counter()
         done = await loop(t0 + self.args.seconds)
         t1, cpu1 = time.perf_counter(), time.process_time()
         server1 = server.cpu_seconds() if server is not None else None
         own1 = server.own_cpu_seconds() if server is not None else None
+        views1 = process_cpu_seconds(views_pid, descendants=False) if views_pid else None
         writes1 = server.writes() if server is not None else process_writes("self")
         machine1 = machine_cpu_seconds()
         stats1 = server.stats() if stats0 is not None and server is not None else None
@@ -800,6 +810,7 @@ class Bench:
             client_cpu=cpu1 - cpu0,
             server_cpu=server_cpu,
             server_own_cpu=own1 - own0 if own0 is not None and own1 is not None else None,
+            projection_cpu=views1 - views0 if views0 is not None and views1 is not None else None,
             foreign_cores=foreign,
             steal_cores=steal,
             latencies=done.latencies,
@@ -1000,11 +1011,18 @@ def summarise(
             ),
             "median_writer_cpu_us_per_event": _median(
                 [
-                    _per_event_us(s.server_cpu - s.server_own_cpu, s.events)
+                    _per_event_us(
+                        s.server_cpu - s.server_own_cpu - (s.projection_cpu or 0.0), s.events
+                    )
                     if s.server_cpu is not None and s.server_own_cpu is not None
                     else None
                     for s in rows
                 ]
+            )
+            if server_name == "ledger"
+            else None,
+            "median_projection_cpu_us_per_event": _median(
+                [_per_event_us(s.projection_cpu, s.events) for s in rows]
             )
             if server_name == "ledger"
             else None,
@@ -1146,7 +1164,7 @@ def print_table(summary: dict[str, Any]) -> None:
         "p50 / p99 ms",
         "client µs/ev",
         "server µs/ev",
-        "of it, writer",
+        "of it, writer / views",
         "writes/ev",
         "server cores",
         "foreign cores",
@@ -1164,7 +1182,8 @@ def print_table(summary: dict[str, Any]) -> None:
             latency,
             _fmt(f["median_client_cpu_us_per_event"], ",.1f"),
             _fmt(f["median_server_cpu_us_per_event"], ",.1f"),
-            _fmt(f["median_writer_cpu_us_per_event"], ",.1f"),
+            f"{_fmt(f['median_writer_cpu_us_per_event'], ',.1f')} / "
+            f"{_fmt(f['median_projection_cpu_us_per_event'], ',.1f')}",
             f"{_fmt(f['median_write_calls_per_event'], '.2f')} / "
             f"{_fmt(_kib(f['median_write_bytes_per_event']), '.1f')} KiB",
             _fmt(server_cores, ".2f"),
@@ -1232,11 +1251,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--projections",
-        choices=("in-process", "external"),
-        default="in-process",
-        help="the ledger server keeps the views up to date itself, as `pdl serve` does "
-        "(in-process), or leaves them to `pdl project` workers, which the bench does not run "
-        "(external: the write path alone)",
+        choices=("process", "in-process", "external"),
+        default="process",
+        help="the ledger server keeps the views up to date in a projection process of its own, "
+        "as `pdl serve` does (process), or in a thread of its own process (in-process), or "
+        "leaves them to `pdl project` workers, which the bench does not run (external: the "
+        "write path alone)",
     )
     parser.add_argument(
         "--writer",

@@ -68,6 +68,7 @@ class ProjectionRunner:
         page_size: int = DEFAULT_PAGE_SIZE,
         poll_interval: float = _DEFAULT_POLL_SECONDS,
         gather_seconds: float = DEFAULT_GATHER_SECONDS,
+        on_advance: Callable[[int], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.store = store
@@ -86,15 +87,20 @@ class ProjectionRunner:
         self.gather_seconds = gather_seconds
         """How long a follower, woken by new events, lets more arrive before it reads: a
         transaction costs about as much for one event as for dozens, so under a steady
-        stream of writes this trades a few milliseconds of lag for far less work per event."""
+        stream of writes this trades a few milliseconds of lag for far less work per event.
+        A reader waiting for the views cuts it short (`hurry`)."""
         stored = store.positions()
         self._positions = {v.name: stored.get(v.name, 0) for v in self.views}
         self._changed = threading.Condition()
         self._wake = threading.Event()
+        self._hurry = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: _PostgresListener | None = None
         self.last_error: str | None = None
+        self.on_advance = on_advance
+        """Called with the position every view has reached after each transaction that moved
+        it (from the thread that folded it)."""
 
     # --- state -------------------------------------------------------------------------------
 
@@ -152,6 +158,8 @@ class ProjectionRunner:
         with self._changed:
             self._positions.update(advanced)
             self._changed.notify_all()
+        if self.on_advance is not None:
+            self.on_advance(self.position)
         if progress is not None:
             progress(last, read)
         return read
@@ -172,6 +180,7 @@ class ProjectionRunner:
         """Stop following; the page in hand is finished first."""
         self._stop.set()
         self._wake.set()
+        self._hurry.set()
         self.ledger.remove_listener(self._on_recorded)
         if self._listener is not None:
             self._listener.stop()
@@ -192,7 +201,7 @@ class ProjectionRunner:
                     return False
                 if self._stop.is_set() and self._thread is None:
                     raise RunnerStopped
-                self._wake.set()
+                self.hurry()
                 self._changed.wait(min(left, 0.5))
         return True
 
@@ -218,6 +227,17 @@ class ProjectionRunner:
 
     # --- plumbing ----------------------------------------------------------------------------
 
+    def wake(self) -> None:
+        """New events are in the log (another process wrote them): fold them without waiting
+        for the next poll."""
+        self._wake.set()
+
+    def hurry(self) -> None:
+        """A reader waits for the views: fold what is in the log now, without letting more
+        gather first."""
+        self._hurry.set()
+        self._wake.set()
+
     def _on_recorded(self, _position: int) -> None:
         self._wake.set()
 
@@ -241,7 +261,8 @@ class ProjectionRunner:
                 woken = self._wake.wait(self.poll_interval)
                 self._wake.clear()
                 if woken and self.gather_seconds > 0:
-                    self._stop.wait(self.gather_seconds)
+                    self._hurry.wait(self.gather_seconds)
+                self._hurry.clear()
 
     def _fold(self, conn: Connection, page: _Page, advanced: dict[str, int]) -> None:
         """Hand each view the page's entries past its own position."""

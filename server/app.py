@@ -42,6 +42,7 @@ from server._pb.pdl.v1 import rights_service_pb2_grpc as rgrpc
 from server._pb.pdl.v1 import view_service_pb2_grpc as vgrpc
 from server.auth import PrincipalRegistry
 from server.interceptors import LedgerInterceptor
+from server.projection_process import ProjectionProcess
 from server.queries import QueryServicer
 from server.runtime import Runtime, collect_young_less_often
 from server.servicers import LedgerServicer, PolicyServicer, RightsServicer
@@ -96,12 +97,17 @@ class Serving:
     port: int
     committer: Committer
     health: health.aio.HealthServicer
+    projections: ProjectionProcess | None = None
+    """The projection process, when the views are kept up to date in one."""
 
     async def stop(self, grace: float) -> None:
-        """Refuse new calls, let in-flight ones finish, commit what is queued."""
+        """Refuse new calls, let in-flight ones finish, commit what is queued; then let the
+        projection process finish its page."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.committer.stop()
+        if self.projections is not None:
+            await self.projections.stop()
 
 
 async def build_server(
@@ -130,7 +136,8 @@ async def build_server(
     )
     pgrpc.add_PolicyServiceServicer_to_server(PolicyServicer(ledger, committer, clock), server)
     qgrpc.add_QueryServiceServicer_to_server(QueryServicer(ledger, clock), server)
-    waiter = ViewWaiter(runtime, settings.view_wait_seconds)
+    projections = _projection_process(settings, ledger, committer)
+    waiter = ViewWaiter(runtime, settings.view_wait_seconds, projections)
     vgrpc.add_ViewServiceServicer_to_server(ViewServicer(ledger, runtime.views, waiter), server)
     ngrpc.add_PolicyNoticeServiceServicer_to_server(
         NoticeServicer(ledger, committer, clock), server
@@ -148,14 +155,21 @@ async def build_server(
     except BaseException:
         await server.stop(None)
         raise
-    if settings.projections == "in-process":
+    if projections is not None:
+        try:
+            await projections.start()
+        except BaseException:
+            await server.stop(None)
+            await committer.stop()
+            raise
+    elif settings.projections != "external":
         runtime.start_projections(committer.execute_many_threadsafe)
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
     if isinstance(committer, ProcessCommitter):
         committer.on_availability = functools.partial(_writer_health, checker)
-    return Serving(server, port, committer, checker)
+    return Serving(server, port, committer, checker, projections)
 
 
 async def _writer_health(checker: health.aio.HealthServicer, available: bool) -> None:
@@ -174,6 +188,17 @@ def _committer(settings: Settings, ledger: Ledger) -> Committer:
     if settings.writer == "process" and isinstance(ledger.clock, SystemClock):
         return ProcessCommitter(settings, ledger, settings.group_commit_items)
     return GroupCommitter(ledger, settings.group_commit_items)
+
+
+def _projection_process(
+    settings: Settings, ledger: Ledger, committer: Committer
+) -> ProjectionProcess | None:
+    """The projection process by default; none when the views are folded in this process, or
+    by `pdl project` workers. As for the writer, a ledger with a clock of its own (tests)
+    keeps its projections in this process."""
+    if settings.projections == "process" and isinstance(ledger.clock, SystemClock):
+        return ProjectionProcess(settings, ledger, committer.execute_many_threadsafe)
+    return None
 
 
 def _by_generic_handlers_only(server: aio.Server) -> None:

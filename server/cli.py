@@ -308,6 +308,13 @@ def _progress(runtime: Runtime) -> Iterator[Callable[[int, int], None]]:
         yield advance
 
 
+_PROJECTIONS = {
+    "process": "a projection process of its own",
+    "in-process": "a thread",
+    "external": "`pdl project` workers, not by this server",
+}
+
+
 def _announce(settings: Settings, runtime: Runtime, port: int, *, made: bool) -> None:
     host = settings.listen.rsplit(":", 1)[0]
     security = "TLS" if settings.tls is not None else "no TLS: plaintext, loopback only"
@@ -318,6 +325,7 @@ def _announce(settings: Settings, runtime: Runtime, port: int, *, made: bool) ->
         f"pdl: storage {_location(runtime)}",
         "pdl: writes made by "
         + ("a writer process of its own" if settings.writer == "process" else "a thread"),
+        "pdl: views kept up to date by " + _PROJECTIONS[settings.projections],
         f"pdl: admin token {'written to' if made else 'in'} {settings.admin_token_path} "
         "(owner-only; send it as 'authorization: Bearer <token>')",
     ]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 from dataclasses import dataclass
+from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -137,6 +139,19 @@ def open_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     return Runtime(
         settings=settings, ledger=ledger, keystore=keystore, storage=storage, views=view_store
     )
+
+
+CHILD_MODULES = ("server.runtime", "server.writer_child", "server.projection_child")
+"""What the server's children import, loaded once into the process they are forked from."""
+
+
+def child_context() -> ForkServerContext:
+    """How the server starts its children (its writer, its projections): forked from a
+    server process of their own (`forkserver`), which has their modules loaded already, so
+    that they neither inherit the server's threads and sockets nor import everything anew."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(CHILD_MODULES))
+    return context
 
 
 YOUNG_GENERATION_THRESHOLD = 10_000

@@ -147,10 +147,12 @@ class Settings(BaseModel):
         description="process: a child process makes every write, on its own core (its own "
         "interpreter lock); thread: a thread of the server's own process does.",
     )
-    projections: Literal["in-process", "external"] = Field(
-        default="in-process",
-        description="in-process: `pdl serve` keeps the views up to date itself; external: "
-        "`pdl project` workers do (PostgreSQL deployments), and the server only reads them.",
+    projections: Literal["process", "in-process", "external"] = Field(
+        default="process",
+        description="process: `pdl serve` keeps the views up to date in a child process of "
+        "its own (its own interpreter lock); in-process: in a thread of the server's own "
+        "process; external: `pdl project` workers do (PostgreSQL deployments), and the server "
+        "only reads them.",
     )
     view_wait_seconds: float = Field(
         default=10.0,

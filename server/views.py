@@ -35,6 +35,7 @@ from server._pb.pdl.v1 import view_service_pb2_grpc as vgrpc
 from server.auth import CURRENT_PRINCIPAL, authorize
 from server.convert_results import recorded, timestamp
 from server.errors import FieldViolation, InvalidRequest, ViewBehind
+from server.projection_process import ProjectionProcess
 from server.queries import EVENT_TOPICS
 from server.request_reader import subject_ref
 from server.runtime import Runtime
@@ -60,16 +61,22 @@ _NOTIFIED_TOPIC = EVENT_TOPICS["PolicyNotified"]
 class ViewWaiter:
     """Waits until the views have folded a log position, within the time a call allows.
 
-    With the projections in this process it watches the runner's position (no I/O); with
-    external workers it polls the tracking rows, the least of the views' positions.
+    With the projections in this process it watches the runner's position, with the
+    projection process the position it reports (no I/O either way); with external workers it
+    polls the tracking rows, the least of the views' positions.
     """
 
-    def __init__(self, runtime: Runtime, most_seconds: float) -> None:
+    def __init__(
+        self, runtime: Runtime, most_seconds: float, process: ProjectionProcess | None = None
+    ) -> None:
         self._runtime = runtime
         self._most = most_seconds
+        self._process = process
 
     async def reached(self) -> int:
         """The position every view has folded."""
+        if self._process is not None:
+            return self._process.position
         runner = self._runtime.runner
         if runner is not None:
             return runner.position
@@ -83,6 +90,7 @@ class ViewWaiter:
         reached = await self.reached()
         if reached >= position:
             return
+        self._hurry()
         budget = self._most
         remaining = context.time_remaining()
         if remaining is not None:
@@ -96,6 +104,15 @@ class ViewWaiter:
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, _MOST_PAUSE_SECONDS)
             reached = await self.reached()
+            if reached < position:
+                self._hurry()
+
+    def _hurry(self) -> None:
+        """Have the projections fold what is in the log without letting more gather."""
+        if self._process is not None:
+            self._process.hurry()
+        elif self._runtime.runner is not None:
+            self._runtime.runner.hurry()
 
 
 class ViewServicer(vgrpc.ViewServiceServicer):

@@ -37,6 +37,7 @@ from ledger.application import BATCHABLE, ItemOutcome, Ledger, Recorded
 from ledger.errors import ConfigurationError
 from server import writer_child
 from server.errors import WriterUnavailable
+from server.runtime import child_context
 from server.settings import Settings
 from server.writer_link import ALONE, BATCH, FORWARD, MANY, ONE, STOP, Forwarded, Frames, framed
 
@@ -293,9 +294,7 @@ class ProcessCommitter:
         loop = self._loop
         assert loop is not None  # noqa: S101 (started)
         ours, theirs = socket.socketpair()
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["server.runtime", writer_child.__name__])
-        process = context.Process(
+        process = child_context().Process(
             target=writer_child.writer_main,
             args=(self._settings, theirs, self._max_items),
             name="pdl-writer",
@@ -317,6 +316,7 @@ class ProcessCommitter:
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), _START_TIMEOUT_SECONDS)
         except (ConfigurationError, TimeoutError):
+            self._link = None  # its closing is no loss to recover from: the start failed
             if link.transport is not None:
                 link.transport.close()
             await asyncio.to_thread(process.join, 5)
