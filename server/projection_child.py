@@ -30,11 +30,6 @@ __all__ = ["NoticesNotRecorded", "projection_main"]
 
 _READ_CHUNK = 1 << 16
 _NOTICE_TIMEOUT_SECONDS = 120.0
-GATHER_SECONDS = 0.1
-"""How long the child lets events gather before it folds them, unless a reader waits. Under
-steady recording a transaction over the six views costs about 1.5 ms of CPU whatever it holds,
-plus 85 µs per event (`bench/README.md`): at 1,000 events a second, 20 ms of gathering spent
-about 160 µs per event, 100 ms about 100."""
 
 # Messages, server to this process.
 WAKE = "wake"  # new events are in the log
@@ -67,7 +62,7 @@ def projection_main(settings: Settings, sock: socket.socket) -> None:
         return
     try:
         runner = ledger_runner(runtime.ledger, runtime.views, execute_many=link.execute_many)
-        runner.gather_seconds = GATHER_SECONDS
+        runner.gather_seconds = settings.projection_gather_seconds
         runner.on_advance = lambda position: link.send(("position", position, runner.last_error))
         collect_young_less_often()
         link.send(("ready", os.getpid(), runner.position))

@@ -42,6 +42,7 @@ class Runtime:
         are recorded through `execute_many` when given (the server's writer)."""
         if self.runner is None:
             self.runner = ledger_runner(self.ledger, self.views, execute_many=execute_many)
+            self.runner.gather_seconds = self.settings.projection_gather_seconds
             self.runner.start()
 
     def close(self) -> None:

@@ -154,6 +154,14 @@ class Settings(BaseModel):
         "process; external: `pdl project` workers do (PostgreSQL deployments), and the server "
         "only reads them.",
     )
+    projection_gather_seconds: float = Field(
+        default=0.1,
+        ge=0,
+        le=5,
+        description="How long the projections, told of new events, let more arrive before "
+        "they fold them (fewer, larger transactions under steady recording); a read waiting "
+        "for its min_position cuts it short.",
+    )
     view_wait_seconds: float = Field(
         default=10.0,
         gt=0,

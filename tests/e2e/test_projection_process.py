@@ -185,3 +185,21 @@ def test_the_projection_process_stops_with_the_server(
         return False
 
     _until(gone, "the projection process outlived the server")
+
+
+@pytest.mark.parametrize("projections", ["process", "in-process"])
+def test_a_read_waiting_for_its_position_cuts_the_gathering_short(
+    serve_with: Callable[..., Served], projections: str
+) -> None:
+    # With 5 s of gathering and reads that wait at most 1 s, a read answers VIEW_BEHIND unless
+    # it has the projections fold at once.
+    served = serve_with(
+        projections=projections, projection_gather_seconds=5.0, view_wait_seconds=1.0
+    )
+    with served.client() as client:
+        sid = client.register_subject("app", secret("account")).subject_id
+        for expected in (1, 2):
+            written = _collect_ip(client, sid)
+            view = client.subject_view(sid, min_position=written.position)
+            (held,) = view.categories
+            assert held.collections == expected
