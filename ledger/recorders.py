@@ -33,7 +33,7 @@ from eventsourcing.sqlite import (
 )
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.deferred_commits import DeferredCommits
 from ledger.receipts import Receipt
@@ -362,6 +362,19 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self._select_receipt = SQL("SELECT * FROM {schema}.{table} WHERE receipt_id=%s").format(
             schema=schema, table=table
         )
+
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        """Create the tables, functions and triggers one process at a time: the library's
+        `CREATE OR REPLACE FUNCTION` (and trigger) statements fail with "tuple concurrently
+        updated" when two processes run them at once, as the server's writer and its
+        projection process do when they open the ledger side by side."""
+        curs.execute(
+            SQL("SELECT pg_advisory_xact_lock(hashtext({key}))").format(
+                key=Literal(f"pdl-create:{self.datastore.schema}")
+            ),
+            prepare=False,
+        )
+        super()._create_table(curs)
 
     def _fetch_ids_after_insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any

@@ -150,19 +150,8 @@ async def build_server(
     for name in ("", *SERVICE_NAMES):
         await checker.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     port = _bind(server, address, settings.tls)
-    try:
-        await committer.start()
-    except BaseException:
-        await server.stop(None)
-        raise
-    if projections is not None:
-        try:
-            await projections.start()
-        except BaseException:
-            await server.stop(None)
-            await committer.stop()
-            raise
-    elif settings.projections != "external":
+    await _start_children(server, committer, projections)
+    if projections is None and settings.projections != "external":
         runtime.start_projections(committer.execute_many_threadsafe)
     await server.start()
     for name in ("", *SERVICE_NAMES):
@@ -188,6 +177,24 @@ def _committer(settings: Settings, ledger: Ledger) -> Committer:
     if settings.writer == "process" and isinstance(ledger.clock, SystemClock):
         return ProcessCommitter(settings, ledger, settings.group_commit_items)
     return GroupCommitter(ledger, settings.group_commit_items)
+
+
+async def _start_children(
+    server: aio.Server, committer: Committer, projections: ProjectionProcess | None
+) -> None:
+    """Start the writer and the projection process side by side (each opens the ledger on a
+    core of its own); if either fails, stop the other and the server, and raise."""
+    starting = [committer.start(), *([projections.start()] if projections is not None else [])]
+    results = await asyncio.gather(*starting, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if not failed:
+        return
+    await server.stop(None)
+    if not isinstance(results[0], BaseException):
+        await committer.stop()
+    if projections is not None and not isinstance(results[-1], BaseException):
+        await projections.stop()
+    raise failed[0]
 
 
 def _projection_process(
