@@ -42,6 +42,10 @@ from ledger.sqlite_wal import WalCheckpoints
 _CACHE_KIB = 64 * 1024
 """Page cache per event-store connection on SQLite (its default, 2 MiB, holds a small part
 of the B-trees a write touches: each person's events and the receipts land all over them)."""
+_WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+"""When the event store's write-ahead log starts again, a file larger than this is truncated
+back to it (SQLite otherwise keeps the longest the log has been, on disk for good: a large
+batch or a checkpoint held back by a long read would leave hundreds of MB)."""
 
 _CHECKPOINT_EVERY_ROWS = 4_000
 """Rows (events and receipts) written between the event store's checkpoints: about 5,000
@@ -194,6 +198,7 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                 raw = conn._sqlite_conn
                 raw.execute("PRAGMA wal_autocheckpoint = 0")  # `WalCheckpoints` does them
                 raw.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+                raw.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT_BYTES}")
                 return conn
 
             pool._create_connection = configured  # type: ignore[method-assign]

@@ -9,8 +9,10 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from scenario import PRINCIPAL, START, collection, sqlite_ledger, subject
 
+from ledger import recorders
 from ledger.application import Ledger
 from ledger.recorders import LedgerSQLiteRecorder
 from ledger.sealing import MasterKey
@@ -234,3 +236,29 @@ def test_the_writers_catch_up_lets_its_next_write_start_the_log_again(tmp_path: 
         checkpoints.stop()
         thread.close()
         writer.close()
+
+
+def test_the_event_stores_log_file_shrinks_back_when_the_log_starts_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large batch grows the log file far past the limit; once the log has been copied and
+    a later write starts it again, the file is cut back to the limit (SQLite would keep it at
+    its peak)."""
+    limit = 256 * 1024
+    monkeypatch.setattr(recorders, "_WAL_SIZE_LIMIT_BYTES", limit)
+    master = MasterKey.generate()
+    ledger, _checkpoints = _checkpointed_ledger(tmp_path, master)
+    log = tmp_path / "events.db-wal"
+    people = [subject(ledger) for _ in range(40)]
+    ledger.execute_batch(PRINCIPAL, [collection(people[k % 40], at=START) for k in range(3000)])
+    peak = log.stat().st_size
+    restarts = _log_restarts(log)
+    deadline = time.monotonic() + 30
+    while _log_restarts(log) <= restarts + 1 and time.monotonic() < deadline:
+        ledger.execute_batch(PRINCIPAL, [collection(p, at=START) for p in people[:20]])
+    after, restarted = log.stat().st_size, _log_restarts(log) - restarts
+    ledger.close()
+
+    assert peak > 8 * limit
+    assert restarted >= 2
+    assert after <= limit
