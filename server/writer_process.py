@@ -1,7 +1,7 @@
 """The writer process: every write of the server is made by a process of its own.
 
 The server's process takes the calls (TLS, authentication, parsing and validating requests,
-answering, the access log, reads, in-process projections); a child process opens the same
+answering, the access log, reads, waking the projections); a child process opens the same
 ledger and makes every write: it runs the engine, seals values, writes the event store and the
 key store. Each has its own interpreter lock, so the two halves of a recording call run on two
 cores at once instead of taking turns on one.
@@ -78,8 +78,8 @@ class ProcessCommitter:
     """Sends the server's writes to a writer process; start it inside the server's event loop.
 
     `ledger` is the server's own (read) ledger: it is told the log positions the writer
-    reached, so in-process projections wake up, and to read the policy book afresh after a
-    publication.
+    reached, so the projections (in-process, or the projection process) wake up, and to read
+    the policy book afresh after a publication.
     """
 
     def __init__(self, settings: Settings, ledger: Ledger, max_items: int = 512) -> None:
