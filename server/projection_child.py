@@ -36,7 +36,7 @@ WAKE = "wake"  # new events are in the log
 HURRY = "hurry"  # a reader waits for the views: fold without letting more events gather
 ANSWER = "answer"  # (ANSWER, number, ok, outcomes or the error's name): notices recorded
 STOP = "stop"  # finish the page in hand and exit
-# This process to the server: ("ready", pid, position), ("failed", reason),
+# This process to the server, a message a frame: ("ready", pid), ("failed", reason),
 # ("position", position, last error or None), ("notices", number, [(principal, command)]).
 
 
@@ -65,7 +65,8 @@ def projection_main(settings: Settings, sock: socket.socket) -> None:
         runner.gather_seconds = settings.projection_gather_seconds
         runner.on_advance = lambda position: link.send(("position", position, runner.last_error))
         collect_young_less_often()
-        link.send(("ready", os.getpid(), runner.position))
+        link.send(("ready", os.getpid()))
+        runner.on_advance(runner.position)  # where the views stand
         runner.start()
         try:
             link.serve(runner)
@@ -93,7 +94,7 @@ class _ChildLink:
             if self._closed:
                 return
             try:
-                self._sock.sendall(framed([message]))
+                self._sock.sendall(framed(message))
             except OSError:
                 self._closed = True
 

@@ -23,58 +23,24 @@ finishes what it was sent, answers it, and exits; the server then closes its end
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-import multiprocessing
 import socket
 from collections.abc import Callable, Coroutine, Sequence
-from multiprocessing import util
 from typing import Any, cast
 
 from ledger import commands as cmd
 from ledger.application import BATCHABLE, ItemOutcome, Ledger, Recorded
-from ledger.errors import ConfigurationError
 from server import writer_child
+from server.child_process import ChildProcess
 from server.errors import WriterUnavailable
-from server.runtime import child_context
 from server.settings import Settings
-from server.writer_link import ALONE, BATCH, FORWARD, MANY, ONE, STOP, Forwarded, Frames, framed
+from server.writer_link import ALONE, BATCH, FORWARD, MANY, ONE, STOP, Forwarded, framed
 
 __all__ = ["ProcessCommitter"]
 
-_log = logging.getLogger("pdl.writer")
 
-_START_TIMEOUT_SECONDS = 60.0
-_RESTART_PAUSE_SECONDS = 0.5
-
-
-class _Link(asyncio.Protocol):
-    """The server's end of the socket pair, read on the event loop."""
-
-    def __init__(self, committer: ProcessCommitter) -> None:
-        self._committer = committer
-        self._frames = Frames()
-        self.transport: asyncio.Transport | None = None
-        self.closed = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast("asyncio.Transport", transport)
-
-    def data_received(self, data: bytes) -> None:
-        for message in self._frames.feed(data):
-            self._committer._received(message)
-
-    def eof_received(self) -> bool:
-        return False  # close our end too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-        self._committer._lost(self)
-
-
-class ProcessCommitter:
+class ProcessCommitter(ChildProcess):
     """Sends the server's writes to a writer process; start it inside the server's event loop.
 
     `ledger` is the server's own (read) ledger: it is told the log positions the writer
@@ -82,7 +48,13 @@ class ProcessCommitter:
     the policy book afresh after a publication.
     """
 
+    what = "writer"
+    opens = "the ledger"
+    fallback = "writer = 'thread'"
+    log = logging.getLogger("pdl.writer")
+
     def __init__(self, settings: Settings, ledger: Ledger, max_items: int = 512) -> None:
+        super().__init__(writer_child.writer_main)
         self._settings = settings
         self._ledger = ledger
         self._max_items = max_items
@@ -90,16 +62,9 @@ class ProcessCommitter:
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._outbox: list[tuple[Any, ...]] = []
         self._flush_scheduled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self._link: _Link | None = None
-        self._ready: asyncio.Future[None] | None = None
-        self._stopping = False
-        self._restarting: asyncio.Task[None] | None = None
         self._told: asyncio.Task[None] | None = None
         self.groups = 0
         self.items = 0
-        self.restarts = 0
         self.on_availability: Callable[[bool], Coroutine[Any, Any, None]] | None = None
         """Awaited on the event loop with False when the writer is lost, with True when its
         replacement is ready (the server's health follows it)."""
@@ -107,36 +72,7 @@ class ProcessCommitter:
     @property
     def writer_pid(self) -> int | None:
         """The writer process's pid, while it runs."""
-        process = self._process
-        return process.pid if process is not None and process.is_alive() else None
-
-    async def start(self) -> None:
-        """Start the writer and wait until its ledger is open."""
-        self._loop = asyncio.get_running_loop()
-        await self._spawn()
-
-    async def stop(self) -> None:
-        """Let the writer finish and answer what it was sent, then stop it."""
-        self._stopping = True
-        if self._restarting is not None:
-            self._restarting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._restarting
-        link, process = self._link, self._process
-        if link is not None and link.transport is not None and not link.transport.is_closing():
-            self._flush()
-            link.transport.write(framed([(STOP,)]))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(link.closed), _START_TIMEOUT_SECONDS)
-            link.transport.close()
-        if process is not None:
-            await asyncio.to_thread(process.join, _START_TIMEOUT_SECONDS)
-            if process.is_alive():
-                _log.error("the writer process did not stop; killing it")
-                process.kill()
-                await asyncio.to_thread(process.join, 5)
-        self._link = None
-        self._fail_all()
+        return self.pid
 
     async def record(self, principal: str, command: cmd._Command) -> Recorded:
         """Record one command, sharing a transaction with concurrent ones where it can."""
@@ -197,24 +133,10 @@ class ProcessCommitter:
         up; until then it waits in the outbox)."""
         self._flush_scheduled = False
         link = self._link
-        if not self._outbox or link is None or link.transport is None:
-            return
-        if link.transport.is_closing():
+        if not self._outbox or link is None or not link.open:
             return
         outbox, self._outbox = self._outbox, []
-        link.transport.write(framed(outbox))
-
-    def _received(self, message: tuple[Any, ...]) -> None:
-        tag = message[0]
-        if tag == "answers":
-            _tag, answers, groups, items = message
-            self.groups, self.items = groups, items
-            self._settle(answers)
-        elif tag == "ready":
-            if self._ready is not None and not self._ready.done():
-                self._ready.set_result(None)
-        elif tag == "failed" and self._ready is not None and not self._ready.done():
-            self._ready.set_exception(ConfigurationError(message[1]))
+        link.write(framed(outbox))
 
     def _settle(self, answers: list[tuple[int, bool, Any]]) -> None:
         reached = 0
@@ -235,22 +157,41 @@ class ProcessCommitter:
         if reached:
             self._ledger.announce(reached)
 
-    def _lost(self, link: _Link) -> None:
-        """The writer's end closed: whatever it had not answered fails; start another."""
-        if link is not self._link:
-            return
-        self._link = None
+    # --- the child's lifecycle (`ChildProcess`) ------------------------------------------------
+
+    def _child_args(self, sock: socket.socket) -> tuple[Any, ...]:
+        return (self._settings, sock, self._max_items)
+
+    def _stop_frame(self) -> bytes:
+        return framed([(STOP,)])
+
+    def _message(self, message: tuple[Any, ...]) -> None:
+        if message[0] == "answers":
+            _tag, answers, groups, items = message
+            self.groups, self.items = groups, items
+            self._settle(answers)
+
+    def _before_stop(self) -> None:
+        self._flush()  # what is queued goes first; the writer answers it, then stops
+
+    def _stopped(self) -> None:
+        self._fail_all()
+
+    def _down(self) -> None:
+        """Whatever the writer had not answered fails."""
         self._fail_sent()
-        ready = self._ready
-        if ready is not None and not ready.done():  # it died while opening the ledger
-            ready.set_exception(
-                ConfigurationError("the writer process exited while opening the ledger")
-            )
-            return
-        if not self._stopping and self._loop is not None and self._restarting is None:
-            _log.error("the writer process stopped unexpectedly; starting another")
-            self._restarting = self._loop.create_task(self._restart())
-            self._tell_availability(available=False)
+
+    def _replacing(self) -> None:
+        self._tell_availability(available=False)
+
+    def _start_failed(self) -> None:
+        self._fail_all()  # the calls waiting for it are not kept waiting for ever
+
+    def _started(self) -> None:
+        self._flush()  # what queued while it started
+
+    def _replaced(self) -> None:
+        self._tell_availability(available=True)
 
     def _tell_availability(self, *, available: bool) -> None:
         hook, loop = self.on_availability, self._loop
@@ -271,60 +212,6 @@ class ProcessCommitter:
         self._outbox.clear()
         self._fail_sent()
 
-    async def _restart(self) -> None:
-        try:
-            while not self._stopping:
-                await asyncio.sleep(_RESTART_PAUSE_SECONDS)
-                old = self._process
-                if old is not None:
-                    await asyncio.to_thread(old.join, 5)
-                try:
-                    await self._spawn()
-                except (ConfigurationError, TimeoutError) as error:
-                    _log.error("the writer process could not start: %s", type(error).__name__)
-                    self._fail_all()  # the calls waiting for it are not kept waiting for ever
-                    continue
-                self.restarts += 1
-                self._tell_availability(available=True)
-                return
-        finally:
-            self._restarting = None
-
-    async def _spawn(self) -> None:
-        loop = self._loop
-        assert loop is not None  # noqa: S101 (started)
-        ours, theirs = socket.socketpair()
-        process = child_context().Process(
-            target=writer_child.writer_main,
-            args=(self._settings, theirs, self._max_items),
-            name="pdl-writer",
-            daemon=False,
-        )
-        try:
-            await asyncio.to_thread(process.start)
-        except (OSError, AssertionError, RuntimeError) as exc:  # e.g. from a daemonic process
-            ours.close()
-            theirs.close()
-            msg = f"cannot start the writer process ({type(exc).__name__}); set writer = 'thread'"
-            raise ConfigurationError(msg) from None
-        theirs.close()
-        util.Finalize(process, _close_quietly, args=(ours,), exitpriority=10)
-        self._process = process
-        self._ready = loop.create_future()
-        _transport, link = await loop.connect_accepted_socket(lambda: _Link(self), ours)
-        self._link = link
-        try:
-            await asyncio.wait_for(asyncio.shield(self._ready), _START_TIMEOUT_SECONDS)
-        except (ConfigurationError, TimeoutError):
-            self._link = None  # its closing is no loss to recover from: the start failed
-            if link.transport is not None:
-                link.transport.close()
-            await asyncio.to_thread(process.join, 5)
-            if process.is_alive():
-                process.kill()
-            raise
-        self._flush()  # what queued while it started
-
 
 def _reached(value: Any) -> list[tuple[int, str]]:
     """(position, event type) of what an answer recorded."""
@@ -341,8 +228,3 @@ def _recorded_in(value: Any) -> list[Recorded]:
     if isinstance(value, list):
         return [o.recorded for o in value if isinstance(o, ItemOutcome) and o.recorded]
     return []
-
-
-def _close_quietly(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.close()
