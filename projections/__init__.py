@@ -13,7 +13,12 @@ from projections.deadlines import DeadlineView
 from projections.notices import ExecuteMany, LedgerNotifier, NoticeView, Notifier
 from projections.register import RegisterView
 from projections.retention import RetentionView
-from projections.runner import DEFAULT_PAGE_SIZE, ProjectionRunner, RunnerStopped
+from projections.runner import (
+    DEFAULT_GATHER_SECONDS,
+    DEFAULT_PAGE_SIZE,
+    ProjectionRunner,
+    RunnerStopped,
+)
 from projections.store import ViewStore
 from projections.subjects import SubjectView
 from projections.view import View
@@ -69,10 +74,13 @@ def ledger_runner(
     *,
     page_size: int = DEFAULT_PAGE_SIZE,
     execute_many: ExecuteMany | None = None,
+    gather_seconds: float = DEFAULT_GATHER_SECONDS,
 ) -> ProjectionRunner:
     """A runner of the named views (all by default) over the ledger's log, recording policy
     notices through the ledger's own command (made by `execute_many` when given: the server
     hands its writer's)."""
     notifier = LedgerNotifier(ledger, execute_many=execute_many)
     chosen = views(store.dialect, notifier, names)
-    return ProjectionRunner(ledger, store, chosen, page_size=page_size)
+    return ProjectionRunner(
+        ledger, store, chosen, page_size=page_size, gather_seconds=gather_seconds
+    )

@@ -68,7 +68,6 @@ class ProjectionRunner:
         page_size: int = DEFAULT_PAGE_SIZE,
         poll_interval: float = _DEFAULT_POLL_SECONDS,
         gather_seconds: float = DEFAULT_GATHER_SECONDS,
-        on_advance: Callable[[int], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.store = store
@@ -98,7 +97,7 @@ class ProjectionRunner:
         self._thread: threading.Thread | None = None
         self._listener: _PostgresListener | None = None
         self.last_error: str | None = None
-        self.on_advance = on_advance
+        self.on_advance: Callable[[int], None] | None = None
         """Called with the position every view has reached after each transaction that moved
         it (from the thread that folded it)."""
 
@@ -239,7 +238,7 @@ class ProjectionRunner:
         self._wake.set()
 
     def _on_recorded(self, _position: int) -> None:
-        self._wake.set()
+        self.wake()
 
     def _follow(self) -> None:
         backoff = self.poll_interval

@@ -120,11 +120,15 @@ class ViewStore:
     def write(self) -> Iterator[Connection]:
         """One write transaction (on SQLite, the write lock is taken at its start)."""
         with self.engine.connect() as conn:
-            raw = conn.connection.dbapi_connection if self._checkpoints is not None else None
+            checkpoints = self._checkpoints
+            raw = (
+                cast("sqlite3.Connection", conn.connection.dbapi_connection)
+                if checkpoints is not None
+                else None
+            )
             changes = raw.total_changes if raw is not None else 0
-            if raw is not None and self._checkpoints is not None:
-                # lets the log start again (see there)
-                self._checkpoints.catch_up(cast("sqlite3.Connection", raw))
+            if checkpoints is not None and raw is not None:
+                checkpoints.catch_up(raw)  # lets the log start again (see there)
             if self.dialect == "sqlite":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             else:
@@ -137,8 +141,8 @@ class ViewStore:
                 conn.rollback()
                 raise
             conn.commit()
-            if raw is not None and self._checkpoints is not None:
-                self._checkpoints.wrote(raw.total_changes - changes)
+            if checkpoints is not None and raw is not None:
+                checkpoints.wrote(raw.total_changes - changes)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -61,8 +61,12 @@ def projection_main(settings: Settings, sock: socket.socket) -> None:
         link.send(("failed", f"cannot open the views: {type(error).__name__}"))
         return
     try:
-        runner = ledger_runner(runtime.ledger, runtime.views, execute_many=link.execute_many)
-        runner.gather_seconds = settings.projection_gather_seconds
+        runner = ledger_runner(
+            runtime.ledger,
+            runtime.views,
+            execute_many=link.execute_many,
+            gather_seconds=settings.projection_gather_seconds,
+        )
         runner.on_advance = lambda position: link.send(("position", position, runner.last_error))
         collect_young_less_often()
         link.send(("ready", os.getpid()))

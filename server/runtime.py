@@ -41,8 +41,12 @@ class Runtime:
         """Keep every view up to date in this process (a background thread); policy notices
         are recorded through `execute_many` when given (the server's writer)."""
         if self.runner is None:
-            self.runner = ledger_runner(self.ledger, self.views, execute_many=execute_many)
-            self.runner.gather_seconds = self.settings.projection_gather_seconds
+            self.runner = ledger_runner(
+                self.ledger,
+                self.views,
+                execute_many=execute_many,
+                gather_seconds=self.settings.projection_gather_seconds,
+            )
             self.runner.start()
 
     def close(self) -> None:

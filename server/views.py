@@ -26,6 +26,7 @@ from ledger.errors import KeyShreddedError
 from projections import VIEW_NAMES
 from projections import queries as q
 from projections.answers import SubjectViewAnswer
+from projections.runner import ProjectionRunner
 from projections.store import TRACKING, ViewStore
 from server import convert_views as cv
 from server._pb.pdl.v1 import notice_service_pb2 as npb
@@ -73,13 +74,16 @@ class ViewWaiter:
         self._most = most_seconds
         self._process = process
 
+    def _followed(self) -> ProjectionProcess | ProjectionRunner | None:
+        """What folds the views here: the projection process, or this process's runner
+        (started after the waiter is made); None with external workers."""
+        return self._process if self._process is not None else self._runtime.runner
+
     async def reached(self) -> int:
         """The position every view has folded."""
-        if self._process is not None:
-            return self._process.position
-        runner = self._runtime.runner
-        if runner is not None:
-            return runner.position
+        followed = self._followed()
+        if followed is not None:
+            return followed.position
         positions = await asyncio.to_thread(self._runtime.views.positions)
         return min(positions.get(name, 0) for name in VIEW_NAMES)
 
@@ -109,10 +113,9 @@ class ViewWaiter:
 
     def _hurry(self) -> None:
         """Have the projections fold what is in the log without letting more gather."""
-        if self._process is not None:
-            self._process.hurry()
-        elif self._runtime.runner is not None:
-            self._runtime.runner.hurry()
+        followed = self._followed()
+        if followed is not None:
+            followed.hurry()
 
 
 class ViewServicer(vgrpc.ViewServiceServicer):

@@ -30,8 +30,8 @@ _IP = "network_log.ip_address"
 _WAIT_SECONDS = 30.0
 
 
-def _collect_ip(client: LedgerClient, sid: str) -> cpb.Recorded:
-    request = lpb.RecordCollectionRequest(
+def _ip_collection(sid: str) -> lpb.RecordCollectionRequest:
+    return lpb.RecordCollectionRequest(
         meta=meta(),
         subject=subject(sid),
         category=_IP,
@@ -39,7 +39,10 @@ def _collect_ip(client: LedgerClient, sid: str) -> cpb.Recorded:
         purposes=["security_detection"],
         values={"ip": secret("ip")},
     )
-    return client.ledger.RecordCollection(request, **client.options).recorded
+
+
+def _collect_ip(client: LedgerClient, sid: str) -> cpb.Recorded:
+    return client.ledger.RecordCollection(_ip_collection(sid), **client.options).recorded
 
 
 def _process(served: Served) -> ProjectionProcess:
@@ -83,19 +86,7 @@ def test_a_read_after_a_batch_sees_every_item_of_it(
     assert (served.serving.projections is not None) == (projections == "process")
     with served.client() as client:
         people = [client.register_subject("app", secret("account")).subject_id for _ in range(5)]
-        items = [
-            lpb.BatchItem(
-                collection=lpb.RecordCollectionRequest(
-                    meta=meta(),
-                    subject=subject(sid),
-                    category=_IP,
-                    source="server_logs",
-                    purposes=["security_detection"],
-                    values={"ip": secret("ip")},
-                )
-            )
-            for sid in people
-        ]
+        items = [lpb.BatchItem(collection=_ip_collection(sid)) for sid in people]
         answer = client.ledger.RecordBatch(lpb.RecordBatchRequest(items=items), **client.options)
         last = max(o.recorded.position for o in answer.outcomes)
         views = [client.subject_view(sid, min_position=last) for sid in people]
