@@ -88,6 +88,8 @@ from server._pb.pdl.v1 import ledger_service_pb2 as lpb
 from server._pb.pdl.v1 import ledger_service_pb2_grpc as lgrpc
 from server._pb.pdl.v1 import query_service_pb2 as qpb
 from server._pb.pdl.v1 import query_service_pb2_grpc as qgrpc
+from server._pb.pdl.v1 import view_service_pb2 as vpb
+from server._pb.pdl.v1 import view_service_pb2_grpc as vgrpc
 from server.app import build_server
 from server.auth import PrincipalRegistry, token_hash
 from server.runtime import Runtime, collect_young_less_often, open_runtime, settle_heap
@@ -147,6 +149,9 @@ FIGURES: dict[str, tuple[str | None, str, str]] = {
     "audit_stream": ("ledger", "events/s", "StreamAuditLog, pages of 1000"),
     "audit_read": (None, "events/s", "select_notifications(1000) + to_domain_event"),
 }
+RECORDING_FIGURES = frozenset({"unary_c32", "unary_c8", "batch_100"})
+"""The figures that record events, which the views then fold."""
+VIEWS_CATCH_UP_TIMEOUT = 120.0
 PAIRS = (
     ("unary_c32", "echo_c32"),
     ("unary_c8", "echo_c8"),
@@ -422,6 +427,7 @@ class Sample:
     passes: int = 0
     write_calls: int | None = None  # of the side doing the work (`process_writes`)
     write_bytes: int | None = None
+    views_catch_up_seconds: float | None = None  # after the window, until the views reach it
 
     @property
     def rate(self) -> float:
@@ -463,6 +469,8 @@ class Bench:
         self.token = secrets.token_urlsafe(32)
         self.metadata = (("authorization", f"Bearer {self.token}"),)
         self.seq = itertools.count()
+        self.last_position = 0
+        """The highest log position the recording figures were answered with."""
         self.servers: dict[str, ServerProcess] = {}
         self.schemas: list[str] = []
         self.channels: list[aio.Channel] = []
@@ -484,11 +492,16 @@ class Bench:
             "data_dir": str(self.workdir / "ledger"),
             "listen": "127.0.0.1:0",
             "projections": self.args.projections,
+            **(
+                {"projection_nice": self.args.projection_nice}
+                if self.args.projection_nice is not None
+                else {}
+            ),
             "writer": self.args.writer,
             "principals": [
                 {
                     "name": PRINCIPAL,
-                    "scopes": [Scope.RECORD.value, Scope.AUDIT.value],
+                    "scopes": [Scope.RECORD.value, Scope.AUDIT.value, Scope.READ.value],
                     "token_sha256": token_hash(self.token).hex(),
                 }
             ],
@@ -526,6 +539,7 @@ class Bench:
         self.echo = echo.unary_unary(ECHO_METHOD)  # raw bytes both ways
         self.ledger = lgrpc.LedgerServiceStub(ledger)
         self.query = qgrpc.QueryServiceStub(ledger)
+        self.views = vgrpc.ViewServiceStub(ledger)
 
     async def register_subjects(self) -> None:
         n_subjects = self.args.subjects
@@ -682,9 +696,10 @@ class Bench:
         return 1
 
     async def _unary_call(self) -> int:
-        await self.ledger.RecordCollection(
+        answer = await self.ledger.RecordCollection(
             self.collection_request("unary"), metadata=self.metadata, timeout=CALL_TIMEOUT
         )
+        self.last_position = max(self.last_position, answer.recorded.position)
         return 1
 
     async def _batch_call(self) -> int:
@@ -693,6 +708,9 @@ class Bench:
         )
         if answer.recorded_count != BATCH:
             raise RuntimeError(f"a batch recorded {answer.recorded_count} of {BATCH}")
+        self.last_position = max(
+            self.last_position, *(o.recorded.position for o in answer.outcomes)
+        )
         return answer.recorded_count
 
     async def echo_c32(self, deadline: float) -> Counted:
@@ -770,6 +788,32 @@ class Bench:
                 break
         return done
 
+    def projection_nice(self) -> int | None:
+        """The projection process's nice increment the server ran with (None: no such
+        process)."""
+        if self.args.projections != "process":
+            return None
+        return int(load_settings(environ={}, **self.fields).projection_nice)
+
+    async def views_catch_up(self) -> float:
+        """Seconds until the views have folded every position recorded so far: a view read
+        with that `min_position`, asked again while it answers VIEW_BEHIND."""
+        request = vpb.GetSubjectViewRequest(
+            subject=cpb.SubjectRef(subject_id=self.subject_ids[0]), min_position=self.last_position
+        )
+        started = time.perf_counter()
+        while True:
+            try:
+                await self.views.GetSubjectView(
+                    request, metadata=self.metadata, timeout=CALL_TIMEOUT
+                )
+            except grpc.aio.AioRpcError as error:
+                waited = time.perf_counter() - started
+                if error.code() != grpc.StatusCode.UNAVAILABLE or waited > VIEWS_CATCH_UP_TIMEOUT:
+                    raise
+                continue
+            return time.perf_counter() - started
+
     # one sample ------------------------------------------------------------------------------
 
     async def measure(self, figure: str, profile_to: Path | None) -> Sample:
@@ -778,6 +822,8 @@ class Bench:
         server = self.servers[server_name] if server_name else None
         if self.args.warmup > 0:
             await loop(time.perf_counter() + self.args.warmup)
+            if figure in RECORDING_FIGURES and self.args.projections != "external":
+                await self.views_catch_up()  # the window folds its own events only
         profiler = self.start_profile(server, figure, profile_to)
         stats0 = server.stats() if server is not None and server.name == "ledger" else None
         machine0 = machine_cpu_seconds()
@@ -803,6 +849,17 @@ class Bench:
             ours = (cpu1 - cpu0) + (server_cpu or 0.0)
             foreign = max(0.0, (machine1[0] - machine0[0]) - ours) / seconds
             steal = (machine1[1] - machine0[1]) / seconds
+        catch_up = None
+        if figure in RECORDING_FIGURES and self.args.projections != "external":
+            # Folding this window's events is this window's cost: wait for the views to reach
+            # them here, so that none of it runs in the next window (perhaps a baseline's),
+            # and count what it takes (the foreign load above is the window's alone).
+            catch_up = await self.views_catch_up()
+            if server is not None:
+                server1 = server.cpu_seconds()
+                own1 = server.own_cpu_seconds()
+            views1 = process_cpu_seconds(views_pid, descendants=False) if views_pid else None
+            server_cpu = server1 - server0 if server0 is not None and server1 is not None else None
         return Sample(
             events=done.events,
             calls=done.calls,
@@ -819,6 +876,7 @@ class Bench:
             passes=done.passes,
             write_calls=writes1[0] - writes0[0] if writes0 and writes1 else None,
             write_bytes=writes1[1] - writes0[1] if writes0 and writes1 else None,
+            views_catch_up_seconds=catch_up,
         )
 
     def start_profile(
@@ -958,9 +1016,14 @@ async def run(bench: Bench) -> dict[str, list[Sample]]:
                         f", p50 {sample.percentile_ms(50):.1f} / p99 "
                         f"{sample.percentile_ms(99):.1f} ms"
                     )
+                caught_up = (
+                    f", views caught up {sample.views_catch_up_seconds:.2f} s after"
+                    if sample.views_catch_up_seconds is not None
+                    else ""
+                )
                 log(
                     f"round {r + 1}/{args.rounds} {figure:12} {sample.rate:>10,.0f} {unit}"
-                    f"{latency}  (foreign load {sample.foreign_cores or 0:.2f} cores)"
+                    f"{latency}  (foreign load {sample.foreign_cores or 0:.2f} cores{caught_up})"
                 )
     finally:
         await bench.close_channels()
@@ -1054,6 +1117,11 @@ def summarise(
             data["rounds_items_per_group_commit"] = [
                 s.group_items / s.group_commits if s.group_commits else None for s in rows
             ]
+        if any(s.views_catch_up_seconds is not None for s in rows):
+            data["rounds_views_catch_up_seconds"] = [s.views_catch_up_seconds for s in rows]
+            data["median_views_catch_up_seconds"] = _median(
+                [s.views_catch_up_seconds for s in rows]
+            )
         if name.startswith("audit"):
             data["rounds_passes"] = [s.passes for s in rows]
         rates = data["rounds_rate"]
@@ -1125,6 +1193,7 @@ def summarise(
             "audit_page": AUDIT_PAGE,
             "server_log": args.server_log,
             "projections": args.projections,
+            "projection_nice": bench.projection_nice(),
             "writer": args.writer,
             "pairs": [name for name, pair in PAIR_NAMES.items() if pair in args.pairs],
             "profile": str(args.profile) if args.profile else None,
@@ -1257,6 +1326,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "as `pdl serve` does (process), or in a thread of its own process (in-process), or "
         "leaves them to `pdl project` workers, which the bench does not run (external: the "
         "write path alone)",
+    )
+    parser.add_argument(
+        "--projection-nice",
+        type=int,
+        choices=range(20),
+        metavar="0-19",
+        default=None,
+        help="with --projections process: the server's projection_nice setting (default: "
+        "the setting's own default, as `pdl serve`)",
     )
     parser.add_argument(
         "--writer",

@@ -51,6 +51,9 @@ def projection_main(settings: Settings, sock: socket.socket) -> None:
     # As for the writer, the server decides when this process stops (`server.writer_child`).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if settings.projection_nice:
+        # folding is deferred work: the calls and their writes come first on a busy machine
+        os.nice(settings.projection_nice)
     link = _ChildLink(sock)
     try:
         runtime = open_runtime(settings)

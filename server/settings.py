@@ -162,6 +162,15 @@ class Settings(BaseModel):
         "they fold them (fewer, larger transactions under steady recording); a read waiting "
         "for its min_position cuts it short.",
     )
+    projection_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="With projections = 'process': how much lower the projection process's "
+        "CPU priority is than the server's (added to its nice value; 0: the same). The views "
+        "then fold on what the calls and the writer leave, and catch up when recording eases; "
+        "a read waiting for its min_position still hurries them.",
+    )
     view_wait_seconds: float = Field(
         default=10.0,
         gt=0,

@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING
 import pytest
 from scenario import secret
 
+from ledger.errors import ConfigurationError
 from ledger.policy import load_seed_policy
 from server._pb.pdl.v1 import common_pb2 as cpb
 from server._pb.pdl.v1 import ledger_service_pb2 as lpb
 from server._pb.pdl.v1 import policy_service_pb2 as ppb
 from server.client import LedgerClient, meta, subject, timestamp
 from server.projection_process import ProjectionProcess
+from server.settings import load_settings
 
 if TYPE_CHECKING:
     from conftest import Served
@@ -76,6 +78,29 @@ def test_the_views_are_kept_by_a_child_process_not_the_servers_own(
             assert (held.category, held.collections) == (_IP, expected)
             assert view.last_position >= written.position
     assert projections.position >= written.position
+
+
+@pytest.mark.parametrize("nice", [None, 0, 5])
+def test_the_projection_process_runs_at_a_lower_cpu_priority_than_the_server(
+    serve_with: Callable[..., Served], nice: int | None
+) -> None:
+    served = serve_with(**({} if nice is None else {"projection_nice": nice}))
+    pid = _process(served).pid
+    assert pid is not None
+    ours = os.getpriority(os.PRIO_PROCESS, 0)  # the server's, which runs in this process
+    expected = min(19, ours + (10 if nice is None else nice))  # 10 by default
+    assert os.getpriority(os.PRIO_PROCESS, pid) == expected
+    with served.client() as client:  # and it keeps the views all the same
+        sid = client.register_subject("app", secret("account")).subject_id
+        written = _collect_ip(client, sid)
+        (held,) = client.subject_view(sid, min_position=written.position).categories
+    assert held.category == _IP
+
+
+@pytest.mark.parametrize("value", ["-1", "20", "ten"])
+def test_a_projection_nice_outside_0_to_19_is_refused(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="projection_nice"):
+        load_settings(environ={"PDL_PROJECTION_NICE": value})
 
 
 @pytest.mark.parametrize("projections", ["process", "in-process"])
