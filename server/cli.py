@@ -325,7 +325,13 @@ def _announce(settings: Settings, runtime: Runtime, port: int, *, made: bool) ->
         f"pdl: storage {_location(runtime)}",
         "pdl: writes made by "
         + ("a writer process of its own" if settings.writer == "process" else "a thread"),
-        "pdl: views kept up to date by " + _PROJECTIONS[settings.projections],
+        "pdl: views kept up to date by "
+        + _PROJECTIONS[settings.projections]
+        + (
+            f" (at nice +{settings.projection_nice}: calls and writes come first)"
+            if settings.projections == "process" and settings.projection_nice
+            else ""
+        ),
         f"pdl: admin token {'written to' if made else 'in'} {settings.admin_token_path} "
         "(owner-only; send it as 'authorization: Bearer <token>')",
     ]

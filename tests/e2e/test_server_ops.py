@@ -350,6 +350,10 @@ def test_sigterm_drains_in_flight_calls_and_loses_nothing_acknowledged(
     assert ok.count("/pdl.v1.LedgerService/RegisterSubject") == 1
     assert ok.count("/pdl.v1.LedgerService/RecordCollection") == len(load.acknowledged)
     assert "Traceback" not in running.stderr, "\n".join(slow_or_failed)
+    # start-up said who keeps the views, and at what priority
+    assert "views kept up to date by a projection process of its own (at nice +10" in (
+        running.stderr
+    )
     for personal in [account, *(value for _, value, _ in load.acknowledged)]:
         assert personal not in running.stderr
 
