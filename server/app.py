@@ -204,7 +204,7 @@ def _projection_process(
     by `pdl project` workers. As for the writer, a ledger with a clock of its own (tests)
     keeps its projections in this process."""
     if settings.projections == "process" and isinstance(ledger.clock, SystemClock):
-        return ProjectionProcess(settings, ledger, committer.execute_many_threadsafe)
+        return ProjectionProcess(settings, ledger, committer.execute_many)
     return None
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ledger import commands as cmd
@@ -32,7 +32,7 @@ from server.writer_link import framed
 
 __all__ = ["ProjectionProcess"]
 
-ExecuteMany = Callable[[Sequence[tuple[str, cmd._Command]]], list[ItemOutcome]]
+ExecuteMany = Callable[[Sequence[tuple[str, cmd._Command]]], Awaitable[list[ItemOutcome]]]
 
 
 class ProjectionProcess(ChildProcess):
@@ -40,8 +40,8 @@ class ProjectionProcess(ChildProcess):
     server's event loop, with its writer.
 
     `ledger` is the server's own: its listeners hear of every group the writer commits.
-    `execute_many` records the child's policy notices (the committer's thread-safe
-    `execute_many_threadsafe`, called here from a worker thread).
+    `execute_many` records the child's policy notices (the committer's, awaited on the event
+    loop).
     """
 
     what = "projection"
@@ -129,7 +129,7 @@ class ProjectionProcess(ChildProcess):
         """Record a page's policy notices through the writer and answer the child."""
         link = self._link
         try:
-            outcomes = await asyncio.to_thread(self._execute_many, items)
+            outcomes = await self._execute_many(items)
         except Exception as error:  # noqa: BLE001 (the child retries the page later)
             answer: tuple[Any, ...] = (ANSWER, number, False, type(error).__name__)
         else:

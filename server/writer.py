@@ -49,6 +49,10 @@ class Committer(Protocol):
         self, principal: str, commands: Sequence[cmd._Command], *, all_or_nothing: bool
     ) -> list[ItemOutcome]: ...
 
+    async def execute_many(
+        self, items: Sequence[tuple[str, cmd._Command]]
+    ) -> list[ItemOutcome]: ...
+
     def execute_many_threadsafe(
         self, items: Sequence[tuple[str, cmd._Command]], timeout: float = 60.0
     ) -> list[ItemOutcome]: ...
@@ -127,6 +131,17 @@ class GroupCommitter:
 
         def run() -> list[ItemOutcome]:
             return self._ledger.execute_batch(principal, commands, all_or_nothing=all_or_nothing)
+
+        if self._thread is None:
+            return await asyncio.to_thread(run)
+        return await self._alone(run)
+
+    async def execute_many(self, items: Sequence[tuple[str, cmd._Command]]) -> list[ItemOutcome]:
+        """`Ledger.execute_many`, from the event loop: commands of possibly several
+        principals in one transaction (the projection process's policy notices)."""
+
+        def run() -> list[ItemOutcome]:
+            return self._ledger.execute_many(items)
 
         if self._thread is None:
             return await asyncio.to_thread(run)

@@ -98,16 +98,23 @@ class ProcessCommitter(ChildProcess):
         answer = cast("Forwarded", await self._ask(FORWARD, principal, method, request))
         return answer.response
 
+    async def execute_many(self, items: Sequence[tuple[str, cmd._Command]]) -> list[ItemOutcome]:
+        """`Ledger.execute_many` through the writer, from the event loop (the projection
+        process's policy notices)."""
+        if self._stopping:
+            raise WriterUnavailable
+        return cast("list[ItemOutcome]", await self._ask(MANY, list(items)))
+
     def execute_many_threadsafe(
         self, items: Sequence[tuple[str, cmd._Command]], timeout: float = 60.0
     ) -> list[ItemOutcome]:
-        """`Ledger.execute_many` through the writer, from a thread other than the event loop's
-        (the projection runner's policy notices)."""
+        """`execute_many` from a thread other than the event loop's (the in-process
+        projection runner's policy notices)."""
         loop = self._loop
-        if loop is None or loop.is_closed() or self._stopping:
+        if loop is None or loop.is_closed():
             raise WriterUnavailable
-        future = asyncio.run_coroutine_threadsafe(self._ask(MANY, list(items)), loop)
-        return cast("list[ItemOutcome]", future.result(timeout))
+        future = asyncio.run_coroutine_threadsafe(self.execute_many(items), loop)
+        return future.result(timeout)
 
     # --- sending and receiving, on the event loop -----------------------------------------------
 

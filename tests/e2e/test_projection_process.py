@@ -131,10 +131,12 @@ def _widened_document(version: str) -> str:
     return policy.model_copy(update={"version": version, "purposes": purposes}).model_dump_json()
 
 
+@pytest.mark.parametrize("writer", ["process", "thread"])
 def test_policy_notices_found_by_the_child_are_recorded_through_the_servers_writer(
-    serve_with: Callable[..., Served],
+    serve_with: Callable[..., Served], writer: str
 ) -> None:
-    served = serve_with()
+    served = serve_with(writer=writer)
+    assert served.serving.projections is not None
     with served.client() as client, served.client("admin") as admin:
         touched = client.register_subject("app", secret("account")).subject_id
         untouched = client.register_subject("app", secret("account")).subject_id
