@@ -820,10 +820,15 @@ class Bench:
         loop: Callable[[float], Awaitable[Counted]] = getattr(self, figure)
         server_name = FIGURES[figure][0]
         server = self.servers[server_name] if server_name else None
+        # Folding a window's events is that window's cost: after the warm-up and after the
+        # window, wait for the views to reach what was recorded, so that none of it runs in
+        # the next window (perhaps a baseline's); the readings after the window are taken
+        # once the views have caught up (the foreign load is the window's alone).
+        folds = figure in RECORDING_FIGURES and self.args.projections != "external"
         if self.args.warmup > 0:
             await loop(time.perf_counter() + self.args.warmup)
-            if figure in RECORDING_FIGURES and self.args.projections != "external":
-                await self.views_catch_up()  # the window folds its own events only
+            if folds:
+                await self.views_catch_up()
         profiler = self.start_profile(server, figure, profile_to)
         stats0 = server.stats() if server is not None and server.name == "ledger" else None
         machine0 = machine_cpu_seconds()
@@ -835,31 +840,27 @@ class Bench:
         cpu0, t0 = time.process_time(), time.perf_counter()
         done = await loop(t0 + self.args.seconds)
         t1, cpu1 = time.perf_counter(), time.process_time()
+        server_window = server.cpu_seconds() if server is not None else None
+        machine1 = machine_cpu_seconds()
+        self.finish_profile(profiler)
+        catch_up = await self.views_catch_up() if folds else None
         server1 = server.cpu_seconds() if server is not None else None
         own1 = server.own_cpu_seconds() if server is not None else None
         views1 = process_cpu_seconds(views_pid, descendants=False) if views_pid else None
         writes1 = server.writes() if server is not None else process_writes("self")
-        machine1 = machine_cpu_seconds()
         stats1 = server.stats() if stats0 is not None and server is not None else None
-        self.finish_profile(profiler)
         seconds = t1 - t0
         server_cpu = server1 - server0 if server0 is not None and server1 is not None else None
         foreign = steal = None
         if machine0 is not None and machine1 is not None:
-            ours = (cpu1 - cpu0) + (server_cpu or 0.0)
+            window = (
+                server_window - server0
+                if server0 is not None and server_window is not None
+                else 0.0
+            )
+            ours = (cpu1 - cpu0) + window
             foreign = max(0.0, (machine1[0] - machine0[0]) - ours) / seconds
             steal = (machine1[1] - machine0[1]) / seconds
-        catch_up = None
-        if figure in RECORDING_FIGURES and self.args.projections != "external":
-            # Folding this window's events is this window's cost: wait for the views to reach
-            # them here, so that none of it runs in the next window (perhaps a baseline's),
-            # and count what it takes (the foreign load above is the window's alone).
-            catch_up = await self.views_catch_up()
-            if server is not None:
-                server1 = server.cpu_seconds()
-                own1 = server.own_cpu_seconds()
-            views1 = process_cpu_seconds(views_pid, descendants=False) if views_pid else None
-            server_cpu = server1 - server0 if server0 is not None and server1 is not None else None
         return Sample(
             events=done.events,
             calls=done.calls,
