@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
+from e2e_requests import IP as _IP
+from e2e_requests import ip_collection
 from scenario import secret
 
 from ledger.errors import ConfigurationError
@@ -21,30 +23,18 @@ from ledger.policy import load_seed_policy
 from server._pb.pdl.v1 import common_pb2 as cpb
 from server._pb.pdl.v1 import ledger_service_pb2 as lpb
 from server._pb.pdl.v1 import policy_service_pb2 as ppb
-from server.client import LedgerClient, meta, subject, timestamp
+from server.client import LedgerClient, meta, timestamp
 from server.projection_process import ProjectionProcess
 from server.settings import load_settings
 
 if TYPE_CHECKING:
     from conftest import Served
 
-_IP = "network_log.ip_address"
 _WAIT_SECONDS = 30.0
 
 
-def _ip_collection(sid: str) -> lpb.RecordCollectionRequest:
-    return lpb.RecordCollectionRequest(
-        meta=meta(),
-        subject=subject(sid),
-        category=_IP,
-        source="server_logs",
-        purposes=["security_detection"],
-        values={"ip": secret("ip")},
-    )
-
-
 def _collect_ip(client: LedgerClient, sid: str) -> cpb.Recorded:
-    return client.ledger.RecordCollection(_ip_collection(sid), **client.options).recorded
+    return client.ledger.RecordCollection(ip_collection(sid), **client.options).recorded
 
 
 def _process(served: Served) -> ProjectionProcess:
@@ -111,7 +101,7 @@ def test_a_read_after_a_batch_sees_every_item_of_it(
     assert (served.serving.projections is not None) == (projections == "process")
     with served.client() as client:
         people = [client.register_subject("app", secret("account")).subject_id for _ in range(5)]
-        items = [lpb.BatchItem(collection=_ip_collection(sid)) for sid in people]
+        items = [lpb.BatchItem(collection=ip_collection(sid)) for sid in people]
         answer = client.ledger.RecordBatch(lpb.RecordBatchRequest(items=items), **client.options)
         last = max(o.recorded.position for o in answer.outcomes)
         views = [client.subject_view(sid, min_position=last) for sid in people]

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from e2e_requests import IP as _IP
+from e2e_requests import ip_collection
 from outcomes import assert_refused, bad_fields, log_end, nothing_written, reason_of
 from scenario import secret
 
@@ -24,7 +26,6 @@ if TYPE_CHECKING:
     from conftest import Served
 
 _GPS = "location.gps"
-_IP = "network_log.ip_address"
 _UNKNOWN_SUBJECT = "00000000-0000-4000-8000-000000000000"
 
 
@@ -44,18 +45,6 @@ def assert_recorded(recorded: cpb.Recorded, event_type: str) -> None:
 
 def register(client: LedgerClient, **fields: Any) -> str:
     return client.register_subject("app", secret("account"), **fields).subject_id
-
-
-def ip_collection(subject_id: str, **fields: Any) -> lpb.RecordCollectionRequest:
-    fields.setdefault("values", {"ip": secret("ip")})
-    return lpb.RecordCollectionRequest(
-        meta=fields.pop("meta", None) or meta(),
-        subject=subject(subject_id),
-        category=_IP,
-        source="server_logs",
-        purposes=["security_detection"],
-        **fields,
-    )
 
 
 def gps_collection(subject_id: str, **fields: Any) -> lpb.RecordCollectionRequest:

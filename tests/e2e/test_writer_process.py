@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from e2e_requests import ip_collection
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from outcomes import bad_fields, log_end, nothing_written, reason_of
 from scenario import secret
 
 from server._pb.pdl.v1 import ledger_service_pb2 as lpb
-from server.client import LedgerClient, meta, subject
+from server.client import LedgerClient, meta
 from server.forwarding import ROUTES
 from server.writer_process import ProcessCommitter
 
@@ -34,14 +35,7 @@ _VALUE = secret("ip")
 
 def _collection(subject_id: str, key: str) -> lpb.RecordCollectionRequest:
     """The same command for the same key (a retry), with one personal value."""
-    return lpb.RecordCollectionRequest(
-        meta=meta(key),
-        subject=subject(subject_id),
-        category=_IP,
-        source="server_logs",
-        purposes=["security_detection"],
-        values={"ip": _VALUE},
-    )
+    return ip_collection(subject_id, meta=meta(key), values={"ip": _VALUE})
 
 
 def _writer(served: Served) -> ProcessCommitter:
