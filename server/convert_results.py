@@ -95,7 +95,7 @@ def _sorted(values: Iterable[str]) -> list[str]:
 
 def subject_state(s: SubjectState) -> qpb.SubjectState:
     """A person's state; every set sorted, categories and recipient classes by name."""
-    return qpb.SubjectState(
+    message = qpb.SubjectState(
         subject_id=str(s.subject_id),
         namespace=s.namespace,
         registered_at=timestamp(s.registered_at),
@@ -144,10 +144,13 @@ def subject_state(s: SubjectState) -> qpb.SubjectState:
         acknowledged_versions=_sorted(s.acknowledged_versions),
         events=s.events,
     )
+    if s.closed_at is not None:
+        message.closed_at.CopyFrom(timestamp(s.closed_at))
+    return message
 
 
 def rights_request(s: RequestState) -> rpb.RightsRequest:
-    """A rights request's state."""
+    """A rights request's state; its purposes and categories in the order it named them."""
     message = rpb.RightsRequest(
         request_id=str(s.request_id),
         subject_id=str(s.subject_id),
@@ -159,7 +162,11 @@ def rights_request(s: RequestState) -> rpb.RightsRequest:
         status=_number(REQUEST_STATUSES, s.status),
         extended_days=s.extended_days,
         late=s.late,
+        purposes=list(s.purposes),
+        categories=list(s.categories),
     )
+    if s.paused_at is not None:
+        message.paused_at.CopyFrom(timestamp(s.paused_at))
     if s.outcome is not None:
         message.outcome = _number(REQUEST_OUTCOMES, s.outcome)
     if s.closed_at is not None:

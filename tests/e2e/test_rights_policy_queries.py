@@ -20,6 +20,7 @@ from outcomes import assert_refused, bad_fields, log_end, nothing_written, reaso
 from scenario import secret
 
 from server._pb.pdl.v1 import common_pb2 as cpb
+from server._pb.pdl.v1 import ledger_service_pb2 as lpb
 from server._pb.pdl.v1 import policy_service_pb2 as ppb
 from server._pb.pdl.v1 import query_service_pb2 as qpb
 from server._pb.pdl.v1 import rights_service_pb2 as rpb
@@ -102,8 +103,10 @@ def test_opening_a_request_makes_it_due_15_calendar_days_after_receipt(
     assert instant(request.received_at) == received
     assert instant(request.due_at) == received + timedelta(days=15)
     assert request.deadline_kind == "calendar"
+    assert not request.HasField("paused_at")
     other = by_default.request
     assert instant(other.due_at) - instant(other.received_at) == timedelta(days=15)
+    assert (list(other.purposes), list(other.categories)) == ([], [_IP])
     assert abs(instant(other.received_at) - datetime.now(UTC)) < timedelta(minutes=1)
     got = client.rights.GetRightsRequest(
         rpb.GetRightsRequestRequest(request_id=request.request_id), **client.options
@@ -196,6 +199,61 @@ def test_a_request_is_extended_paused_resumed_and_closed_and_refuses_what_its_st
         rpb.GetRightsRequestRequest(request_id=rid), **client.options
     )
     assert got.request == state
+
+
+def test_a_request_answers_with_the_scope_it_named_and_its_pause_instant_only_while_paused(
+    client: LedgerClient,
+) -> None:
+    sid = register(client)
+    purposes, categories = ["security_detection", "customer_service"], [_GPS]
+    opened = open_request(
+        client,
+        sid,
+        kind=cpb.RIGHT_KIND_CONSENT_WITHDRAWAL,
+        purposes=purposes,
+        categories=categories,
+    )
+    rid = opened.request.request_id
+    paused_at = datetime.now(UTC)
+
+    paused = rights(
+        client,
+        "PauseRightsRequest",
+        rpb.PauseRightsRequestRequest(
+            meta=meta(occurred_at=paused_at), request_id=rid, reason="verifying identity"
+        ),
+    )
+    while_paused = client.rights.GetRightsRequest(
+        rpb.GetRightsRequestRequest(request_id=rid), **client.options
+    ).request
+    resumed = rights(
+        client, "ResumeRightsRequest", rpb.ResumeRightsRequestRequest(meta=meta(), request_id=rid)
+    )
+    extended = rights(
+        client,
+        "ExtendRightsRequest",
+        rpb.ExtendRightsRequestRequest(meta=meta(), request_id=rid, days=1, reason="more time"),
+    )
+    closed = rights(
+        client,
+        "CloseRightsRequest",
+        rpb.CloseRightsRequestRequest(
+            meta=meta(), request_id=rid, outcome=rpb.REQUEST_OUTCOME_REFUSED, reason="not verified"
+        ),
+    )
+    got = client.rights.GetRightsRequest(
+        rpb.GetRightsRequestRequest(request_id=rid), **client.options
+    ).request
+
+    answers = [opened.request, paused.request, while_paused, resumed.request]
+    answers += [extended.request, closed.request, got]
+    assert [(list(a.purposes), list(a.categories)) for a in answers] == [
+        (purposes, categories)
+    ] * len(answers)
+    assert paused.request.status == rpb.REQUEST_STATUS_PAUSED
+    assert instant(paused.request.paused_at) == paused_at
+    assert while_paused == paused.request
+    assert [a.HasField("paused_at") for a in answers] == [False, True, True, *[False] * 4]
 
 
 def test_fulfilling_a_deletion_request_erases_the_subject_and_shreds_its_key(
@@ -450,6 +508,60 @@ def test_a_subjects_state_is_read_now_and_as_the_ledger_held_it_at_an_instant(
     with pytest.raises(grpc.RpcError) as missing:
         state_at(client, sid, before)
     assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def erase(
+    client: LedgerClient, subject_id: str, *categories: str, at: datetime | None = None
+) -> cpb.Recorded:
+    request = lpb.EraseSubjectRequest(
+        meta=meta(occurred_at=at),
+        subject=subject(subject_id),
+        ground="retention_expired",
+        categories=list(categories),
+    )
+    return client.ledger.EraseSubject(request, **client.options).recorded
+
+
+def test_a_subject_is_closed_at_the_instant_of_its_erasure_and_open_before_it(
+    client: LedgerClient,
+) -> None:
+    sid = register(client)
+    collect_ip(client, sid)
+    consent_to_gps(client, sid)
+    collect_gps(client, sid)
+    erase(client, sid, _GPS)
+    partly = client.subject_state(sid)
+    erased_at = datetime.now(UTC)
+
+    erase(client, sid, at=erased_at)
+
+    now = client.subject_state(sid)
+    assert (partly.erased, partly.HasField("closed_at")) == (False, False)
+    assert now.erased
+    assert instant(now.closed_at) == erased_at
+    [partial, full] = client.history(sid, "DataErased")
+    assert not state_at(client, sid, partial.recorded_at).HasField("closed_at")
+    assert instant(state_at(client, sid, full.recorded_at).closed_at) == erased_at
+
+
+def test_a_cancelled_account_is_closed_at_the_instant_of_its_cancellation(
+    client: LedgerClient,
+) -> None:
+    sid = register(client)
+    collect_ip(client, sid)
+    cancelled_at = datetime.now(UTC)
+
+    client.ledger.CancelAccount(
+        lpb.CancelAccountRequest(meta=meta(occurred_at=cancelled_at), subject=subject(sid)),
+        **client.options,
+    )
+
+    state = client.subject_state(sid)
+    assert (state.cancelled, state.erased) == (True, True)
+    assert instant(state.closed_at) == cancelled_at
+    [cancelled] = client.history(sid, "AccountCancelled")
+    before = timestamp(instant(cancelled.recorded_at) - timedelta(microseconds=1))
+    assert not state_at(client, sid, before).HasField("closed_at")
 
 
 def history_pages(

@@ -6,6 +6,7 @@ back into proto messages. Pure functions: no ledger, no server.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -934,6 +935,25 @@ def test_subject_state_sorts_every_set_and_converts_datetimes() -> None:
     )
 
 
+def test_subject_state_carries_closed_at_only_once_the_subject_closed() -> None:
+    at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    state = SubjectState(
+        subject_id=SUBJECT_ID,
+        namespace="app",
+        registered_at=at,
+        birth_year=1990,
+        minor=False,
+        has_guardian=False,
+        storage_region="cn",
+    )
+    closed = replace(state, erased=True, key_shredded=True, closed_at=at + timedelta(days=3))
+
+    assert not convert.subject_state(state).HasField("closed_at")
+    message = convert.subject_state(closed)
+    assert message.closed_at == _ts(at + timedelta(days=3))
+    assert (message.erased, message.key_shredded) == (True, True)
+
+
 def test_rights_request_open_and_closed() -> None:
     received = datetime(2026, 3, 1, tzinfo=UTC)
     state = RequestState(
@@ -970,6 +990,35 @@ def test_rights_request_open_and_closed() -> None:
     )
     assert message.closed_at == _ts(received + timedelta(days=20))
     assert (message.late, message.extended_days) == (True, 3)
+
+
+def test_rights_request_carries_its_scope_as_named_and_paused_at_only_while_paused() -> None:
+    received = datetime(2026, 3, 1, tzinfo=UTC)
+    state = RequestState(
+        request_id=REQUEST_ID,
+        subject_id=SUBJECT_ID,
+        kind=RightKind.CONSENT_WITHDRAWAL,
+        ground=None,
+        purposes=("marketing", "analytics"),
+        categories=("location.gps",),
+        received_at=received,
+        due_at=received + timedelta(days=15),
+        deadline_kind="calendar",
+    )
+    paused = state.model_copy(
+        update={"status": RequestStatus.PAUSED, "paused_at": received + timedelta(hours=5)}
+    )
+
+    message = convert.rights_request(state)
+    assert (list(message.purposes), list(message.categories)) == (
+        ["marketing", "analytics"],
+        ["location.gps"],
+    )
+    assert not message.HasField("paused_at")
+    while_paused = convert.rights_request(paused)
+    assert while_paused.status == rpb.REQUEST_STATUS_PAUSED
+    assert while_paused.paused_at == _ts(received + timedelta(hours=5))
+    assert list(while_paused.purposes) == ["marketing", "analytics"]
 
 
 def test_policy_version_carries_every_field() -> None:

@@ -243,6 +243,7 @@ class SubjectState(_message.Message):
     NOTIFIED_VERSIONS_FIELD_NUMBER: _builtins.int
     ACKNOWLEDGED_VERSIONS_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    CLOSED_AT_FIELD_NUMBER: _builtins.int
     subject_id: _builtins.str
     """The pseudonym."""
     namespace: _builtins.str
@@ -295,6 +296,12 @@ class SubjectState(_message.Message):
     def acknowledged_versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Policy versions the person acknowledged."""
 
+    @_builtins.property
+    def closed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the person's data was all erased or the account cancelled, whichever came first;
+        unset while open.
+        """
+
     def __init__(
         self,
         *,
@@ -316,10 +323,11 @@ class SubjectState(_message.Message):
         notified_versions: _abc.Iterable[_builtins.str] | None = ...,
         acknowledged_versions: _abc.Iterable[_builtins.str] | None = ...,
         events: _builtins.int = ...,
+        closed_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["registered_at", b"registered_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_versions", b"acknowledged_versions", "birth_year", b"birth_year", "cancelled", b"cancelled", "consents", b"consents", "erased", b"erased", "events", b"events", "has_guardian", b"has_guardian", "held", b"held", "key_shredded", b"key_shredded", "minor", b"minor", "namespace", b"namespace", "notified_versions", b"notified_versions", "purposes_used", b"purposes_used", "registered_at", b"registered_at", "shared_with", b"shared_with", "storage_region", b"storage_region", "subject_id", b"subject_id", "withdrawals", b"withdrawals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_versions", b"acknowledged_versions", "birth_year", b"birth_year", "cancelled", b"cancelled", "closed_at", b"closed_at", "consents", b"consents", "erased", b"erased", "events", b"events", "has_guardian", b"has_guardian", "held", b"held", "key_shredded", b"key_shredded", "minor", b"minor", "namespace", b"namespace", "notified_versions", b"notified_versions", "purposes_used", b"purposes_used", "registered_at", b"registered_at", "shared_with", b"shared_with", "storage_region", b"storage_region", "subject_id", b"subject_id", "withdrawals", b"withdrawals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

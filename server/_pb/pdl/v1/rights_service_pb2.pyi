@@ -506,6 +506,9 @@ class RightsRequest(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     CLOSED_AT_FIELD_NUMBER: _builtins.int
     LATE_FIELD_NUMBER: _builtins.int
+    PURPOSES_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    PAUSED_AT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request id."""
     subject_id: _builtins.str
@@ -536,6 +539,18 @@ class RightsRequest(_message.Message):
     def closed_at(self) -> _timestamp_pb2.Timestamp:
         """When it closed."""
 
+    @_builtins.property
+    def purposes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Purposes a withdrawal covers, as the request named them."""
+
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Categories a withdrawal or correction covers, as the request named them."""
+
+    @_builtins.property
+    def paused_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was paused; unset unless paused."""
+
     def __init__(
         self,
         *,
@@ -551,10 +566,13 @@ class RightsRequest(_message.Message):
         outcome: Global___RequestOutcome.ValueType = ...,
         closed_at: _timestamp_pb2.Timestamp | None = ...,
         late: _builtins.bool = ...,
+        purposes: _abc.Iterable[_builtins.str] | None = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+        paused_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "due_at", b"due_at", "received_at", b"received_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "due_at", b"due_at", "paused_at", b"paused_at", "received_at", b"received_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "deadline_kind", b"deadline_kind", "due_at", b"due_at", "extended_days", b"extended_days", "ground", b"ground", "kind", b"kind", "late", b"late", "outcome", b"outcome", "received_at", b"received_at", "request_id", b"request_id", "status", b"status", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "closed_at", b"closed_at", "deadline_kind", b"deadline_kind", "due_at", b"due_at", "extended_days", b"extended_days", "ground", b"ground", "kind", b"kind", "late", b"late", "outcome", b"outcome", "paused_at", b"paused_at", "purposes", b"purposes", "received_at", b"received_at", "request_id", b"request_id", "status", b"status", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
