@@ -1,8 +1,12 @@
 """The `pdl` command line: thin commands over the ledger application.
 
 Each command loads the settings (`--config` TOML file, `PDL_*` variables, options), opens the
-runtime, does one thing and closes it. An error the ledger raises on purpose, or bad input, is
-one line on stderr (`error: ...`) and exit code 1; never a traceback, never a personal value.
+runtime, does one thing and closes it. An error is one line on stderr (`error: ...`), never a
+traceback, never a personal value: exit code 1 when a command fails (an error the ledger raises
+on purpose, bad input), 2 for a usage error typer finds before any command runs (a missing
+argument, an unknown option or command, a bad option value). `pdl` or `pdl policy` alone prints
+the help, with exit code 2 as click gives it. Ctrl-C stops `pdl serve` and the `pdl project`
+workers cleanly and ends the other commands with exit code 130.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 from uuid import UUID
 
 import typer
@@ -22,6 +26,11 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 from rich.text import Text
+
+# Typer (0.26 on) vendors click and exports neither its Context nor its usage errors publicly.
+from typer._click import Context
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+from typer.core import TyperGroup
 
 from ledger import events as ev
 from ledger.clock import Clock, FixedClock
@@ -37,16 +46,34 @@ from server.runtime import Runtime, open_runtime
 from server.settings import Settings, load_settings
 from server.workers import catch_up, run_workers, split
 
+
+class _OneLineUsageErrors(TyperGroup):
+    """A command group whose usage errors are one `error:` line, not typer's boxed panel."""
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        with _one_line_usage_errors(ctx):
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Context) -> Any:
+        with _one_line_usage_errors(ctx):
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
     name="pdl",
+    cls=_OneLineUsageErrors,
     help="Personal data ledger: every collection, use, share, consent change, correction and "
     "erasure of a person's data, recorded under the privacy policy in force.",
+    epilog="Exit codes: 0 done, 1 the command failed, 2 a usage error.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 policy_app = typer.Typer(
-    name="policy", help="The privacy policy versions the ledger enforces.", no_args_is_help=True
+    name="policy",
+    cls=_OneLineUsageErrors,
+    help="The privacy policy versions the ledger enforces.",
+    no_args_is_help=True,
 )
 app.add_typer(policy_app)
 
@@ -369,9 +396,30 @@ def _one_line_errors() -> Iterator[None]:
         _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
 
 
-def _fail(message: str) -> NoReturn:
+@contextmanager
+def _one_line_usage_errors(ctx: Context) -> Iterator[None]:
+    """Turn the errors click finds, such as a usage error before a command runs, into one
+    `error:` line with click's exit code (2 for a usage error) and where to find help."""
+    try:
+        yield
+    except NoArgsIsHelpError:
+        raise  # the help is printed already; click exits with code 2
+    except ClickException as exc:
+        message = exc.format_message()
+        if type(exc) is UsageError and message.startswith("Got unexpected extra argument"):
+            message = "got unexpected extra argument(s)"  # not which: one may be a personal value
+        found_in = exc.ctx if isinstance(exc, UsageError) else None
+        where = ctx if found_in is None else found_in
+        path = where.command_path
+        if found_in is None and ctx.invoked_subcommand:  # a parse error without its context
+            path = f"{path} {ctx.invoked_subcommand}"
+        hint = f" (see '{path} {where.help_option_names[0]}')" if where.help_option_names else ""
+        _fail(f"{message[:1].lower()}{message[1:].rstrip('.')}{hint}", exc.exit_code)
+
+
+def _fail(message: str, exit_code: int = 1) -> NoReturn:
     typer.echo(f"error: {' '.join(message.split())}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(exit_code)
 
 
 def _console() -> Console:

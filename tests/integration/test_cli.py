@@ -77,8 +77,8 @@ def run_demo_cli(data_dir: Path) -> tuple[Result, re.Match[str]]:
     return result, summary
 
 
-def assert_one_error_line(result: Result) -> str:
-    assert result.exit_code != 0
+def assert_one_error_line(result: Result, exit_code: int = 1) -> str:
+    assert result.exit_code == exit_code, result.output
     assert "Traceback" not in result.output
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
@@ -269,7 +269,15 @@ def test_policy_show_at_a_bad_instant_is_a_one_line_error(
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["demo", "--help"], ["policy", "show", "--help"], ["history", "--help"]],
+    [
+        ["--help"],
+        ["demo", "--help"],
+        ["policy", "--help"],
+        ["policy", "show", "--help"],
+        ["history", "--help"],
+        ["serve", "--help"],
+        ["project", "--help"],
+    ],
     ids=" ".join,
 )
 def test_every_command_has_help(args: list[str]) -> None:
@@ -277,6 +285,107 @@ def test_every_command_has_help(args: list[str]) -> None:
 
     assert result.exit_code == 0, result.output
     assert "Usage" in result.stdout
+
+
+@pytest.mark.parametrize("args", [[], ["policy"]], ids=["pdl", "pdl policy"])
+def test_a_group_without_its_command_prints_its_help_with_clicks_usage_exit_code(
+    args: list[str],
+) -> None:
+    result = pdl(*args)
+
+    assert result.exit_code == 2, result.output
+    assert f"Usage: pdl {' '.join(args)}".rstrip() in " ".join(result.stdout.split())
+    assert result.stderr == ""
+
+
+def test_the_help_of_pdl_says_what_its_exit_codes_mean() -> None:
+    result = pdl()
+
+    assert "Exit codes: 0 done, 1 the command failed, 2 a usage error." in result.stdout
+
+
+_BOX_DRAWING = re.compile("[\u2500-\u257f]")
+_USAGE_ERRORS = {
+    "missing argument": (
+        ["history", "--data-dir", "data"],
+        "error: missing argument 'SUBJECT_ID' (see 'pdl history --help')",
+    ),
+    "unknown option": (
+        ["serve", "--nope", "--data-dir", "data"],
+        "error: no such option: --nope (see 'pdl serve --help')",
+    ),
+    "value out of range": (
+        ["project", "--once", "--workers", "0", "--data-dir", "data"],
+        "error: invalid value for '--workers': ",
+    ),
+    "value not an integer": (
+        ["project", "--once", "--workers", "x", "--data-dir", "data"],
+        "error: invalid value for '--workers': ",
+    ),
+    "option without its value": (
+        ["history", "--data-dir"],
+        "error: option '--data-dir' requires an argument (see 'pdl history --help')",
+    ),
+    "unknown command": (["nope"], "error: no such command 'nope' (see 'pdl --help')"),
+    "unknown option of policy show": (
+        ["policy", "show", "--nope", "--data-dir", "data"],
+        "error: no such option: --nope (see 'pdl policy show --help')",
+    ),
+    "unknown policy command": (
+        ["policy", "nope"],
+        "error: no such command 'nope' (see 'pdl policy --help')",
+    ),
+}
+
+
+@pytest.mark.parametrize(("args", "expected"), _USAGE_ERRORS.values(), ids=_USAGE_ERRORS.keys())
+def test_a_usage_error_is_one_error_line_with_exit_code_2_and_touches_no_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], expected: str
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default data directory, ./pdl-data, would be made here
+
+    result = pdl(*args)
+
+    line = assert_one_error_line(result, exit_code=2)
+    assert line.startswith(expected)
+    assert _BOX_DRAWING.search(result.output) is None
+    assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_usage_error_does_not_echo_the_extra_arguments_it_got(tmp_path: Path) -> None:
+    result = pdl("history", "alice@example.com", "Alice Smith", "--data-dir", tmp_path / "data")
+
+    line = assert_one_error_line(result, exit_code=2)
+    assert line == "error: got unexpected extra argument(s) (see 'pdl history --help')"
+    assert not tmp_path.joinpath("data").exists()
+
+
+@pytest.mark.parametrize(
+    "name", ["missing argument", "unknown option of policy show", "value not an integer"]
+)
+def test_the_installed_pdl_script_reports_a_usage_error_in_one_line(
+    tmp_path: Path, name: str
+) -> None:
+    args, expected = _USAGE_ERRORS[name]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDL_")}
+    done = subprocess.run(  # noqa: S603 (our own entry point, with fixed arguments)
+        [str(PDL), *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(expected)
+    assert _BOX_DRAWING.search(done.stderr) is None
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_subject_ids_in_the_summary_are_pseudonyms(tmp_path: Path) -> None:
