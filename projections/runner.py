@@ -97,6 +97,7 @@ class ProjectionRunner:
         self._thread: threading.Thread | None = None
         self._listener: _PostgresListener | None = None
         self.last_error: str | None = None
+        self._overtaken = False
         self.on_advance: Callable[[int], None] | None = None
         """Called with the position every view has reached after each transaction that moved
         it (from the thread that folded it)."""
@@ -121,7 +122,19 @@ class ProjectionRunner:
 
     def step(self, progress: Progress | None = None) -> int:
         """Fold one transaction's worth of the log, a page at a time; returns how many log
-        entries it read (0 when up to date)."""
+        entries it read (0 when up to date).
+
+        Another folder of these views (another server on the same database, say) may have
+        moved their tracking positions since this runner last wrote them: the transaction
+        then rolls back before folding anything, the runner takes the stored positions as
+        its own, forgets what it knew of the rows, and folds from there."""
+        while True:
+            try:
+                return self._step(progress)
+            except _Overtaken as overtaken:
+                self._adopt(overtaken.stored)
+
+    def _step(self, progress: Progress | None) -> int:
         start = self.position + 1
         budget, self._budget = self._budget, self.page_size  # unless this one, full, commits
         page, self._read_ahead = self._read_ahead, None
@@ -133,6 +146,7 @@ class ProjectionRunner:
         advanced: dict[str, int] = {}
         try:
             with self.store.write() as conn:
+                self._claim(conn)
                 while True:
                     self._fold(conn, page, advanced)
                     read, last = read + page.read, page.last
@@ -263,6 +277,31 @@ class ProjectionRunner:
                     self._hurry.wait(self.gather_seconds)
                 self._hurry.clear()
 
+    def _claim(self, conn: Connection) -> None:
+        """Take the views for this transaction; `_Overtaken` if their stored positions are not
+        the ones this runner knows (it then folds nothing in it)."""
+        stored = self.store.claim(conn, list(self._positions))
+        if stored != self._positions:
+            raise _Overtaken(stored)
+
+    def _adopt(self, stored: dict[str, int]) -> None:
+        """Take the positions another folder left as this runner's own (`step`)."""
+        # Said once: two folders of the same views take turns, correctly but twice the work.
+        _log.log(
+            logging.DEBUG if self._overtaken else logging.WARNING,
+            "views folded by another process too; following their stored positions",
+            extra={"positions": stored},
+        )
+        self._overtaken = True
+        for view in self.views:
+            if stored[view.name] != self._positions[view.name]:
+                view.emptied()  # rows it knew of may have been deleted meanwhile
+        with self._changed:
+            self._positions.update(stored)
+            self._changed.notify_all()
+        if self.on_advance is not None:
+            self.on_advance(self.position)
+
     def _fold(self, conn: Connection, page: _Page, advanced: dict[str, int]) -> None:
         """Hand each view the page's entries past its own position."""
         entries, last = page.entries, page.last
@@ -288,6 +327,14 @@ class ProjectionRunner:
         # of the garbage collector while the page is folded.
         last = notifications[-1].id if notifications else start - 1
         return _Page(start, size, len(notifications), last, entries)
+
+
+class _Overtaken(Exception):
+    """The views' stored positions are not this runner's: another folder moved them."""
+
+    def __init__(self, stored: dict[str, int]) -> None:
+        super().__init__("views folded elsewhere")
+        self.stored = stored
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ view is always exactly "the log folded up to its tracking position".
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sqlite3
@@ -75,6 +76,7 @@ class ViewStore:
         parsed = sa.make_url(url) if isinstance(url, str) else url
         self.shown_url = parsed.render_as_string(hide_password=True)
         self.dialect = parsed.get_backend_name()
+        self._lock_space = f"pdl.views:{schema or ''}:"
         self.pipelined = self.dialect == "postgresql"
         """Whether a transaction's writes are pipelined (sent without waiting for the server,
         which writes them while the runner goes on until the commit)."""
@@ -164,6 +166,31 @@ class ViewStore:
                 return self.positions(c)
         return {row.view: row.position for row in conn.execute(sa.select(TRACKING))}
 
+    def claim(self, conn: Connection, views: Sequence[str]) -> dict[str, int]:
+        """Take the right to fold the named views in this write transaction, and return their
+        tracking positions as committed now (a view with no row is at 0).
+
+        Whoever else folds these views into the same database (another server, a `pdl project`
+        worker) waits until this transaction ends, and then sees its positions: on SQLite the
+        write lock `write` took at the start does that; on PostgreSQL, where the views' writers
+        do not lock each other, an advisory lock per view (held to the transaction's end, taken
+        in one order so two folders of overlapping views cannot deadlock) does it.
+        """
+        if self.dialect == "postgresql":
+            keys = sorted({_lock_key(self._lock_space + name) for name in views})
+            conn.execute(
+                sa.text(
+                    "SELECT pg_advisory_xact_lock(k) "
+                    "FROM (SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY 1) AS keys"
+                ),
+                {"keys": keys},
+            )
+        rows = conn.execute(
+            sa.select(TRACKING.c.view, TRACKING.c.position).where(TRACKING.c.view.in_(views))
+        )
+        stored = {row.view: row.position for row in rows}
+        return {name: stored.get(name, 0) for name in views}
+
     def set_positions(self, conn: Connection, positions: dict[str, int]) -> None:
         """Record views' positions, in the transaction that wrote their rows."""
         self._tracking.run(conn, [{"view": v, "position": p} for v, p in positions.items()])
@@ -173,6 +200,12 @@ class ViewStore:
         for table in tables:
             conn.execute(table.delete())
         conn.execute(TRACKING.delete().where(TRACKING.c.view == view))
+
+
+def _lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for a name."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def upsert(

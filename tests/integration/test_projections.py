@@ -317,6 +317,15 @@ def test_a_page_that_fails_mid_catch_up_is_folded_again_from_its_start_with_noth
     _history(ledger, people=2)  # the log grows meanwhile
     assert runner.catch_up() == ledger.recorder.max_notification_id()
 
+    live, rebuilt = _refolded(ledger, view_store_factory, store)
+    assert live == rebuilt
+
+
+def _refolded(
+    ledger: Ledger, view_store_factory: MakeStore, store: ViewStore
+) -> tuple[dict[str, list[tuple[str, ...]]], dict[str, list[tuple[str, ...]]]]:
+    """The rows of `store`'s views, and those one runner folding the whole log makes (on a
+    copy where the back-end gives one database per test), tracking rows left out."""
     rebuilt = view_store_factory()
     if rebuilt.shown_url == store.shown_url:  # one database per back-end: compare a copy
         live = dump(store)
@@ -329,6 +338,38 @@ def test_a_page_that_fails_mid_catch_up_is_folded_again_from_its_start_with_noth
         ProjectionRunner(ledger, rebuilt, views(rebuilt.dialect), page_size=1000).catch_up()
         live, rows = dump(store), dump(rebuilt)
     tracking = "view_tracking"
-    assert {k: v for k, v in live.items() if k != tracking} == {
-        k: v for k, v in rows.items() if k != tracking
-    }
+    return (
+        {k: v for k, v in live.items() if k != tracking},
+        {k: v for k, v in rows.items() if k != tracking},
+    )
+
+
+def test_two_servers_folding_one_views_database_at_once_fold_each_event_once(
+    ledger_factory, view_store_factory
+):
+    """Two followers on one views database (two servers sharing it), each woken by the
+    events its own ledger records, fold at once while both record: every event is folded
+    once, both end at the log's end, and the views equal a fold by one runner."""
+    first, second = view_store_factory(), view_store_factory()
+    if second.shown_url != first.shown_url:  # one views file per store (in memory): share it
+        second = first
+    ledger_a, ledger_b = ledger_factory(), ledger_factory()
+    a = _runner(ledger_a, first, page_size=4)
+    b = _runner(ledger_b, second, page_size=4)
+    a.gather_seconds = b.gather_seconds = 0.0
+    with a, b:
+        for _ in range(3):
+            _history(ledger_a, people=2)
+            _history(ledger_b, people=2)
+        end = ledger_a.recorder.max_notification_id() or 0
+        assert a.wait(end, timeout=30)
+        assert b.wait(end, timeout=30)
+    assert a.positions() == b.positions() == first.positions()
+
+    with first.read() as conn:
+        collections = conn.execute(
+            sa.select(sa.func.sum(REGISTER.c.events)).where(REGISTER.c.activity == "collection")
+        ).scalar_one()
+    assert collections == 2 * 6 * 2  # two collections for each of 12 people
+    live, rebuilt = _refolded(ledger_a, view_store_factory, first)
+    assert live == rebuilt

@@ -114,3 +114,44 @@ def _consents_agree_with_the_ledger(app: Ledger, store: ViewStore, people: list[
             )
             status = state.consent_status(purpose, category, now)
             assert in_force == (status is ConsentStatus.GIVEN), (purpose, category)
+
+
+folders_steps = st.lists(
+    st.tuples(st.integers(0, 2), st.one_of(operations, _acknowledge), st.integers(0, 2)),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=folders_steps, page_sizes=st.lists(st.integers(1, 7), min_size=3, max_size=3))
+def test_several_runners_folding_one_database_in_turns_fold_each_event_once(
+    steps: list[tuple[int, tuple[Any, ...], int]], page_sizes: list[int]
+) -> None:
+    """Three runners on one views database (three servers sharing it, each with the views it
+    knew when it last wrote): whichever folds next, in any order and page size, the views
+    end exactly as one runner folding the whole log makes them."""
+    clock = FixedClock(START)
+    app = _ledger(clock)
+    live = ViewStore("sqlite://")
+    runners = [ProjectionRunner(app, live, views(live.dialect), page_size=n) for n in page_sizes]
+    people = []
+    for _ in range(3):
+        clock.advance(timedelta(seconds=1))
+        sid = register(app).subject_id
+        assert sid is not None
+        people.append(sid)
+    for who, op, folder in steps:
+        now = clock.advance(timedelta(seconds=1))
+        with contextlib.suppress(LedgerError):
+            app.execute(PRINCIPAL, _command_of(op, people[who], now))
+        runners[folder].step()
+    end = app.recorder.max_notification_id()
+    for runner in runners:
+        assert runner.catch_up() == end
+        assert runner.positions() == live.positions()
+
+    rebuilt = ViewStore("sqlite://")
+    ProjectionRunner(app, rebuilt, views(rebuilt.dialect), page_size=1000).catch_up()
+
+    assert dump(live) == dump(rebuilt)
