@@ -18,50 +18,32 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 from uuid import UUID
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 from rich.text import Text
 
-# Typer (0.26 on) vendors click and exports neither its Context nor its usage errors publicly.
-from typer._click import Context
-from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
-from typer.core import TyperGroup
-
 from ledger import events as ev
 from ledger.clock import Clock, FixedClock
 from ledger.commands import SubjectRef
-from ledger.errors import LedgerError, SubjectNotFound
+from ledger.errors import SubjectNotFound
 from projections import VIEW_NAMES
 from server.app import check_listen
 from server.app import serve as serve_forever
 from server.auth import PrincipalRegistry, load_or_create_admin_token
 from server.cli_display import details, print_state, utc
+from server.cli_errors import OneLineUsageErrors, fail, one_line_errors
 from server.demo import DEMO_START, DEMO_ZONE, DemoValues, run_demo
 from server.runtime import Runtime, open_runtime
 from server.settings import Settings, load_settings
 from server.workers import catch_up, run_workers, split
 
-
-class _OneLineUsageErrors(TyperGroup):
-    """A command group whose usage errors are one `error:` line, not typer's boxed panel."""
-
-    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
-        with _one_line_usage_errors(ctx):
-            return super().parse_args(ctx, args)
-
-    def invoke(self, ctx: Context) -> Any:
-        with _one_line_usage_errors(ctx):
-            return super().invoke(ctx)
-
-
 app = typer.Typer(
     name="pdl",
-    cls=_OneLineUsageErrors,
+    cls=OneLineUsageErrors,
     help="Personal data ledger: every collection, use, share, consent change, correction and "
     "erasure of a person's data, recorded under the privacy policy in force.",
     epilog="Exit codes: 0 done, 1 the command failed, 2 a usage error.",
@@ -71,7 +53,7 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(
     name="policy",
-    cls=_OneLineUsageErrors,
+    cls=OneLineUsageErrors,
     help="The privacy policy versions the ledger enforces.",
     no_args_is_help=True,
 )
@@ -118,7 +100,7 @@ def demo(data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
     """
     console = _console()
     clock = FixedClock(DEMO_START)
-    with _one_line_errors(), _runtime(config, data_dir, clock) as runtime:
+    with one_line_errors(), _runtime(config, data_dir, clock) as runtime:
         summary = run_demo(runtime.ledger, clock, console, DemoValues.generate())
         state = runtime.ledger.subject_state(SubjectRef(subject_id=summary.adult))
         _, policy = runtime.ledger.policy_in_force(clock.now())
@@ -135,7 +117,7 @@ def demo(data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
         )
     )
     if summary.unexpected:
-        _fail(f"{summary.unexpected} step(s) of the demo did not go as scripted")
+        fail(f"{summary.unexpected} step(s) of the demo did not go as scripted")
 
 
 @policy_app.command("show")
@@ -154,7 +136,7 @@ def policy_show(
 ) -> None:
     """Show the policy version in force: version, effective date, digest and what it declares."""
     console = _console()
-    with _one_line_errors():
+    with one_line_errors():
         instant = _instant(at)
         with _runtime(config, data_dir) as runtime:
             published, policy = runtime.ledger.policy_in_force(instant or _now(runtime))
@@ -192,18 +174,18 @@ def history(
     Personal values stay sealed and show as <sealed>; after erasure they are gone for good.
     """
     console = _console()
-    with _one_line_errors():
+    with one_line_errors():
         try:
             sid = UUID(subject_id)
         except ValueError:
-            _fail(f"not a subject id (a UUID): {subject_id!r}")
+            fail("SUBJECT_ID is not a subject id (a UUID)")  # not echoed: it may be personal
         with _runtime(config, data_dir) as runtime:
             try:
                 events = runtime.ledger.history(sid)
             except SubjectNotFound:
                 events = []
         if not events or not isinstance(events[0], ev.SubjectRegistered):
-            _fail(f"unknown subject {sid}")  # a rights request's id is not a subject's
+            fail(f"unknown subject {sid}")  # a rights request's id is not a subject's
     console.print(Text(f"subject {sid}: {len(events)} events", style="bold"))
     for number, payload in enumerate(events, start=1):
         line = Text(f"{number:>4}  {utc(payload.occurred_at)}  ")
@@ -237,7 +219,7 @@ def serve(
     event is durable by then. One JSON log line per call goes to stderr.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    with _one_line_errors():
+    with one_line_errors():
         settings = load_settings(config, data_dir=data_dir, listen=listen)
         check_listen(settings.listen, settings.tls)  # before anything is created on disk
         token, made = load_or_create_admin_token(settings.admin_token_path)
@@ -289,7 +271,7 @@ def project(
     process, with a progress bar, and exits.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    with _one_line_errors():
+    with one_line_errors():
         names = _view_names(view)
         if once or rebuild:
             with _runtime(config, data_dir) as runtime, _progress(runtime) as progress:
@@ -309,7 +291,7 @@ def project(
 
         failed = run_workers(config, data_dir, groups, page_size, on_start=started)
         if failed:
-            _fail(f"{failed} worker(s) failed")
+            fail(f"{failed} worker(s) failed")
 
 
 def _view_names(chosen: list[str] | None) -> tuple[str, ...]:
@@ -317,7 +299,7 @@ def _view_names(chosen: list[str] | None) -> tuple[str, ...]:
         return VIEW_NAMES
     unknown = sorted(set(chosen) - set(VIEW_NAMES))
     if unknown:
-        _fail(f"unknown view {', '.join(unknown)}; known: {_VIEWS}")
+        fail(f"unknown view {', '.join(unknown)}; known: {_VIEWS}")
     return tuple(n for n in VIEW_NAMES if n in chosen)
 
 
@@ -382,46 +364,6 @@ def _runtime(
         runtime.close()
 
 
-@contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """Turn the errors a user can cause into one `error:` line and exit code 1."""
-    try:
-        yield
-    except LedgerError as exc:
-        _fail(str(exc) or type(exc).__name__)
-    except ValidationError as exc:
-        # Only where and what: pydantic's own text would echo the input, maybe a personal value.
-        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    except OSError as exc:
-        _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
-
-
-@contextmanager
-def _one_line_usage_errors(ctx: Context) -> Iterator[None]:
-    """Turn the errors click finds, such as a usage error before a command runs, into one
-    `error:` line with click's exit code (2 for a usage error) and where to find help."""
-    try:
-        yield
-    except NoArgsIsHelpError:
-        raise  # the help is printed already; click exits with code 2
-    except ClickException as exc:
-        message = exc.format_message()
-        if type(exc) is UsageError and message.startswith("Got unexpected extra argument"):
-            message = "got unexpected extra argument(s)"  # not which: one may be a personal value
-        found_in = exc.ctx if isinstance(exc, UsageError) else None
-        where = ctx if found_in is None else found_in
-        path = where.command_path
-        if found_in is None and ctx.invoked_subcommand:  # a parse error without its context
-            path = f"{path} {ctx.invoked_subcommand}"
-        hint = f" (see '{path} {where.help_option_names[0]}')" if where.help_option_names else ""
-        _fail(f"{message[:1].lower()}{message[1:].rstrip('.')}{hint}", exc.exit_code)
-
-
-def _fail(message: str, exit_code: int = 1) -> NoReturn:
-    typer.echo(f"error: {' '.join(message.split())}", err=True)
-    raise typer.Exit(exit_code)
-
-
 def _console() -> Console:
     return Console(highlight=False, soft_wrap=True, emoji=False)
 
@@ -438,9 +380,9 @@ def _instant(text: str | None) -> datetime | None:
     try:
         instant = datetime.fromisoformat(text)
     except ValueError:
-        _fail(f"--at: not an ISO-8601 instant: {text!r}")
+        fail(f"--at: not an ISO-8601 instant: {text!r}")
     if instant.tzinfo is None:
-        _fail(f"--at: {text!r} has no UTC offset; e.g. 2026-03-02T09:00+08:00 or ...Z")
+        fail(f"--at: {text!r} has no UTC offset; e.g. 2026-03-02T09:00+08:00 or ...Z")
     return instant
 
 

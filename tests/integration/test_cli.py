@@ -212,9 +212,11 @@ def test_history_of_an_unknown_subject_is_a_one_line_error(tmp_path: Path) -> No
 def test_history_of_something_that_is_not_a_pseudonym_is_a_one_line_error(
     tmp_path: Path,
 ) -> None:
-    line = assert_one_error_line(pdl("history", "alice", "--data-dir", tmp_path / "data"))
+    typed = "alice@example.com"  # what a user might type instead of the person's pseudonym
+    line = assert_one_error_line(pdl("history", typed, "--data-dir", tmp_path / "data"))
 
     assert "not a subject id" in line
+    assert "alice" not in line  # never echoed: it may be a personal value
 
 
 @pytest.mark.parametrize(
