@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -261,6 +262,17 @@ def project(
             "grows to eight such pages.",
         ),
     ] = 500,
+    nice: Annotated[
+        int | None,
+        typer.Option(
+            "--nice",
+            min=0,
+            max=19,
+            help="How much lower the workers' CPU priority is than this command's (added to "
+            "their nice value; 0: the same), so that a server on the same machine comes first. "
+            "[default: the projection_nice setting, 10]",
+        ),
+    ] = None,
 ) -> None:
     """Keep the views (subject view, consents, processing register, request deadlines,
     retention, policy notices) up to date in worker processes of their own.
@@ -273,7 +285,10 @@ def project(
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     with one_line_errors():
         names = _view_names(view)
+        lower = load_settings(config, data_dir=data_dir).projection_nice if nice is None else nice
         if once or rebuild:
+            if lower:
+                os.nice(lower)  # catching up here: the same priority the workers would have
             with _runtime(config, data_dir) as runtime, _progress(runtime) as progress:
                 reached = catch_up(
                     runtime,
@@ -289,7 +304,7 @@ def project(
         def started(pid: int, group: tuple[str, ...]) -> None:
             typer.echo(f"pdl: worker {pid} runs {', '.join(group)}", err=True)
 
-        failed = run_workers(config, data_dir, groups, page_size, on_start=started)
+        failed = run_workers(config, data_dir, groups, page_size, nice=lower, on_start=started)
         if failed:
             fail(f"{failed} worker(s) failed")
 

@@ -169,7 +169,8 @@ class Settings(BaseModel):
         description="With projections = 'process': how much lower the projection process's "
         "CPU priority is than the server's (added to its nice value; 0: the same). The views "
         "then fold on what the calls and the writer leave, and catch up when recording eases; "
-        "a read waiting for its min_position still hurries them.",
+        "a read waiting for its min_position still hurries them. Also the default of "
+        "`pdl project --nice` for its workers.",
     )
     view_wait_seconds: float = Field(
         default=10.0,

@@ -63,14 +63,17 @@ def run_workers(
     data_dir: Path | None,
     groups: Sequence[tuple[str, ...]],
     page_size: int,
+    *,
+    nice: int = 0,
     on_start: Callable[[int, tuple[str, ...]], None] | None = None,
 ) -> int:
-    """One process per group of views, until SIGTERM/SIGINT; returns how many failed."""
+    """One process per group of views, until SIGTERM/SIGINT, each `nice` lower in CPU priority
+    than this one; returns how many failed."""
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(
             target=_worker,
-            args=(config, data_dir, group, page_size, os.getpid()),
+            args=(config, data_dir, group, page_size, os.getpid(), nice),
             name=f"pdl-project-{'-'.join(group)}",
         )
         for group in groups
@@ -103,7 +106,10 @@ def run_workers(
                 process.terminate()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return sum(1 for p in processes if p.exitcode not in (0, None))
+    # A worker stopped by the SIGTERM it was sent before its handler was in place stopped
+    # as asked, not failed.
+    stopped = (0, None, -signal.SIGTERM) if asked.is_set() else (0, None)
+    return sum(1 for p in processes if p.exitcode not in stopped)
 
 
 def _worker(
@@ -112,8 +118,11 @@ def _worker(
     names: tuple[str, ...],
     page_size: int,
     parent: int,
+    nice: int,
 ) -> None:
     """A worker process: follow its views until SIGTERM, or until its parent is gone."""
+    if nice:
+        os.nice(nice)  # folding is deferred work: a server's calls on this machine come first
     halt = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; SIGTERM stops us
     signal.signal(signal.SIGTERM, lambda _s, _f: halt.set())

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -405,3 +406,52 @@ def test_history_of_a_rights_request_id_is_not_a_subjects_history(tmp_path: Path
     line = assert_one_error_line(pdl("history", found[1], "--data-dir", tmp_path / "data"))
 
     assert line == f"error: unknown subject {found[1]}"
+
+
+@pytest.mark.parametrize(
+    ("option", "lower"), [((), 10), (("--nice", "0"), 0), (("--nice", "5"), 5)]
+)
+def test_project_workers_run_at_the_priority_asked_or_the_settings_default(
+    tmp_path: Path, option: tuple[str, ...], lower: int
+) -> None:
+    """`pdl project` workers are deferred work too: by default `projection_nice` (10) lower in
+    CPU priority than the command, or as `--nice` says; they stop on SIGTERM."""
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    command = [str(PDL), "project", "--data-dir", str(tmp_path / "data"), "--workers", "2"]
+    project = subprocess.Popen(  # noqa: S603 (our own entry point, with fixed arguments)
+        [*command, *option],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PDL_PROJECTIONS": "external"},
+        text=True,
+    )
+    try:
+        assert project.stderr is not None
+        workers = []
+        for line in project.stderr:
+            started = re.match(r"pdl: worker (\d+) runs ", line)
+            if started:
+                workers.append(int(started.group(1)))
+            if len(workers) == 2:
+                break
+        assert len(workers) == 2, "the workers did not start"
+        expected = [min(mine + lower, 19)] * 2
+        deadline = time.monotonic() + 30  # a worker lowers its priority once it runs
+        while (
+            seen := [os.getpriority(os.PRIO_PROCESS, pid) for pid in workers]
+        ) != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen == expected
+        assert os.getpriority(os.PRIO_PROCESS, project.pid) == mine  # only the workers
+    finally:
+        project.terminate()
+        project.wait(30)
+    assert project.returncode == 0
+
+
+def test_project_refuses_a_nice_outside_0_to_19_as_a_usage_error(tmp_path: Path) -> None:
+    for value in ("-1", "20", "ten"):
+        result = pdl("project", "--nice", value, "--data-dir", tmp_path / "data")
+        line = assert_one_error_line(result, exit_code=2)
+        assert "--nice" in line
+    assert not (tmp_path / "data").exists()
