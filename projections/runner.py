@@ -219,9 +219,13 @@ class ProjectionRunner:
         return True
 
     def rebuild(self, names: Sequence[str], progress: Progress | None = None) -> int:
-        """Empty the named views and fold the whole log into them again."""
+        """Empty the named views and fold the whole log into them again.
+
+        The views are claimed first (`ViewStore.claim`): a fold of them by another process
+        commits before they are emptied, and any later one starts again from zero."""
         chosen = [v for v in self.views if v.name in names]
         with self.store.write() as conn:
+            self.store.claim(conn, [v.name for v in chosen])
             for view in chosen:
                 self.store.reset(conn, view.name, view.tables)
         for view in chosen:

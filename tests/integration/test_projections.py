@@ -19,7 +19,7 @@ from ledger import commands as c
 from ledger import events as ev
 from ledger.application import Ledger
 from ledger.policy import Policy, load_seed_policy
-from projections import ProjectionRunner, View, ViewStore, ledger_runner, views
+from projections import VIEW_NAMES, ProjectionRunner, View, ViewStore, ledger_runner, views
 from projections.notices import NOTICES, VERSIONS
 from projections.register import REGISTER
 from projections.subjects import CATEGORIES, SUBJECTS, VALUES
@@ -371,5 +371,34 @@ def test_two_servers_folding_one_views_database_at_once_fold_each_event_once(
             sa.select(sa.func.sum(REGISTER.c.events)).where(REGISTER.c.activity == "collection")
         ).scalar_one()
     assert collections == 2 * 6 * 2  # two collections for each of 12 people
+    live, rebuilt = _refolded(ledger_a, view_store_factory, first)
+    assert live == rebuilt
+
+
+def test_a_rebuild_while_a_server_folds_the_same_views_counts_each_event_once(
+    ledger_factory, view_store_factory
+):
+    """`pdl project --rebuild` empties views a server is folding at that moment: the server's
+    fold in flight commits before the views are emptied, and both then fold from zero in
+    turns, so nothing is counted twice."""
+    first, second = view_store_factory(), view_store_factory()
+    if second.shown_url != first.shown_url:  # one views file per store (in memory): share it
+        second = first
+    ledger_a, ledger_b = ledger_factory(), ledger_factory()
+    server = _runner(ledger_a, first, page_size=3)
+    server.gather_seconds = 0.0
+    with server:
+        for _ in range(3):
+            _history(ledger_a, people=2)
+            _runner(ledger_b, second, page_size=5).rebuild(VIEW_NAMES)
+        end = ledger_a.recorder.max_notification_id() or 0
+        assert server.wait(end, timeout=30)
+    assert server.positions() == first.positions()
+
+    with first.read() as conn:
+        collections = conn.execute(
+            sa.select(sa.func.sum(REGISTER.c.events)).where(REGISTER.c.activity == "collection")
+        ).scalar_one()
+    assert collections == 2 * 6  # two collections for each of 6 people
     live, rebuilt = _refolded(ledger_a, view_store_factory, first)
     assert live == rebuilt
