@@ -17,6 +17,8 @@ the views' tracking positions, so nothing is folded twice or left out.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -63,6 +65,9 @@ class ProjectionProcess(ChildProcess):
         self._hurry_sent = False
         self.position = 0
         """The position every view has reached, as the child last reported it."""
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        """Reads waiting for a position (a heap): each is woken by the report that reaches it."""
+        self._numbers = itertools.count()
         self.last_error: str | None = None
         """The kind of the last error the child's runner met, until a page folds again."""
 
@@ -75,6 +80,17 @@ class ProjectionProcess(ChildProcess):
         """Let the child finish the page in hand, then stop it."""
         self._ledger.remove_listener(self._on_recorded)
         await super().stop()
+
+    def reached(self, position: int) -> asyncio.Future[None]:
+        """A future done once the views have folded `position` (on the event loop; cancel it
+        to stop waiting). Until then, the child is hurried after each report short of it."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.position >= position:
+            future.set_result(None)
+            return future
+        heapq.heappush(self._waiters, (position, next(self._numbers), future))
+        self.hurry()
+        return future
 
     def hurry(self) -> None:
         """A reader waits for a position the views have not reached: have the child fold
@@ -119,6 +135,15 @@ class ProjectionProcess(ChildProcess):
             self.position = max(self.position, message[1])
             self.last_error = message[2]
             self._wake_sent = self._hurry_sent = False
+            waiters = self._waiters
+            while waiters and waiters[0][0] <= self.position:
+                future = heapq.heappop(waiters)[2]
+                if not future.done():
+                    future.set_result(None)
+            while waiters and waiters[0][2].done():  # given up: their calls ended
+                heapq.heappop(waiters)
+            if waiters:
+                self.hurry()  # a read still waits: fold what is there, without gathering
             self._wake()  # more came in while it folded
         elif tag == "notices":
             task = asyncio.get_running_loop().create_task(self._notices(message[1], message[2]))

@@ -62,9 +62,10 @@ _NOTIFIED_TOPIC = EVENT_TOPICS["PolicyNotified"]
 class ViewWaiter:
     """Waits until the views have folded a log position, within the time a call allows.
 
-    With the projections in this process it watches the runner's position, with the
-    projection process the position it reports (no I/O either way); with external workers it
-    polls the tracking rows, the least of the views' positions.
+    With the projection process a read is woken by the report of the position it waits for
+    (no I/O, no polling); with the projections in this process it watches the runner's
+    position; with external workers it polls the tracking rows, the least of the views'
+    positions.
     """
 
     def __init__(
@@ -94,11 +95,18 @@ class ViewWaiter:
         reached = await self.reached()
         if reached >= position:
             return
-        self._hurry()
         budget = self._most
         remaining = context.time_remaining()
         if remaining is not None:
             budget = min(budget, remaining - min(_ANSWER_MARGIN_SECONDS, remaining / 5))
+        if self._process is not None:  # woken by the report that reaches it, not by polling
+            reached_it = self._process.reached(position)
+            try:
+                await asyncio.wait_for(reached_it, max(budget, 0))
+            except TimeoutError:
+                raise ViewBehind(position, self._process.position) from None
+            return
+        self._hurry()
         deadline = time.monotonic() + budget
         pause = _FIRST_PAUSE_SECONDS
         while reached < position:
