@@ -240,17 +240,21 @@ def check_listen(address: str, tls: TlsConfig | None) -> None:
 
 
 def _bind(server: aio.Server, address: str, tls: TlsConfig | None) -> int:
-    if tls is None:
-        port = server.add_insecure_port(address)
-    else:
-        credentials = grpc.ssl_server_credentials(
-            [(_read_bytes(tls.key_file), _read_bytes(tls.cert_file))],
-            root_certificates=_read_bytes(tls.client_ca_file) if tls.client_ca_file else None,
-            require_client_auth=tls.require_client_cert,
-        )
-        port = server.add_secure_port(address, credentials)
+    try:
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(_read_bytes(tls.key_file), _read_bytes(tls.cert_file))],
+                root_certificates=_read_bytes(tls.client_ca_file) if tls.client_ca_file else None,
+                require_client_auth=tls.require_client_cert,
+            )
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:  # gRPC's "Failed to bind": its reason is in its own log line
+        port = 0
     if port == 0:
-        raise ConfigurationError(f"cannot listen on {address}")
+        msg = f"cannot listen on {address}: the address is in use or cannot be bound here"
+        raise ConfigurationError(msg)
     return port
 
 

@@ -420,6 +420,41 @@ def test_serving_on_a_public_address_without_tls_is_refused_in_one_line(tmp_path
     assert not (tmp_path / "data").exists()  # refused before any key or token was made
 
 
+def test_serving_on_a_port_already_taken_is_one_error_line_and_leaves_no_process(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = ["serve", "--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{port}"]
+        serve = subprocess.Popen(  # noqa: S603 (our own script, fixed arguments)
+            [str(_PDL), *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_environment(),
+            start_new_session=True,
+        )
+        stdout, stderr = serve.communicate(timeout=60)
+
+    assert serve.returncode == 1
+    ours = [line for line in stderr.splitlines() if line.startswith(("error:", "Traceback"))]
+    assert ours == [
+        f"error: cannot listen on 127.0.0.1:{port}: the address is in use or cannot be bound here"
+    ]
+    assert stdout == ""
+    deadline = time.monotonic() + 10  # the writer and projection processes were never started
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(serve.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("a process of the server is still running")
+
+
 # --- TLS and mutual TLS -------------------------------------------------------------------
 
 
