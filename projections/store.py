@@ -7,10 +7,12 @@ view is always exactly "the log folded up to its tracking position".
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -105,13 +107,28 @@ class ViewStore:
             else:
                 msg = f"views {self.shown_url}: unsupported database {self.dialect!r}"
                 raise ConfigurationError(msg)
-            METADATA.create_all(self.engine)
+            self._create_tables()
             self._tracking = ManyRows(
                 self.dialect, upsert(self.dialect, TRACKING, ("view",), ("position",))
             )
         except (ArgumentError, NoSuchModuleError, ImportError, SQLAlchemyError) as exc:
             msg = f"cannot open the views database {self.shown_url}: {type(exc).__name__}"
             raise ConfigurationError(msg) from None
+
+    def _create_tables(self) -> None:
+        """Create what is missing, under a lock: workers of `pdl project` open a new views
+        database at the same moment, and two that both found a table missing would both
+        create it (the second failing)."""
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                    {"key": _lock_key(self._lock_space + "create tables")},
+                )
+            METADATA.create_all(conn)
+            conn.commit()
 
     def close(self) -> None:
         if self._checkpoints is not None:
@@ -202,6 +219,21 @@ class ViewStore:
         conn.execute(TRACKING.delete().where(TRACKING.c.view == view))
 
 
+def _write_ahead_log(cursor: sqlite3.Cursor) -> None:
+    """Put the database in WAL mode. On a new file, connections opening it at once (workers of
+    `pdl project`) may find it locked without SQLite waiting its busy timeout: ask again."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+        else:
+            return
+
+
 def _lock_key(name: str) -> int:
     """A stable signed 64-bit advisory-lock key for a name."""
     digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
@@ -247,7 +279,8 @@ def _sqlite_engine(url: URL) -> Engine:
     else:
         path = Path(database)
         if not path.exists():
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         engine = sa.create_engine(
             url,
             poolclass=QueuePool,
@@ -262,7 +295,7 @@ def _sqlite_engine(url: URL) -> Engine:
         try:
             cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             if not in_memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _write_ahead_log(cursor)
                 cursor.execute("PRAGMA synchronous = NORMAL")
                 cursor.execute("PRAGMA wal_autocheckpoint = 0")  # `WalCheckpoints` does them
                 # 32 MiB of page cache (SQLite defaults to 2): view rows land all over

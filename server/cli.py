@@ -299,6 +299,8 @@ def project(
                 )
             typer.echo(f"pdl: views {', '.join(names)} at position {reached}", err=True)
             return
+        with _runtime(config, data_dir):  # makes what is missing, before workers open it at once
+            pass
         groups = split(names, workers)
 
         def started(pid: int, group: tuple[str, ...]) -> None:

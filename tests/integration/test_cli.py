@@ -445,8 +445,8 @@ def test_project_workers_run_at_the_priority_asked_or_the_settings_default(
         assert os.getpriority(os.PRIO_PROCESS, project.pid) == mine  # only the workers
     finally:
         project.terminate()
-        project.wait(30)
-    assert project.returncode == 0
+        _, rest = project.communicate(timeout=30)
+    assert project.returncode == 0, rest
 
 
 def test_project_refuses_a_nice_outside_0_to_19_as_a_usage_error(tmp_path: Path) -> None:

@@ -5,8 +5,10 @@ erasure, and policy notifications for exactly the people a major change affects 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -402,3 +404,51 @@ def test_a_rebuild_while_a_server_folds_the_same_views_counts_each_event_once(
     assert collections == 2 * 6  # two collections for each of 6 people
     live, rebuilt = _refolded(ledger_a, view_store_factory, first)
     assert live == rebuilt
+
+
+def test_views_databases_opened_by_several_processes_at_once_all_open(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`pdl project` workers open a new views database at the same moment: each of them opens
+    it (its tables are made once, under a lock), five times over on fresh databases."""
+    for attempt in range(5):
+        if backend == "postgres":
+            schema = f"{request.getfixturevalue('postgres_schema')}_{attempt}"
+            url = request.getfixturevalue("postgres_url")
+            admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+            target: dict[str, str | None] = {"url": url, "schema": schema}
+        else:
+            admin, target = None, {"url": f"sqlite:///{tmp_path / f'views-{attempt}.db'}"}
+        try:
+            _open_at_once(target, 6)
+        finally:
+            if admin is not None:
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                admin.dispose()
+
+
+def _open_at_once(target: dict[str, str | None], count: int) -> None:
+    ready = threading.Barrier(count)
+    opened: list[ViewStore] = []
+    failed: list[BaseException] = []
+
+    def open_one() -> None:
+        ready.wait()
+        try:
+            opened.append(ViewStore(target["url"] or "", schema=target.get("schema")))
+        except BaseException as error:  # noqa: BLE001 (reported below)
+            failed.append(error)
+
+    threads = [threading.Thread(target=open_one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for store in opened:
+        assert store.positions() == {}
+        store.close()
+    assert failed == []
+    assert len(opened) == count
