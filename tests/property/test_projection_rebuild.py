@@ -44,11 +44,20 @@ def _ledger(clock: FixedClock) -> Ledger:
 
 
 _acknowledge = st.tuples(st.just("acknowledge"), st.sampled_from(["1", "2"]))
-steps = st.lists(
-    st.tuples(st.integers(0, 2), st.one_of(operations, _acknowledge), st.integers(0, 3)),
-    min_size=1,
-    max_size=40,
-)
+
+
+def _steps(last_choice: int) -> st.SearchStrategy[list[tuple[int, tuple[Any, ...], int]]]:
+    """Up to 40 (person, operation, choice 0..last_choice) steps."""
+    return st.lists(
+        st.tuples(
+            st.integers(0, 2), st.one_of(operations, _acknowledge), st.integers(0, last_choice)
+        ),
+        min_size=1,
+        max_size=40,
+    )
+
+
+steps = _steps(3)
 
 
 def _command_of(op: tuple[Any, ...], subject_id: UUID, now: datetime) -> c._Command:
@@ -64,6 +73,29 @@ def _command_of(op: tuple[Any, ...], subject_id: UUID, now: datetime) -> c._Comm
     return _command(op, subject_id, now)
 
 
+def _three_people(app: Ledger, clock: FixedClock) -> list[UUID]:
+    people = []
+    for _ in range(3):
+        clock.advance(timedelta(seconds=1))
+        sid = register(app).subject_id
+        assert sid is not None
+        people.append(sid)
+    return people
+
+
+def _try(app: Ledger, op: tuple[Any, ...], subject_id: UUID, now: datetime) -> None:
+    """Run the step's command; a refusal is one of the outcomes a history may have."""
+    with contextlib.suppress(LedgerError):
+        app.execute(PRINCIPAL, _command_of(op, subject_id, now))
+
+
+def _rebuilt_from_zero(app: Ledger) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows one runner folding the whole log into empty views makes."""
+    rebuilt = ViewStore("sqlite://")
+    ProjectionRunner(app, rebuilt, views(rebuilt.dialect), page_size=1000).catch_up()
+    return dump(rebuilt)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=steps, page_size=st.integers(1, 7))
 def test_views_built_incrementally_equal_a_rebuild_from_zero(
@@ -73,26 +105,16 @@ def test_views_built_incrementally_equal_a_rebuild_from_zero(
     app = _ledger(clock)
     live = ViewStore("sqlite://")
     runner = ProjectionRunner(app, live, views(live.dialect), page_size=page_size)
-    people = []
-    for _ in range(3):
-        clock.advance(timedelta(seconds=1))
-        sid = register(app).subject_id
-        assert sid is not None
-        people.append(sid)
+    people = _three_people(app, clock)
     for who, op, pause in steps:
-        now = clock.advance(timedelta(seconds=1))
-        with contextlib.suppress(LedgerError):
-            app.execute(PRINCIPAL, _command_of(op, people[who], now))
+        _try(app, op, people[who], clock.advance(timedelta(seconds=1)))
         if pause == 0:  # catch up part-way, as a follower between two polls would
             runner.step()
         elif pause == 1:  # a restart: a new runner resumes from the tracking rows
             runner = ProjectionRunner(app, live, views(live.dialect), page_size=page_size)
     runner.catch_up()
 
-    rebuilt = ViewStore("sqlite://")
-    ProjectionRunner(app, rebuilt, views(rebuilt.dialect), page_size=1000).catch_up()
-
-    assert dump(live) == dump(rebuilt)
+    assert dump(live) == _rebuilt_from_zero(app)
     _consents_agree_with_the_ledger(app, live, people)
 
 
@@ -116,11 +138,7 @@ def _consents_agree_with_the_ledger(app: Ledger, store: ViewStore, people: list[
             assert in_force == (status is ConsentStatus.GIVEN), (purpose, category)
 
 
-folders_steps = st.lists(
-    st.tuples(st.integers(0, 2), st.one_of(operations, _acknowledge), st.integers(0, 2)),
-    min_size=1,
-    max_size=40,
-)
+folders_steps = _steps(2)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -135,23 +153,13 @@ def test_several_runners_folding_one_database_in_turns_fold_each_event_once(
     app = _ledger(clock)
     live = ViewStore("sqlite://")
     runners = [ProjectionRunner(app, live, views(live.dialect), page_size=n) for n in page_sizes]
-    people = []
-    for _ in range(3):
-        clock.advance(timedelta(seconds=1))
-        sid = register(app).subject_id
-        assert sid is not None
-        people.append(sid)
+    people = _three_people(app, clock)
     for who, op, folder in steps:
-        now = clock.advance(timedelta(seconds=1))
-        with contextlib.suppress(LedgerError):
-            app.execute(PRINCIPAL, _command_of(op, people[who], now))
+        _try(app, op, people[who], clock.advance(timedelta(seconds=1)))
         runners[folder].step()
     end = app.recorder.max_notification_id()
     for runner in runners:
         assert runner.catch_up() == end
         assert runner.positions() == live.positions()
 
-    rebuilt = ViewStore("sqlite://")
-    ProjectionRunner(app, rebuilt, views(rebuilt.dialect), page_size=1000).catch_up()
-
-    assert dump(live) == dump(rebuilt)
+    assert dump(live) == _rebuilt_from_zero(app)
