@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -28,7 +27,7 @@ from uuid import UUID
 
 import grpc
 from scenario import secret
-from test_server_ops import _PDL, ServeProcess, free_port, ip_collection, serve_environment
+from test_server_ops import ServeProcess, ip_collection, start_pdl_serve
 
 from server._pb.pdl.v1 import common_pb2 as cpb
 from server._pb.pdl.v1 import ledger_service_pb2 as lpb
@@ -40,25 +39,6 @@ if TYPE_CHECKING:
     from conftest import E2EStore
 
 _BATCH_ITEMS = 20
-
-
-def _serve(data_dir: Path, store: E2EStore) -> tuple[ServeProcess, str]:
-    """`pdl serve` in a session of its own, so that one signal reaches all its processes."""
-    port = free_port()
-    process = subprocess.Popen(  # noqa: S603 (our own script, fixed arguments)
-        [str(_PDL), "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=serve_environment(store),
-        start_new_session=True,
-    )
-    running = ServeProcess(process)
-    if not running.ready.wait(30) or process.poll() is not None:
-        process.kill()
-        raise AssertionError(f"pdl serve did not start:\n{running.stderr}")
-    return running, f"127.0.0.1:{port}"
 
 
 def _group(pgid: int) -> list[int]:
@@ -179,7 +159,7 @@ def test_sigkill_under_load_loses_nothing_acknowledged_and_retries_record_once(
     e2e_store: E2EStore, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
-    running, target = _serve(data_dir, e2e_store)
+    running, target = start_pdl_serve(data_dir, e2e_store, own_session=True)
     token = (data_dir / "admin.token").read_text().strip()
     try:
         with LedgerClient(target, token) as client:
@@ -203,7 +183,7 @@ def test_sigkill_under_load_loses_nothing_acknowledged_and_retries_record_once(
     for request, recorded in load.answered:
         assert stored[recorded.version - 1] == request.meta.idempotency_key
 
-    again, target = _serve(data_dir, e2e_store)
+    again, target = start_pdl_serve(data_dir, e2e_store, own_session=True)
     try:
         with LedgerClient(target, token) as client:
             for request, recorded in load.answered:

@@ -231,28 +231,42 @@ class ServeProcess:
         return "\n".join(self.lines)
 
 
-@pytest.fixture
-def pdl_serve(e2e_store: E2EStore, tmp_path: Path) -> Iterator[tuple[ServeProcess, Path, str]]:
-    """A `pdl serve` process on a fresh data dir and a free loopback port: (process, data dir,
-    target); killed after the test if it is still running."""
-    data_dir, port = tmp_path / "data", free_port()
+def start_pdl_serve(
+    data_dir: Path, store: E2EStore, *, own_session: bool = False
+) -> tuple[ServeProcess, str]:
+    """`pdl serve` on `data_dir` and a free loopback port, started and ready: (process,
+    target). With `own_session`, in a session of its own, so that one signal to its process
+    group reaches all its processes."""
+    port = free_port()
     process = subprocess.Popen(  # noqa: S603 (our own script, fixed arguments)
         [str(_PDL), "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env=serve_environment(e2e_store),
+        env=serve_environment(store),
+        start_new_session=own_session,
     )
     running = ServeProcess(process)
+    if not running.ready.wait(30) or process.poll() is not None:
+        process.kill()
+        process.wait(10)
+        raise AssertionError(f"pdl serve did not start in 30 s:\n{running.stderr}")
+    return running, f"127.0.0.1:{port}"
+
+
+@pytest.fixture
+def pdl_serve(e2e_store: E2EStore, tmp_path: Path) -> Iterator[tuple[ServeProcess, Path, str]]:
+    """A `pdl serve` process on a fresh data dir and a free loopback port: (process, data dir,
+    target); killed after the test if it is still running."""
+    data_dir = tmp_path / "data"
+    running, target = start_pdl_serve(data_dir, e2e_store)
     try:
-        assert running.ready.wait(30), "pdl serve did not start in 30 s"
-        assert process.poll() is None, running.stderr
-        yield running, data_dir, f"127.0.0.1:{port}"
+        yield running, data_dir, target
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        if running.process.poll() is None:
+            running.process.kill()
+            running.process.wait(10)
 
 
 @dataclass
