@@ -285,11 +285,15 @@ def project(
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     with one_line_errors():
         names = _view_names(view)
-        lower = load_settings(config, data_dir=data_dir).projection_nice if nice is None else nice
+        settings = load_settings(config, data_dir=data_dir)
+        lower = settings.projection_nice if nice is None else nice
         if once or rebuild:
             if lower:
                 os.nice(lower)  # catching up here: the same priority the workers would have
-            with _runtime(config, data_dir) as runtime, _progress(runtime) as progress:
+            with (
+                _runtime(config, data_dir, settings=settings) as runtime,
+                _progress(runtime) as progress,
+            ):
                 reached = catch_up(
                     runtime,
                     names,
@@ -299,7 +303,8 @@ def project(
                 )
             typer.echo(f"pdl: views {', '.join(names)} at position {reached}", err=True)
             return
-        with _runtime(config, data_dir):  # makes what is missing, before workers open it at once
+        # made once here, what is missing, before the workers open it all at once
+        with _runtime(config, data_dir, settings=settings):
             pass
         groups = split(names, workers)
 
