@@ -954,17 +954,27 @@ def test_subject_state_carries_closed_at_only_once_the_subject_closed() -> None:
     assert (message.erased, message.key_shredded) == (True, True)
 
 
-def test_rights_request_open_and_closed() -> None:
-    received = datetime(2026, 3, 1, tzinfo=UTC)
-    state = RequestState(
+_RECEIVED = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def _request_state(**fields: Any) -> RequestState:
+    """A rights request received on 1 March 2026, due 15 days later, with `fields`."""
+    return RequestState(
         request_id=REQUEST_ID,
         subject_id=SUBJECT_ID,
+        received_at=_RECEIVED,
+        due_at=_RECEIVED + timedelta(days=15),
+        **fields,
+    )
+
+
+def test_rights_request_open_and_closed() -> None:
+    received = _RECEIVED
+    state = _request_state(
         kind=RightKind.DELETION,
         ground="no_consent",
         purposes=(),
         categories=(),
-        received_at=received,
-        due_at=received + timedelta(days=15),
         deadline_kind="working",
     )
     message = convert.rights_request(state)
@@ -993,16 +1003,12 @@ def test_rights_request_open_and_closed() -> None:
 
 
 def test_rights_request_carries_its_scope_as_named_and_paused_at_only_while_paused() -> None:
-    received = datetime(2026, 3, 1, tzinfo=UTC)
-    state = RequestState(
-        request_id=REQUEST_ID,
-        subject_id=SUBJECT_ID,
+    received = _RECEIVED
+    state = _request_state(
         kind=RightKind.CONSENT_WITHDRAWAL,
         ground=None,
         purposes=("marketing", "analytics"),
         categories=("location.gps",),
-        received_at=received,
-        due_at=received + timedelta(days=15),
         deadline_kind="calendar",
     )
     paused = state.model_copy(
