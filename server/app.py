@@ -13,6 +13,7 @@ import functools
 import ipaddress
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,14 @@ from server.writer_process import ProcessCommitter
 
 _log = logging.getLogger("pdl.server")
 _MESSAGE_BYTES = 32 * 1024 * 1024
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", _MESSAGE_BYTES),
+    ("grpc.max_send_message_length", _MESSAGE_BYTES),
+    # gRPC sets SO_REUSEPORT by default: a second server on the same port would bind too, and
+    # the kernel would split the calls between the two.
+    ("grpc.so_reuseport", 0),
+]
+"""The gRPC options of the ledger's server."""
 
 _SERVICES = {
     ledger_service_pb2.DESCRIPTOR.services_by_name["LedgerService"]: Scope.RECORD,
@@ -120,10 +129,7 @@ async def build_server(
     committer = _committer(settings, ledger)
     server = aio.server(
         interceptors=[LedgerInterceptor(registry, method_scopes(), tls=settings.tls is not None)],
-        options=[
-            ("grpc.max_receive_message_length", _MESSAGE_BYTES),
-            ("grpc.max_send_message_length", _MESSAGE_BYTES),
-        ],
+        options=SERVER_OPTIONS,
     )
     _by_generic_handlers_only(server)
     if isinstance(committer, ProcessCommitter):  # before the generated handlers, so it serves
@@ -225,21 +231,56 @@ def _skip_registration(service_name: str, method_handlers: object) -> None:
 
 
 def check_listen(address: str, tls: TlsConfig | None) -> None:
+    """Refuse an address the server could not listen on: a non-loopback one without TLS, or
+    one taken (asked before anything is opened, and without gRPC's own log line)."""
     host = address.rsplit(":", 1)[0].strip("[]")
-    if tls is not None:
-        return
-    loopback = host == "localhost"
-    if not loopback:
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-    if not loopback:
-        msg = f"without TLS the server listens on loopback only, not {host!r}; configure [tls]"
-        raise ConfigurationError(msg)
+    if tls is None:
+        loopback = host == "localhost"
+        if not loopback:
+            try:
+                loopback = ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                loopback = False
+        if not loopback:
+            msg = f"without TLS the server listens on loopback only, not {host!r}; configure [tls]"
+            raise ConfigurationError(msg)
+    if not _bindable(address):
+        raise ConfigurationError(_cannot_listen(address))
 
 
 def _bind(server: aio.Server, address: str, tls: TlsConfig | None) -> int:
+    port = _add_port(server, address, tls)
+    if port == 0:  # taken since `check_listen` asked
+        raise ConfigurationError(_cannot_listen(address))
+    return port
+
+
+def _cannot_listen(address: str) -> str:
+    return f"cannot listen on {address}: the address is in use or cannot be bound here"
+
+
+def _bindable(address: str) -> bool:
+    """Whether a listening socket could bind at least one of the address's resolved addresses,
+    as gRPC needs."""
+    host, _, port = address.rpartition(":")
+    try:
+        found = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (OSError, ValueError):
+        return True  # not ours to judge: gRPC parses and resolves it, and says if it can't
+    for family, kind, proto, _name, where in found:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+                probe.bind(where)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+def _add_port(server: aio.Server, address: str, tls: TlsConfig | None) -> int:
     try:
         if tls is None:
             port = server.add_insecure_port(address)
@@ -251,10 +292,7 @@ def _bind(server: aio.Server, address: str, tls: TlsConfig | None) -> int:
             )
             port = server.add_secure_port(address, credentials)
     except RuntimeError:  # gRPC's "Failed to bind": its reason is in its own log line
-        port = 0
-    if port == 0:
-        msg = f"cannot listen on {address}: the address is in use or cannot be bound here"
-        raise ConfigurationError(msg)
+        return 0
     return port
 
 

@@ -83,7 +83,7 @@ _VIEWS = ", ".join(VIEW_NAMES)
 
 
 def main() -> None:
-    """Entry point of the `pdl` script."""
+    """Run the command line (the `pdl` script enters through `server.entry`)."""
     try:
         app()
     except Exception as exc:  # noqa: BLE001 (last resort: one line, never a traceback)

@@ -4,6 +4,7 @@ before any command runs (see `server.cli`)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -57,8 +58,8 @@ def one_line_usage_errors(ctx: Context) -> Iterator[None]:
         raise  # the help is printed already; click exits with code 2
     except ClickException as exc:
         message = exc.format_message()
-        if type(exc) is UsageError and message.startswith("Got unexpected extra argument"):
-            message = "got unexpected extra argument(s)"  # not which: one may be a personal value
+        if type(exc) is UsageError:
+            message = _unechoed(message)
         found_in = exc.ctx if isinstance(exc, UsageError) else None
         where = ctx if found_in is None else found_in
         path = where.command_path
@@ -66,6 +67,17 @@ def one_line_usage_errors(ctx: Context) -> Iterator[None]:
             path = f"{path} {ctx.invoked_subcommand}"
         hint = f" (see '{path} {where.help_option_names[0]}')" if where.help_option_names else ""
         fail(f"{message[:1].lower()}{message[1:].rstrip('.')}{hint}", exc.exit_code)
+
+
+def _unechoed(message: str) -> str:
+    """A usage error's message without the words the user typed that it quotes (one may be a
+    personal value); a "did you mean" hint names our own commands, so it stays."""
+    if message.startswith("Got unexpected extra argument"):
+        return "got unexpected extra argument(s)"
+    if message.startswith("No such command"):
+        hint = re.search(r"Did you mean (.+?)\?", message)
+        return "no such command" + (f"; did you mean {hint.group(1)}?" if hint else "")
+    return message
 
 
 def fail(message: str, exit_code: int = 1) -> NoReturn:

@@ -6,6 +6,7 @@ with and without client certificates.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.protobuf import descriptor_pb2
+from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from outcomes import reason_of
@@ -44,6 +46,7 @@ from server._pb.pdl.v1 import policy_service_pb2 as ppb
 from server._pb.pdl.v1 import policy_service_pb2_grpc as pgrpc
 from server._pb.pdl.v1 import query_service_pb2 as qpb
 from server._pb.pdl.v1 import query_service_pb2_grpc as qgrpc
+from server.app import SERVER_OPTIONS
 from server.client import LedgerClient, meta, subject
 from server.runtime import open_runtime
 from server.settings import PrincipalConfig, Scope, TlsConfig, load_settings
@@ -434,30 +437,25 @@ def test_serving_on_a_public_address_without_tls_is_refused_in_one_line(tmp_path
     assert not (tmp_path / "data").exists()  # refused before any key or token was made
 
 
-def test_serving_on_a_port_already_taken_is_one_error_line_and_leaves_no_process(
-    tmp_path: Path,
-) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        command = ["serve", "--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{port}"]
-        serve = subprocess.Popen(  # noqa: S603 (our own script, fixed arguments)
-            [str(_PDL), *command],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=clean_environment(),
-            start_new_session=True,
-        )
-        stdout, stderr = serve.communicate(timeout=60)
+def _refused_port(data_dir: Path, target: str, env: dict[str, str]) -> None:
+    """`pdl serve` on `target` exits with one error line: nothing is made on disk, and no
+    process of it is left."""
+    serve = subprocess.Popen(  # noqa: S603 (our own script, fixed arguments)
+        [str(_PDL), "serve", "--data-dir", str(data_dir), "--listen", target],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    stdout, stderr = serve.communicate(timeout=60)
 
     assert serve.returncode == 1
-    ours = [line for line in stderr.splitlines() if line.startswith(("error:", "Traceback"))]
-    assert ours == [
-        f"error: cannot listen on 127.0.0.1:{port}: the address is in use or cannot be bound here"
+    assert stderr.splitlines() == [  # gRPC's own log line is not printed before ours
+        f"error: cannot listen on {target}: the address is in use or cannot be bound here"
     ]
     assert stdout == ""
+    assert not data_dir.exists()  # asked before the key, token and stores were made
     deadline = time.monotonic() + 10  # the writer and projection processes were never started
     while time.monotonic() < deadline:
         try:
@@ -467,6 +465,50 @@ def test_serving_on_a_port_already_taken_is_one_error_line_and_leaves_no_process
         time.sleep(0.05)
     else:
         raise AssertionError("a process of the server is still running")
+
+
+def test_serving_on_a_port_already_taken_is_one_error_line_and_leaves_no_process(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        _refused_port(tmp_path / "data", f"127.0.0.1:{port}", clean_environment())
+
+
+def test_a_second_server_on_a_running_servers_port_is_refused(
+    pdl_serve: tuple[ServeProcess, Path, str], e2e_store: E2EStore, tmp_path: Path
+) -> None:
+    # gRPC's default SO_REUSEPORT would let both listen, and split the calls between them.
+    running, data_dir, target = pdl_serve
+    _refused_port(tmp_path / "second", target, serve_environment(e2e_store))
+
+    assert running.process.poll() is None  # the first serves on, alone
+    token = (data_dir / "admin.token").read_text().strip()
+    with LedgerClient(target, token) as client:
+        assert client.register_subject("app", "account-second-server").subject_id
+
+
+def test_the_servers_options_refuse_a_port_another_server_listens_on() -> None:
+    # The check before binding would miss a server that took the port since; gRPC itself must
+    # then refuse to bind alongside it.
+    async def bind_twice() -> int:
+        first = aio.server(options=SERVER_OPTIONS)
+        port = first.add_insecure_port("127.0.0.1:0")
+        await first.start()
+        try:
+            second = aio.server(options=SERVER_OPTIONS)
+            try:
+                return second.add_insecure_port(f"127.0.0.1:{port}")
+            except RuntimeError:  # gRPC raises, or answers port 0
+                return 0
+            finally:
+                await second.stop(None)
+        finally:
+            await first.stop(None)
+
+    assert asyncio.run(bind_twice()) == 0
 
 
 # --- TLS and mutual TLS -------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -329,14 +330,15 @@ _USAGE_ERRORS = {
         ["history", "--data-dir"],
         "error: option '--data-dir' requires an argument (see 'pdl history --help')",
     ),
-    "unknown command": (["nope"], "error: no such command 'nope' (see 'pdl --help')"),
+    "unknown command": (["nope"], "error: no such command (see 'pdl --help')"),
+    "mistyped command": (["sevre"], "error: no such command; did you mean 'serve'? (see 'pdl"),
     "unknown option of policy show": (
         ["policy", "show", "--nope", "--data-dir", "data"],
         "error: no such option: --nope (see 'pdl policy show --help')",
     ),
     "unknown policy command": (
         ["policy", "nope"],
-        "error: no such command 'nope' (see 'pdl policy --help')",
+        "error: no such command (see 'pdl policy --help')",
     ),
 }
 
@@ -361,6 +363,14 @@ def test_a_usage_error_does_not_echo_the_extra_arguments_it_got(tmp_path: Path) 
 
     line = assert_one_error_line(result, exit_code=2)
     assert line == "error: got unexpected extra argument(s) (see 'pdl history --help')"
+    assert not tmp_path.joinpath("data").exists()
+
+
+def test_a_usage_error_does_not_echo_a_word_taken_for_a_command(tmp_path: Path) -> None:
+    result = pdl("alice@example.com", "--data-dir", tmp_path / "data")
+
+    line = assert_one_error_line(result, exit_code=2)
+    assert line == "error: no such command (see 'pdl --help')"
     assert not tmp_path.joinpath("data").exists()
 
 
@@ -389,6 +399,27 @@ def test_the_installed_pdl_script_reports_a_usage_error_in_one_line(
     assert done.stderr.startswith(expected)
     assert _BOX_DRAWING.search(done.stderr) is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_the_script_is_still_importing_exits_130_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    # Importing the command line takes about a second here; 0.3 s falls inside it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDL_")}
+    started = subprocess.Popen(  # noqa: S603 (our own entry point, with fixed arguments)
+        [str(PDL), "policy", "show", "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    time.sleep(0.3)
+    started.send_signal(signal.SIGINT)
+    stdout, stderr = started.communicate(timeout=60)
+
+    assert started.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stdout == ""
 
 
 def test_subject_ids_in_the_summary_are_pseudonyms(tmp_path: Path) -> None:
