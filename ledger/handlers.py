@@ -368,22 +368,19 @@ HANDLERS: dict[type[cmd._Command], Callable[[Context, Any], Outcome]] = {
 }
 
 
-def _replaced_version(book: PolicyBook, effective_at: datetime) -> str | None:
-    """The version a new one is compared with: the one in force when it takes effect, since
-    that is what people live under until then; when none is in force yet (every published
-    version takes effect later), the newest published; None for the first version."""
-    in_force = book.in_force_at(effective_at)
-    if in_force is not None:
-        return in_force.version
-    newest = max(book.versions, key=lambda v: version_key(v.version), default=None)
-    return None if newest is None else newest.version
+def _replaced_version(book: PolicyBook) -> str | None:
+    """The version a new one is compared with: the one it replaces when it takes effect, which
+    is the one taking effect last, since versions take effect in the order of their numbers
+    (`PolicyBook.publish`, §8); None for the first version."""
+    last = max(book.versions, key=lambda v: (v.effective_at, version_key(v.version)), default=None)
+    return None if last is None else last.version
 
 
 def publish_policy(ctx: Context, c: cmd.PublishPolicy) -> Outcome:
     """Publish a policy version in the book, its changes classified against the version it
     replaces; the publisher may force a major change but not downgrade a computed one (§8)."""
     book = ctx.book()
-    previous = _replaced_version(book, c.effective_at)
+    previous = _replaced_version(book)
     diff = diff_policies(None if previous is None else book.policy(previous), c.policy)
     payload = ev.PolicyPublished(
         **_envelope(ctx, c, c.policy.version),

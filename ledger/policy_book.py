@@ -52,8 +52,10 @@ class PolicyBook(Aggregate):
         self.documents = {}
 
     def publish(self, payload: ev.PolicyPublished, now: datetime) -> None:
-        """Publish a version newer than all others, taking effect no earlier than now (§8);
-        the very first version may reach into the past, since it is the policy already in use."""
+        """Publish a version newer than all others, taking effect no earlier than now nor than
+        any version already published (§8), so that versions take effect in the order of their
+        numbers and each replaces the one it was classified against; the very first version may
+        reach into the past, since it is the policy already in use."""
         if self.versions:
             latest = max(self.versions, key=lambda v: version_key(v.version))
             if version_key(payload.version) <= version_key(latest.version):
@@ -63,6 +65,16 @@ class PolicyBook(Aggregate):
             if payload.effective_at < now - _RETROACTIVE_TOLERANCE:
                 raise Refused(
                     R.POLICY_RETROACTIVE, "§8", "a new version cannot take effect in the past"
+                )
+            scheduled = max(self.versions, key=lambda v: v.effective_at)
+            if payload.effective_at < scheduled.effective_at:
+                # It would be replaced by an older version when that one takes effect: a change
+                # never classified against it, and nobody told (§8).
+                raise Refused(
+                    R.POLICY_EFFECTIVE_BEFORE_SCHEDULED,
+                    "§8",
+                    f"version {scheduled.version} takes effect later; a newer version must take "
+                    "effect at the same time or after it",
                 )
         self._published(payload)
 

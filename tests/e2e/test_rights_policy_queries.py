@@ -457,11 +457,14 @@ def test_a_version_not_newer_or_taking_effect_in_the_past_is_refused_under_claus
     with served.client("admin") as admin, served.client() as client:
         document = json.loads(get_policy(admin).document_json)
         tomorrow = datetime.now(UTC) + timedelta(days=1)
+        in_a_week = tomorrow + timedelta(days=6)
+        publish(admin, {**document, "version": "2"}, in_a_week)
 
         for version, effective, reason in [
             ("1", tomorrow, "POLICY_VERSION_NOT_NEWER"),
             ("0.9", tomorrow, "POLICY_VERSION_NOT_NEWER"),
             ("3", datetime.now(UTC) - timedelta(days=1), "POLICY_RETROACTIVE"),
+            ("3", tomorrow, "POLICY_EFFECTIVE_BEFORE_SCHEDULED"),
         ]:
             with nothing_written(client), pytest.raises(grpc.RpcError) as refused:
                 publish(admin, {**document, "version": version}, effective)

@@ -27,6 +27,7 @@ from scenario import (
     subject,
     use,
     withdrawal,
+    written,
 )
 
 from ledger import commands as c
@@ -658,6 +659,22 @@ def test_a_new_version_taking_effect_in_the_past_is_refused__clause_8(memory_led
     refusal = refused(memory_ledger, _publish(memory_ledger, "2", effective))
 
     assert (refusal.reason, refusal.clause) == (R.POLICY_RETROACTIVE, "§8")
+
+
+def test_a_new_version_taking_effect_before_a_scheduled_one_is_refused__clause_8(memory_ledger):
+    # v3 before v2 would be undone by v2 when v2 takes effect, a change never classified.
+    in_a_month = memory_ledger.clock.now() + timedelta(days=30)
+    memory_ledger.execute(PRINCIPAL, _publish(memory_ledger, "2", in_a_month))
+    before = written(memory_ledger)
+
+    refusal = refused(memory_ledger, _publish(memory_ledger, "3", in_a_month - timedelta(days=1)))
+
+    assert (refusal.reason, refusal.clause) == (R.POLICY_EFFECTIVE_BEFORE_SCHEDULED, "§8")
+    assert written(memory_ledger) == before
+    for effective in (in_a_month, in_a_month + timedelta(days=1)):  # with it or after it: fine
+        version = "3" if effective == in_a_month else "4"
+        memory_ledger.execute(PRINCIPAL, _publish(memory_ledger, version, effective))
+    assert memory_ledger.policy_in_force(in_a_month)[0].version == "3"
 
 
 def test_events_record_the_policy_version_in_force_at_their_occurred_at__clause_8(memory_ledger):
