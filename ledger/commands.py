@@ -28,7 +28,9 @@ from ledger.policy import Policy, RightKind
 UtcDatetime = Annotated[datetime, AfterValidator(ensure_utc)]
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.-]*$")]
 Ids = Annotated[tuple[Id, ...], Field(max_length=64)]
-Text = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00]*$")]
+TEXT_MAX_LENGTH = 500
+"""The longest free text a command takes (a recipient, a reason)."""
+Text = Annotated[str, Field(min_length=1, max_length=TEXT_MAX_LENGTH, pattern=r"^[^\x00]*$")]
 FieldName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")]
 
 

@@ -79,6 +79,7 @@ class ViewStore:
         self.shown_url = parsed.render_as_string(hide_password=True)
         self.dialect = parsed.get_backend_name()
         self._lock_space = f"pdl.views:{schema or ''}:"
+        self._schema = schema
         self.pipelined = self.dialect == "postgresql"
         """Whether a transaction's writes are pipelined (sent without waiting for the server,
         which writes them while the runner goes on until the commit)."""
@@ -128,7 +129,47 @@ class ViewStore:
                     {"key": _lock_key(self._lock_space + "create tables")},
                 )
             METADATA.create_all(conn)
+            if self.dialect == "postgresql":
+                self._widen_columns(conn)
             conn.commit()
+
+    def _widen_columns(self, conn: Connection) -> None:
+        """Widen the text columns an earlier version created narrower than they now are, and
+        then fold every view again: a value longer than its column was cut short as it was
+        folded (PostgreSQL truncates on the explicit cast of the array parameters), so the
+        rows folded until now may hold it cut."""
+        schema = self._schema or conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+        found = {
+            (row.table_name, row.column_name): row.character_maximum_length
+            for row in conn.execute(
+                sa.text(
+                    "SELECT table_name, column_name, character_maximum_length"
+                    " FROM information_schema.columns"
+                    " WHERE table_schema = :schema AND character_maximum_length IS NOT NULL"
+                ),
+                {"schema": schema},
+            )
+        }
+        quote = conn.dialect.identifier_preparer.quote
+        widened = []
+        for table in METADATA.sorted_tables:
+            for column in table.columns:
+                length = getattr(column.type, "length", None)
+                stored = found.get((table.name, column.name))
+                if length is None or stored is None or stored >= length:
+                    continue
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {quote(schema)}.{quote(table.name)}"
+                    f" ALTER COLUMN {quote(column.name)} TYPE VARCHAR({int(length)})"
+                )
+                widened.append(f"{table.name}.{column.name}")
+        if widened:
+            for table in reversed(METADATA.sorted_tables):  # the tracking rows too
+                conn.execute(table.delete())
+            _log.warning(
+                "views database: widened %s; every view is folded again from the log",
+                ", ".join(widened),
+            )
 
     def close(self) -> None:
         if self._checkpoints is not None:

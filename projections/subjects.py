@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger import events as ev
+from ledger.commands import TEXT_MAX_LENGTH
 from projections.batch import ManyRows, uuid_param
 from projections.store import METADATA, greatest, least, to_us, upsert
 from projections.view import MODES, Entry, View
@@ -54,7 +55,7 @@ FACETS = sa.Table(
     sa.Column("subject_id", sa.Uuid, primary_key=True),
     sa.Column("category", sa.String(64), primary_key=True),
     sa.Column("facet", sa.String(16), primary_key=True),
-    sa.Column("value", sa.String(128), primary_key=True),
+    sa.Column("value", sa.String(TEXT_MAX_LENGTH), primary_key=True),  # a recipient's
     sqlite_with_rowid=False,  # every column is the key: a rowid table would repeat it
 )
 """What is known of a held category: its sources, purposes, bases (the collection mode or a

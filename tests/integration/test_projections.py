@@ -5,6 +5,7 @@ erasure, and policy notifications for exactly the people a major change affects 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
@@ -13,18 +14,31 @@ from uuid import UUID
 
 import pytest
 import sqlalchemy as sa
-from scenario import PRINCIPAL, collection, consent, gps_collection, later, subject, use
+from pydantic import SecretStr
+from scenario import (
+    PRINCIPAL,
+    collection,
+    consent,
+    gps_collection,
+    later,
+    secret,
+    share,
+    subject,
+    use,
+)
 from sqlalchemy.engine import Connection
 from tests_support import dump
 
 from ledger import commands as c
 from ledger import events as ev
 from ledger.application import Ledger
+from ledger.commands import TEXT_MAX_LENGTH
 from ledger.policy import Policy, load_seed_policy
 from projections import VIEW_NAMES, ProjectionRunner, View, ViewStore, ledger_runner, views
 from projections.notices import NOTICES, VERSIONS
 from projections.register import REGISTER
-from projections.subjects import CATEGORIES, SUBJECTS, VALUES
+from projections.store import TRACKING
+from projections.subjects import CATEGORIES, FACETS, SUBJECTS, VALUES
 from projections.view import Entry
 
 MakeStore = Callable[[], ViewStore]
@@ -452,3 +466,71 @@ def _open_at_once(target: dict[str, str | None], count: int) -> None:
         store.close()
     assert failed == []
     assert len(opened) == count
+
+
+def test_a_share_with_the_longest_recipient_a_command_takes_is_folded(ledger, view_store_factory):
+    # A recipient is free text of up to 500 characters; the views must hold it whole.
+    recipient = "Example Ads Ltd, " + "x" * (500 - len("Example Ads Ltd, "))
+    sid = subject(ledger)
+    usage = collection(
+        sid,
+        at=later(ledger),
+        category="network_log.usage",
+        source="sdk",
+        purposes=("advertising",),
+        values={"page": SecretStr(secret("page"))},
+    )
+    ledger.execute(PRINCIPAL, usage)
+    shared = ledger.execute(PRINCIPAL, share(sid, at=later(ledger), recipient=recipient))
+    store = view_store_factory()
+
+    assert _runner(ledger, store).catch_up() == shared.position
+    with store.read() as conn:
+        recipients = conn.execute(
+            sa.select(FACETS.c.value).where(
+                FACETS.c.subject_id == sid, FACETS.c.facet == "recipient"
+            )
+        ).scalars()
+        assert list(recipients) == [recipient]
+
+
+@pytest.mark.postgres
+def test_a_views_column_created_narrower_is_widened_and_every_view_folded_again(
+    postgres_url: str, postgres_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As an earlier version left it: the facet values at 128 characters, a view folded.
+    store = ViewStore(postgres_url, schema=postgres_schema)
+    store.close()
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f'ALTER TABLE "{postgres_schema}".view_subject_facets'
+            " ALTER COLUMN value TYPE VARCHAR(128)"
+        )
+        in_schema = conn.execution_options(schema_translate_map={None: postgres_schema})
+        in_schema.execute(TRACKING.insert().values(view="subjects", position=42))
+    try:
+        with caplog.at_level(logging.WARNING, logger="projections.store"):
+            store = ViewStore(postgres_url, schema=postgres_schema)
+        try:
+            assert store.positions() == {}  # every view starts again from the log
+        finally:
+            store.close()
+        with engine.connect() as conn:
+            length = conn.execute(
+                sa.text(
+                    "SELECT character_maximum_length FROM information_schema.columns"
+                    " WHERE table_schema = :s AND table_name = 'view_subject_facets'"
+                    " AND column_name = 'value'"
+                ),
+                {"s": postgres_schema},
+            ).scalar_one()
+        assert length == TEXT_MAX_LENGTH
+        assert "widened view_subject_facets.value" in caplog.text
+
+        caplog.clear()  # opened again: nothing to widen, nothing emptied
+        store = ViewStore(postgres_url, schema=postgres_schema)
+        store.close()
+        assert "widened" not in caplog.text
+    finally:
+        engine.dispose()
