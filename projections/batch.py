@@ -220,7 +220,7 @@ def _unnest(statement: Any, names: tuple[str, ...]) -> Any:
         if untyped:
             msg = f"parameters {untyped} need a type to be sent as arrays"
             raise TypeError(msg)
-    arrays = (sa.bindparam(name, type_=postgresql.ARRAY(types[name])) for name in names)
+    arrays = (sa.bindparam(name, type_=postgresql.ARRAY(_element(types[name]))) for name in names)
     source = sa.func.unnest(*arrays).table_valued(*names).render_derived()
     if inserting:
         return statement.from_select(names, sa.select(*(source.c[name] for name in names)))
@@ -232,6 +232,13 @@ def _unnest(statement: Any, names: tuple[str, ...]) -> Any:
 
     traverse: Any = visitors.replacement_traverse
     return traverse(statement, {}, column_for)
+
+
+def _element(column_type: Any) -> Any:
+    """An array parameter's element type: text for any string column, since a cast to
+    ``varchar(n)[]`` would silently cut a longer value, where storing text in the column
+    refuses it."""
+    return sa.Text() if isinstance(column_type, sa.String) else column_type
 
 
 def _one_of_index(order: list[int]) -> Any:

@@ -135,9 +135,9 @@ class ViewStore:
 
     def _widen_columns(self, conn: Connection) -> None:
         """Widen the text columns an earlier version created narrower than they now are, and
-        then fold every view again: a value longer than its column was cut short as it was
-        folded (PostgreSQL truncates on the explicit cast of the array parameters), so the
-        rows folded until now may hold it cut."""
+        then fold every view again: that version cast its array parameters to the columns'
+        types, which cuts a longer value short (a recipient, at 128 characters), so the rows
+        folded until now may hold one cut."""
         schema = self._schema or conn.execute(sa.text("SELECT current_schema()")).scalar_one()
         found = {
             (row.table_name, row.column_name): row.character_maximum_length

@@ -304,3 +304,21 @@ def test_any_text_and_bigint_arrays_read_back_as_sent(postgres_url, texts, numbe
         ).fetchone()
     assert row is not None
     assert (row[0], row[1]) == (texts, numbers)
+
+
+def test_a_value_longer_than_its_column_is_never_cut_short(store):
+    # PostgreSQL refuses it (the page fails, nothing of it stays); SQLite keeps it whole.
+    long_facet = "f" * (FACETS.c.facet.type.length + 1)
+    row = {"subject_id": uuid4(), "category": "c", "facet": long_facet, "value": "v"}
+    facets = ManyRows(store.dialect, upsert(store.dialect, FACETS, tuple(row)))
+
+    if store.dialect == "postgresql":
+        with pytest.raises(psycopg.errors.StringDataRightTruncation), store.write() as conn:
+            facets.run(conn, [row])
+        expected = []
+    else:
+        with store.write() as conn:
+            facets.run(conn, [row])
+        expected = [long_facet]
+    with store.read() as conn:
+        assert conn.execute(sa.select(FACETS.c.facet)).scalars().all() == expected
