@@ -26,7 +26,9 @@ from ledger.events import CollectionMode, ConsentGiver, RequestOutcome
 from ledger.policy import Policy, RightKind
 
 UtcDatetime = Annotated[datetime, AfterValidator(ensure_utc)]
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.-]*$")]
+ID_MAX_LENGTH = 64
+"""The longest identifier a command takes (a category, a purpose, a recipient class)."""
+Id = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=r"^[a-z][a-z0-9_.-]*$")]
 Ids = Annotated[tuple[Id, ...], Field(max_length=64)]
 TEXT_MAX_LENGTH = 500
 """The longest free text a command takes (a recipient, a reason)."""

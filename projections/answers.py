@@ -28,6 +28,7 @@ __all__ = [
     "RegisterRow",
     "RetentionPage",
     "RetentionRow",
+    "SharedWith",
     "SubjectViewAnswer",
     "VersionRow",
 ]
@@ -59,6 +60,13 @@ class HeldField(_Answer):
     position: int = Field(description="Log position of the event that set it.")
 
 
+class SharedWith(_Answer):
+    """The recipients of one recipient class that data went to."""
+
+    recipient_class: str = Field(description="The policy's recipient class.")
+    recipients: tuple[str, ...] = Field(description="Its recipients data went to, sorted.")
+
+
 class HeldCategoryView(_Answer):
     """A category held about a person and everything known of its processing."""
 
@@ -72,6 +80,7 @@ class HeldCategoryView(_Answer):
     regions: tuple[str, ...] = Field(description="Regions stored in or shared to.")
     recipient_classes: tuple[str, ...] = Field(description="Recipient classes it went to.")
     recipients: tuple[str, ...] = Field(description="Recipients it went to.")
+    shared_with: tuple[SharedWith, ...] = Field(description="Its recipients by class.")
     fields: tuple[HeldField, ...] = Field(description="Fields held, by name.")
 
 
@@ -94,6 +103,9 @@ class SubjectViewAnswer(_Answer):
     categories: tuple[HeldCategoryView, ...] = Field(description="Categories held, by name.")
     recipient_classes: tuple[str, ...] = Field(description="Every recipient class data went to.")
     recipients: tuple[str, ...] = Field(description="Every recipient data went to.")
+    shared_with: tuple[SharedWith, ...] = Field(
+        description="Every recipient data went to, by class."
+    )
 
 
 # --- lists --------------------------------------------------------------------------------------

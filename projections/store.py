@@ -30,7 +30,7 @@ from ledger.errors import ConfigurationError
 from ledger.sqlite_wal import WalCheckpoints
 from projections.batch import ManyRows, guard_pipelines, sync
 
-__all__ = ["METADATA", "ViewStore", "from_us", "from_us_or_none", "to_us", "upsert"]
+__all__ = ["METADATA", "SHAPE", "ViewStore", "from_us", "from_us_or_none", "to_us", "upsert"]
 
 METADATA = sa.MetaData()
 """Every view table, on one metadata so one `create_all` makes them."""
@@ -41,6 +41,20 @@ TRACKING = sa.Table(
     sa.Column("view", sa.String(64), primary_key=True),
     sa.Column("position", sa.BigInteger, nullable=False),
 )
+
+SHAPE = 2
+"""The shape of the views' rows. Raise it when a view's rows come to mean something else (2:
+a recipient is kept with its class), so that a views database folded by an earlier version
+is emptied and every view folded again from the log when it is next opened."""
+
+SHAPES = sa.Table(
+    "view_shape",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("shape", sa.Integer, nullable=False),
+)
+"""One row: the `SHAPE` the views' rows were folded in. A database made before there was one
+was folded in shape 1."""
 
 _log = logging.getLogger(__name__)
 
@@ -108,7 +122,11 @@ class ViewStore:
             else:
                 msg = f"views {self.shown_url}: unsupported database {self.dialect!r}"
                 raise ConfigurationError(msg)
-            self._create_tables()
+            try:
+                self._create_tables()
+            except ConfigurationError:
+                self.close()
+                raise
             self._tracking = ManyRows(
                 self.dialect, upsert(self.dialect, TRACKING, ("view",), ("position",))
             )
@@ -129,15 +147,40 @@ class ViewStore:
                     {"key": _lock_key(self._lock_space + "create tables")},
                 )
             METADATA.create_all(conn)
-            if self.dialect == "postgresql":
-                self._widen_columns(conn)
+            widened = self._widen_columns(conn) if self.dialect == "postgresql" else []
+            self._reshape(conn, widened)
             conn.commit()
 
-    def _widen_columns(self, conn: Connection) -> None:
-        """Widen the text columns an earlier version created narrower than they now are, and
-        then fold every view again: that version cast its array parameters to the columns'
-        types, which cuts a longer value short (a recipient, at 128 characters), so the rows
-        folded until now may hold one cut."""
+    def _reshape(self, conn: Connection, widened: list[str]) -> None:
+        """Empty every view, to be folded again from the log, when its rows were folded in
+        another shape or into columns since widened."""
+        stored = conn.execute(sa.select(SHAPES.c.shape)).scalar()
+        if stored is not None and stored > SHAPE:
+            msg = (
+                f"views {self.shown_url}: folded by a newer version of the ledger (view shape "
+                f"{stored}, this one folds {SHAPE}); run that version, or rebuild the views"
+            )
+            raise ConfigurationError(msg)
+        if stored == SHAPE and not widened:
+            return
+        folded = conn.execute(sa.select(sa.func.count()).select_from(TRACKING)).scalar_one()
+        for table in reversed(METADATA.sorted_tables):  # the tracking rows and shape too
+            conn.execute(table.delete())
+        conn.execute(SHAPES.insert().values(id=1, shape=SHAPE))
+        if folded:
+            why = f"widened {', '.join(widened)}" if widened else f"view shape {stored or 1}"
+            _log.warning(
+                "views database %s: %s; every view is folded again from the log (shape %d)",
+                self.shown_url,
+                why,
+                SHAPE,
+            )
+
+    def _widen_columns(self, conn: Connection) -> list[str]:
+        """Widen the text columns an earlier version created narrower than they now are; the
+        names of those widened. Their views must be folded again: that version cast its array
+        parameters to the columns' types, which cuts a longer value short (a recipient, at 128
+        characters), so the rows folded until now may hold one cut."""
         schema = self._schema or conn.execute(sa.text("SELECT current_schema()")).scalar_one()
         found = {
             (row.table_name, row.column_name): row.character_maximum_length
@@ -163,13 +206,7 @@ class ViewStore:
                     f" ALTER COLUMN {quote(column.name)} TYPE VARCHAR({int(length)})"
                 )
                 widened.append(f"{table.name}.{column.name}")
-        if widened:
-            for table in reversed(METADATA.sorted_tables):  # the tracking rows too
-                conn.execute(table.delete())
-            _log.warning(
-                "views database: widened %s; every view is folded again from the log",
-                ", ".join(widened),
-            )
+        return widened
 
     def close(self) -> None:
         if self._checkpoints is not None:

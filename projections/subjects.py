@@ -13,12 +13,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ledger import events as ev
-from ledger.commands import TEXT_MAX_LENGTH
+from ledger.commands import ID_MAX_LENGTH, TEXT_MAX_LENGTH
 from projections.batch import ManyRows, uuid_param
 from projections.store import METADATA, greatest, least, to_us, upsert
 from projections.view import MODES, Entry, View
 
 __all__ = ["SubjectView"]
+
+_FACET_VALUE_LENGTH = ID_MAX_LENGTH + 1 + TEXT_MAX_LENGTH  # a recipient class and recipient
 
 SUBJECTS = sa.Table(
     "view_subjects",
@@ -55,11 +57,12 @@ FACETS = sa.Table(
     sa.Column("subject_id", sa.Uuid, primary_key=True),
     sa.Column("category", sa.String(64), primary_key=True),
     sa.Column("facet", sa.String(16), primary_key=True),
-    sa.Column("value", sa.String(TEXT_MAX_LENGTH), primary_key=True),  # a recipient's
+    sa.Column("value", sa.String(_FACET_VALUE_LENGTH), primary_key=True),
     sqlite_with_rowid=False,  # every column is the key: a rowid table would repeat it
 )
 """What is known of a held category: its sources, purposes, bases (the collection mode or a
-use's legal basis), regions, and the recipient classes and recipients it went to."""
+use's legal basis), regions, and whom it was shared with (`shared_with`: a recipient with its
+class, as `shared_with_value` writes them)."""
 
 VALUES = sa.Table(
     "view_subject_values",
@@ -76,7 +79,20 @@ VALUES = sa.Table(
 REFERENCE_FIELD = "@reference"
 """The field name under which a collection's sealed reference (instead of values) is kept."""
 
-FACET_KINDS = ("source", "purpose", "basis", "region", "recipient_class", "recipient")
+FACET_KINDS = ("source", "purpose", "basis", "region", "shared_with")
+
+_PAIRED = ":"  # a recipient class, an `Id`, has none
+
+
+def shared_with_value(recipient_class: str, recipient: str) -> str:
+    """A `shared_with` facet's value: the recipient with its class."""
+    return f"{recipient_class}{_PAIRED}{recipient}"
+
+
+def shared_with_of(value: str) -> tuple[str, str]:
+    """The recipient class and recipient of a `shared_with` facet's value."""
+    recipient_class, _, recipient = value.partition(_PAIRED)
+    return recipient_class, recipient
 
 
 _CLOSING = (ev.DataErased, ev.AccountCancelled, ev.KeyShredded)
@@ -285,11 +301,11 @@ def _used(person: _Person, _position: int, p: ev.DataUsed) -> None:
 
 def _shared(person: _Person, _position: int, p: ev.DataShared) -> None:
     facets = person.facets
+    shared_with = shared_with_value(p.recipient_class, p.recipient)
     for category in p.categories:
         facets.add((category, "purpose", p.purpose))
         facets.add((category, "basis", p.legal_basis))
-        facets.add((category, "recipient_class", p.recipient_class))
-        facets.add((category, "recipient", p.recipient))
+        facets.add((category, "shared_with", shared_with))
         facets.add((category, "region", p.destination_region))
 
 

@@ -28,12 +28,14 @@ from projections.answers import (
     NoticeRow,
     RegisterRow,
     RetentionRow,
+    SharedWith,
     SubjectViewAnswer,
     VersionRow,
 )
 from projections.queries import DeadlineStatus, NoticeStatus
 from server._pb.pdl.v1 import common_pb2 as cpb
 from server._pb.pdl.v1 import notice_service_pb2 as npb
+from server._pb.pdl.v1 import query_service_pb2 as qpb
 from server._pb.pdl.v1 import rights_service_pb2 as rpb
 from server._pb.pdl.v1 import view_service_pb2 as vpb
 from server.convert_results import (
@@ -192,6 +194,7 @@ def subject_view(view: SubjectViewAnswer, opened: Opened | None) -> vpb.SubjectV
         account_id=(opened.account_id or "") if revealed and opened is not None else "",
         recipient_classes=view.recipient_classes,
         recipients=view.recipients,
+        shared_with=_shared_with(view.shared_with),
     )
 
 
@@ -220,7 +223,14 @@ def _category(held: HeldCategoryView, opened: Opened | None) -> vpb.ViewCategory
         recipient_classes=held.recipient_classes,
         recipients=held.recipients,
         fields=fields,
+        shared_with=_shared_with(held.shared_with),
     )
+
+
+def _shared_with(shared: tuple[SharedWith, ...]) -> list[qpb.Recipients]:
+    return [
+        qpb.Recipients(recipient_class=s.recipient_class, recipients=s.recipients) for s in shared
+    ]
 
 
 def consent(row: ConsentRow) -> vpb.ConsentGrant:

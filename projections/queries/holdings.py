@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -16,6 +17,7 @@ from projections.answers import (
     HeldField,
     Paged,
     RegisterRow,
+    SharedWith,
     SubjectViewAnswer,
 )
 from projections.consents import CONSENTS
@@ -23,7 +25,14 @@ from projections.errors import BadQuery
 from projections.paging import exact_filter, fetch_page, page
 from projections.register import ACTIVITIES, REGISTER
 from projections.store import from_us, from_us_or_none, to_us
-from projections.subjects import CATEGORIES, FACETS, REFERENCE_FIELD, SUBJECTS, VALUES
+from projections.subjects import (
+    CATEGORIES,
+    FACETS,
+    REFERENCE_FIELD,
+    SUBJECTS,
+    VALUES,
+    shared_with_of,
+)
 
 __all__ = ["consents", "register", "subject_view"]
 
@@ -84,12 +93,19 @@ def subject_view(conn: Connection, subject_id: UUID) -> SubjectViewAnswer:
         categories=categories,
         recipient_classes=_union(c.recipient_classes for c in categories),
         recipients=_union(c.recipients for c in categories),
+        shared_with=_by_class(
+            (r.recipient_class, name)
+            for c in categories
+            for r in c.shared_with
+            for name in r.recipients
+        ),
     )
 
 
 def _held_category(
     name: str, held: Row[Any] | None, facets: dict[str, list[str]], fields: list[HeldField]
 ) -> HeldCategoryView:
+    shared = [shared_with_of(value) for value in facets.get("shared_with", ())]
     return HeldCategoryView(
         category=name,
         first_at=None if held is None else from_us(held.first_at),
@@ -99,14 +115,26 @@ def _held_category(
         purposes=tuple(facets.get("purpose", ())),
         bases=tuple(facets.get("basis", ())),
         regions=tuple(facets.get("region", ())),
-        recipient_classes=tuple(facets.get("recipient_class", ())),
-        recipients=tuple(facets.get("recipient", ())),
+        recipient_classes=tuple(sorted({c for c, _ in shared})),
+        recipients=tuple(sorted({r for _, r in shared})),
+        shared_with=_by_class(shared),
         fields=tuple(fields),
     )
 
 
 def _union(groups: Any) -> tuple[str, ...]:
     return tuple(sorted({item for group in groups for item in group}))
+
+
+def _by_class(pairs: Iterable[tuple[str, str]]) -> tuple[SharedWith, ...]:
+    """(recipient class, recipient) pairs as each class with its recipients, both sorted."""
+    by_class: dict[str, set[str]] = {}
+    for recipient_class, recipient in pairs:
+        by_class.setdefault(recipient_class, set()).add(recipient)
+    return tuple(
+        SharedWith(recipient_class=c, recipients=tuple(sorted(names)))
+        for c, names in sorted(by_class.items())
+    )
 
 
 # --- consents -----------------------------------------------------------------------------------

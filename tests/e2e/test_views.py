@@ -189,6 +189,32 @@ def test_a_subject_view_names_fields_without_values_unless_revealed(served: Serv
     assert revealed.account_id == account
 
 
+def test_a_subject_view_names_each_recipient_with_its_class(client: LedgerClient) -> None:
+    sid = register(client)
+    collect_ip(client, sid, secret("ip"))
+    shared = None
+    for recipient in ("Hosting Staff", "Affiliate SOC"):
+        request = lpb.RecordShareRequest(
+            meta=meta(),
+            subject=subject(sid),
+            categories=[_IP],
+            recipient=recipient,
+            recipient_class="employees_affiliates",
+            purpose="security_detection",
+            legal_basis="contract",
+        )
+        shared = client.ledger.RecordShare(request, **client.options).recorded
+    assert shared is not None
+
+    view = client.subject_view(sid, min_position=shared.position)
+
+    staff = [("employees_affiliates", ["Affiliate SOC", "Hosting Staff"])]
+    (held,) = view.categories
+    assert [(w.recipient_class, list(w.recipients)) for w in held.shared_with] == staff
+    assert [(w.recipient_class, list(w.recipients)) for w in view.shared_with] == staff
+    assert list(view.recipients) == ["Affiliate SOC", "Hosting Staff"]
+
+
 def test_a_subject_view_by_account_reference_finds_the_same_person(client: LedgerClient) -> None:
     account = secret("account")
     registered = client.register_subject("app", account)

@@ -32,13 +32,13 @@ from tests_support import dump
 from ledger import commands as c
 from ledger import events as ev
 from ledger.application import Ledger
-from ledger.commands import TEXT_MAX_LENGTH
+from ledger.errors import ConfigurationError
 from ledger.policy import Policy, load_seed_policy
 from projections import VIEW_NAMES, ProjectionRunner, View, ViewStore, ledger_runner, views
 from projections.notices import NOTICES, VERSIONS
 from projections.register import REGISTER
-from projections.store import TRACKING
-from projections.subjects import CATEGORIES, FACETS, SUBJECTS, VALUES
+from projections.store import SHAPE, SHAPES, TRACKING
+from projections.subjects import CATEGORIES, FACETS, SUBJECTS, VALUES, shared_with_of
 from projections.view import Entry
 
 MakeStore = Callable[[], ViewStore]
@@ -486,12 +486,12 @@ def test_a_share_with_the_longest_recipient_a_command_takes_is_folded(ledger, vi
 
     assert _runner(ledger, store).catch_up() == shared.position
     with store.read() as conn:
-        recipients = conn.execute(
+        shared = conn.execute(
             sa.select(FACETS.c.value).where(
-                FACETS.c.subject_id == sid, FACETS.c.facet == "recipient"
+                FACETS.c.subject_id == sid, FACETS.c.facet == "shared_with"
             )
         ).scalars()
-        assert list(recipients) == [recipient]
+        assert [shared_with_of(value) for value in shared] == [("third_party_partners", recipient)]
 
 
 @pytest.mark.postgres
@@ -525,7 +525,7 @@ def test_a_views_column_created_narrower_is_widened_and_every_view_folded_again(
                 ),
                 {"s": postgres_schema},
             ).scalar_one()
-        assert length == TEXT_MAX_LENGTH
+        assert length == FACETS.c.value.type.length
         assert "widened view_subject_facets.value" in caplog.text
 
         caplog.clear()  # opened again: nothing to widen, nothing emptied
@@ -534,3 +534,61 @@ def test_a_views_column_created_narrower_is_widened_and_every_view_folded_again(
         assert "widened" not in caplog.text
     finally:
         engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def reopened_views(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
+    """Makes view stores on one views database (a SQLite file, a PostgreSQL schema)."""
+    opened: list[ViewStore] = []
+
+    def make() -> ViewStore:
+        if request.param == "sqlite":
+            store = ViewStore(f"sqlite:///{tmp_path / 'views.db'}")
+        else:
+            url, schema = (request.getfixturevalue(f) for f in ("postgres_url", "postgres_schema"))
+            store = ViewStore(url, schema=schema)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+def test_views_folded_in_an_earlier_shape_are_all_folded_again(
+    memory_ledger: Ledger, reopened_views: MakeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    _history(memory_ledger, people=2)
+    store = reopened_views()
+    folded = _runner(memory_ledger, store).catch_up()
+    with store.write() as conn:  # as a version before view shapes left it
+        conn.execute(SHAPES.delete())
+    store.close()
+
+    with caplog.at_level(logging.WARNING, logger="projections.store"):
+        reopened = reopened_views()
+    assert reopened.positions() == {}
+    with reopened.read() as conn:
+        assert conn.execute(sa.select(SUBJECTS)).all() == []
+        assert conn.execute(sa.select(SHAPES.c.shape)).scalar_one() == SHAPE
+    assert "view shape 1; every view is folded again" in caplog.text
+
+    assert _runner(memory_ledger, reopened).catch_up() == folded
+    caplog.clear()
+    reopened_views().close()  # in shape now: opened again, nothing is emptied
+    assert "folded again" not in caplog.text
+    assert reopened.positions() == dict.fromkeys(VIEW_NAMES, folded)
+
+
+def test_views_folded_by_a_newer_version_are_refused_and_left_as_they_are(
+    memory_ledger: Ledger, reopened_views: MakeStore
+) -> None:
+    _history(memory_ledger, people=1)
+    store = reopened_views()
+    folded = _runner(memory_ledger, store).catch_up()
+    with store.write() as conn:
+        conn.execute(SHAPES.update().values(shape=SHAPE + 1))
+
+    with pytest.raises(ConfigurationError, match=f"view shape {SHAPE + 1}"):
+        reopened_views()
+    assert store.positions() == dict.fromkeys(VIEW_NAMES, folded)

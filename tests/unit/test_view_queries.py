@@ -144,6 +144,55 @@ def test_a_subject_view_groups_each_held_category_with_its_facets_and_sealed_fie
     assert view.recipients == ("Example Ads Ltd",)
 
 
+def test_a_subject_view_names_each_recipient_with_its_class(views: Views) -> None:
+    ledger = views.ledger
+    sid = subject(ledger)
+    record(ledger, collection(sid, at=later(ledger)))  # an IP, for security detection
+    record(ledger, consent(sid, at=later(ledger), purposes=("advertising",), categories=(_USAGE,)))
+    record(
+        ledger,
+        collection(
+            sid,
+            at=later(ledger),
+            category=_USAGE,
+            source="app",
+            purposes=("advertising",),
+            mode="consent",
+            values={"page": SecretStr(secret("page"))},
+        ),
+    )
+    staff = {
+        "recipient_class": "employees_affiliates",
+        "purpose": "security_detection",
+        "legal_basis": "contract",
+    }
+    for recipient in ("Hosting Staff", "Affiliate SOC"):
+        record(
+            ledger, share(sid, at=later(ledger), categories=(_IP,), recipient=recipient, **staff)
+        )
+    record(ledger, share(sid, at=later(ledger), categories=(_USAGE,), recipient="Ads Co"))
+
+    view = views.read(q.subject_view, sid)
+
+    by_name = {cat.category: cat for cat in view.categories}
+    pairs = {
+        name: [(w.recipient_class, w.recipients) for w in cat.shared_with]
+        for name, cat in by_name.items()
+    }
+    assert pairs == {
+        _IP: [("employees_affiliates", ("Affiliate SOC", "Hosting Staff"))],
+        _USAGE: [("third_party_partners", ("Ads Co",))],
+    }
+    assert by_name[_IP].recipient_classes == ("employees_affiliates",)
+    assert by_name[_IP].recipients == ("Affiliate SOC", "Hosting Staff")
+    assert [(w.recipient_class, w.recipients) for w in view.shared_with] == [
+        *pairs[_IP],
+        *pairs[_USAGE],
+    ]
+    assert view.recipient_classes == ("employees_affiliates", "third_party_partners")
+    assert view.recipients == ("Ads Co", "Affiliate SOC", "Hosting Staff")
+
+
 def test_the_sealed_values_of_a_subject_view_open_with_the_ledger_sealer(views: Views) -> None:
     ledger = views.ledger
     ip = secret("ip")

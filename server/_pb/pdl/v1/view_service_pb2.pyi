@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from server._pb.pdl.v1 import common_pb2 as _common_pb2
+from server._pb.pdl.v1 import query_service_pb2 as _query_service_pb2
 from server._pb.pdl.v1 import rights_service_pb2 as _rights_service_pb2
 import builtins as _builtins
 import sys
@@ -210,6 +211,7 @@ class ViewCategory(_message.Message):
     RECIPIENT_CLASSES_FIELD_NUMBER: _builtins.int
     RECIPIENTS_FIELD_NUMBER: _builtins.int
     FIELDS_FIELD_NUMBER: _builtins.int
+    SHARED_WITH_FIELD_NUMBER: _builtins.int
     category: _builtins.str
     """The policy category."""
     collections: _builtins.int
@@ -250,6 +252,10 @@ class ViewCategory(_message.Message):
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___ViewField]:
         """The fields held, by name."""
 
+    @_builtins.property
+    def shared_with(self) -> _containers.RepeatedCompositeFieldContainer[_query_service_pb2.Recipients]:
+        """Whom it was shared with: each recipient class with its recipients, sorted."""
+
     def __init__(
         self,
         *,
@@ -264,10 +270,11 @@ class ViewCategory(_message.Message):
         recipient_classes: _abc.Iterable[_builtins.str] | None = ...,
         recipients: _abc.Iterable[_builtins.str] | None = ...,
         fields: _abc.Iterable[Global___ViewField] | None = ...,
+        shared_with: _abc.Iterable[_query_service_pb2.Recipients] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["first_at", b"first_at", "last_at", b"last_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bases", b"bases", "category", b"category", "collections", b"collections", "fields", b"fields", "first_at", b"first_at", "last_at", b"last_at", "purposes", b"purposes", "recipient_classes", b"recipient_classes", "recipients", b"recipients", "regions", b"regions", "sources", b"sources"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bases", b"bases", "category", b"category", "collections", b"collections", "fields", b"fields", "first_at", b"first_at", "last_at", b"last_at", "purposes", b"purposes", "recipient_classes", b"recipient_classes", "recipients", b"recipients", "regions", b"regions", "shared_with", b"shared_with", "sources", b"sources"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -296,6 +303,7 @@ class SubjectView(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     RECIPIENT_CLASSES_FIELD_NUMBER: _builtins.int
     RECIPIENTS_FIELD_NUMBER: _builtins.int
+    SHARED_WITH_FIELD_NUMBER: _builtins.int
     subject_id: _builtins.str
     """The pseudonym."""
     namespace: _builtins.str
@@ -340,6 +348,10 @@ class SubjectView(_message.Message):
     def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Recipients any of the person's data was shared with."""
 
+    @_builtins.property
+    def shared_with(self) -> _containers.RepeatedCompositeFieldContainer[_query_service_pb2.Recipients]:
+        """Whom any of the person's data was shared with: each recipient class with its recipients."""
+
     def __init__(
         self,
         *,
@@ -360,10 +372,11 @@ class SubjectView(_message.Message):
         account_id: _builtins.str = ...,
         recipient_classes: _abc.Iterable[_builtins.str] | None = ...,
         recipients: _abc.Iterable[_builtins.str] | None = ...,
+        shared_with: _abc.Iterable[_query_service_pb2.Recipients] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cancelled", b"cancelled", "categories", b"categories", "closed_at", b"closed_at", "erased", b"erased", "events", b"events", "has_guardian", b"has_guardian", "key_shredded", b"key_shredded", "last_position", b"last_position", "minor", b"minor", "namespace", b"namespace", "recipient_classes", b"recipient_classes", "recipients", b"recipients", "registered_at", b"registered_at", "revealed", b"revealed", "storage_region", b"storage_region", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cancelled", b"cancelled", "categories", b"categories", "closed_at", b"closed_at", "erased", b"erased", "events", b"events", "has_guardian", b"has_guardian", "key_shredded", b"key_shredded", "last_position", b"last_position", "minor", b"minor", "namespace", b"namespace", "recipient_classes", b"recipient_classes", "recipients", b"recipients", "registered_at", b"registered_at", "revealed", b"revealed", "shared_with", b"shared_with", "storage_region", b"storage_region", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
