@@ -34,12 +34,17 @@ from ledger.errors import SubjectNotFound
 from projections import VIEW_NAMES
 from server.app import check_listen
 from server.app import serve as serve_forever
-from server.auth import PrincipalRegistry, load_or_create_admin_token
+from server.auth import (
+    PrincipalRegistry,
+    create_token_file,
+    load_or_create_admin_token,
+    token_hash,
+)
 from server.cli_display import details, print_state, utc
 from server.cli_errors import OneLineUsageErrors, fail, one_line_errors
 from server.demo import DEMO_START, DEMO_ZONE, DemoValues, run_demo
 from server.runtime import Runtime, open_runtime
-from server.settings import Settings, load_settings
+from server.settings import PrincipalConfig, Scope, Settings, load_settings
 from server.workers import catch_up, run_workers, split
 
 app = typer.Typer(
@@ -51,12 +56,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # a docstring's lines wrap as paragraphs
 )
 policy_app = typer.Typer(
     name="policy",
     cls=OneLineUsageErrors,
     help="The privacy policy versions the ledger enforces.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
 app.add_typer(policy_app)
 
@@ -314,6 +321,49 @@ def project(
         failed = run_workers(config, data_dir, groups, page_size, nice=lower, on_start=started)
         if failed:
             fail(f"{failed} worker(s) failed")
+
+
+@app.command()
+def token(
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="The calling service's principal name.")
+    ],
+    scopes: Annotated[
+        list[Scope],
+        typer.Option("--scope", help="What it may do; give the option once per scope."),
+    ],
+    token_file: Annotated[
+        Path,
+        typer.Option(
+            "--token-file",
+            metavar="FILE",
+            dir_okay=False,
+            help="New owner-only file for its bearer token (never overwritten).",
+        ),
+    ],
+) -> None:
+    """Make a bearer token for a calling service, and print its [[principals]] entry.
+
+    The token goes to FILE, owner-only, for the service to send as `authorization: Bearer
+    <token>`; the entry printed holds only its SHA-256, for the settings file (`--config`) of
+    `pdl serve`, which reads it when it starts.
+    """
+    with one_line_errors():
+        entry = PrincipalConfig(
+            name=name, scopes=tuple(dict.fromkeys(scopes)), token_sha256="0" * 64
+        )
+        try:
+            made = create_token_file(token_file)
+        except FileExistsError:
+            fail(f"{token_file} exists: a token file is never overwritten")
+    listed = ", ".join(f'"{scope.value}"' for scope in entry.scopes)
+    typer.echo(f'[[principals]]\nname = "{entry.name}"\nscopes = [{listed}]')
+    typer.echo(f'token_sha256 = "{token_hash(made).hex()}"')
+    typer.echo(
+        f"pdl: {entry.name}'s bearer token is in {token_file} (owner-only); add the entry "
+        "above to the settings file and restart pdl serve",
+        err=True,
+    )
 
 
 def _view_names(chosen: list[str] | None) -> tuple[str, ...]:

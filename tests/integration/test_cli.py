@@ -1,4 +1,5 @@
-"""The `pdl` command line on a real SQLite data directory: demo, policy show, history, errors."""
+"""The `pdl` command line on a real SQLite data directory: demo, policy show, history, token,
+errors."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from ledger.clock import FixedClock
+from server.auth import PrincipalRegistry
 from server.cli import app
 from server.demo import DEMO_START, DemoValues, run_demo
 from server.runtime import open_runtime
-from server.settings import load_settings
+from server.settings import Scope, load_settings
 
 PDL = Path(sys.executable).with_name("pdl")
 SCRIPT = [
@@ -486,3 +488,61 @@ def test_project_refuses_a_nice_outside_0_to_19_as_a_usage_error(tmp_path: Path)
         line = assert_one_error_line(result, exit_code=2)
         assert "--nice" in line
     assert not (tmp_path / "data").exists()
+
+
+# --- pdl token ------------------------------------------------------------------------------
+
+
+def test_a_token_made_by_pdl_token_authenticates_its_principal_with_its_scopes(
+    tmp_path: Path,
+) -> None:
+    token_file = tmp_path / "analytics.token"
+
+    result = pdl(
+        "token", "analytics", "--scope", "read", "--scope", "audit", "--token-file", token_file
+    )
+
+    assert result.exit_code == 0, result.output
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
+    assert token not in result.output  # only its hash is printed
+    assert str(token_file) in result.stderr
+    config = tmp_path / "pdl.toml"
+    config.write_text(result.stdout)
+    settings = load_settings(config, environ={}, data_dir=tmp_path / "data")
+    principal = PrincipalRegistry.from_settings(settings, None).by_token(token)
+    assert principal is not None
+    assert (principal.name, principal.scopes) == ("analytics", {Scope.READ, Scope.AUDIT})
+
+
+def test_pdl_token_never_overwrites_a_token_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "analytics.token"
+    token_file.write_text("the service's current token\n")
+
+    result = pdl("token", "analytics", "--scope", "read", "--token-file", token_file)
+
+    line = assert_one_error_line(result)
+    assert line == f"error: {token_file} exists: a token file is never overwritten"
+    assert token_file.read_text() == "the service's current token\n"
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "exit_code"),
+    [
+        (["bad name!", "--scope", "read"], 1),  # not a principal name
+        (["analytics"], 2),  # no scope
+        (["analytics", "--scope", "everything"], 2),  # no such scope
+    ],
+    ids=["name", "no-scope", "unknown-scope"],
+)
+def test_pdl_token_refuses_bad_input_in_one_line_and_makes_no_file(
+    tmp_path: Path, args: list[str], exit_code: int
+) -> None:
+    token_file = tmp_path / "analytics.token"
+
+    result = pdl("token", *args, "--token-file", token_file)
+
+    assert_one_error_line(result, exit_code=exit_code)
+    assert not token_file.exists()
+    assert result.stdout == ""
