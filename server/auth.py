@@ -128,24 +128,29 @@ def load_or_create_admin_token(path: Path) -> tuple[str, bool]:
             raise ConfigurationError(f"{path} is readable by others: run chmod 600 {path}")
         return read_secret_file(path), False
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = new_token()
     try:
-        return create_token_file(path), True
+        write_token_file(path, token)
     except FileExistsError:
         return read_secret_file(path), False
+    return token, True
 
 
-def create_token_file(path: Path) -> str:
-    """A new random bearer token, written durably to a new owner-only file (`FileExistsError`
-    if there is one already: a token is never overwritten)."""
-    token = secrets.token_urlsafe(_TOKEN_BYTES)
+def new_token() -> str:
+    """A new random bearer token."""
+    return secrets.token_urlsafe(_TOKEN_BYTES)
+
+
+def write_token_file(path: Path, token: str) -> None:
+    """Write a bearer token durably to a new owner-only file (`FileExistsError` if there is
+    one already: a token is never overwritten)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise
+        raise  # the caller's to decide
     except OSError as exc:
         raise ConfigurationError(f"cannot create {path}: {exc.strerror}") from None
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(token + "\n")
         handle.flush()
         os.fsync(handle.fileno())
-    return token

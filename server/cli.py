@@ -36,9 +36,10 @@ from server.app import check_listen
 from server.app import serve as serve_forever
 from server.auth import (
     PrincipalRegistry,
-    create_token_file,
     load_or_create_admin_token,
+    new_token,
     token_hash,
+    write_token_file,
 )
 from server.cli_display import details, print_state, utc
 from server.cli_errors import OneLineUsageErrors, fail, one_line_errors
@@ -348,17 +349,18 @@ def token(
     <token>`; the entry printed holds only its SHA-256, for the settings file (`--config`) of
     `pdl serve`, which reads it when it starts.
     """
+    made = new_token()
     with one_line_errors():
         entry = PrincipalConfig(
-            name=name, scopes=tuple(dict.fromkeys(scopes)), token_sha256="0" * 64
+            name=name, scopes=tuple(dict.fromkeys(scopes)), token_sha256=token_hash(made).hex()
         )
         try:
-            made = create_token_file(token_file)
+            write_token_file(token_file, made)
         except FileExistsError:
             fail(f"{token_file} exists: a token file is never overwritten")
     listed = ", ".join(f'"{scope.value}"' for scope in entry.scopes)
     typer.echo(f'[[principals]]\nname = "{entry.name}"\nscopes = [{listed}]')
-    typer.echo(f'token_sha256 = "{token_hash(made).hex()}"')
+    typer.echo(f'token_sha256 = "{entry.token_sha256}"')
     typer.echo(
         f"pdl: {entry.name}'s bearer token is in {token_file} (owner-only); add the entry "
         "above to the settings file and restart pdl serve",
