@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 from uuid import UUID
@@ -67,6 +68,32 @@ policy_app = typer.Typer(
     rich_markup_mode="markdown",
 )
 app.add_typer(policy_app)
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        try:
+            version = metadata.version("personal-data-ledger")
+        except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+            version = "(not installed)"
+        typer.echo(f"pdl {version}")
+        raise typer.Exit
+
+
+@app.callback()
+def _options(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """The options of `pdl` itself, before a command."""
+
 
 ConfigOption = Annotated[
     Path | None,

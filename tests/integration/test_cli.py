@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -546,3 +547,10 @@ def test_pdl_token_refuses_bad_input_in_one_line_and_makes_no_file(
     assert_one_error_line(result, exit_code=exit_code)
     assert not token_file.exists()
     assert result.stdout == ""
+
+
+def test_pdl_version_prints_the_installed_version_and_exits_0() -> None:
+    result = pdl("--version")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"pdl {metadata.version('personal-data-ledger')}\n"
