@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from importlib import metadata
@@ -25,7 +25,6 @@ from uuid import UUID
 
 import typer
 from rich.console import Console
-from rich.progress import MofNCompleteColumn, Progress
 from rich.text import Text
 
 from ledger import events as ev
@@ -38,15 +37,13 @@ from server.app import serve as serve_forever
 from server.auth import (
     PrincipalRegistry,
     load_or_create_admin_token,
-    new_token,
-    token_hash,
-    write_token_file,
 )
-from server.cli_display import details, print_state, utc
+from server.cli_display import announce, details, print_state, progress, utc
 from server.cli_errors import OneLineUsageErrors, fail, one_line_errors
+from server.cli_token import token
 from server.demo import DEMO_START, DEMO_ZONE, DemoValues, run_demo
 from server.runtime import Runtime, open_runtime
-from server.settings import PrincipalConfig, Scope, Settings, load_settings
+from server.settings import Settings, load_settings
 from server.workers import catch_up, run_workers, split
 
 app = typer.Typer(
@@ -263,7 +260,7 @@ def serve(
         with _runtime(config, data_dir, settings=settings) as runtime:
 
             def ready(port: int) -> None:
-                _announce(settings, runtime, port, made=made)
+                announce(settings, _location(runtime), port, made=made)
 
             asyncio.run(serve_forever(settings, runtime, registry, on_ready=ready))
 
@@ -327,14 +324,14 @@ def project(
                 os.nice(lower)  # catching up here: the same priority the workers would have
             with (
                 _runtime(config, data_dir, settings=settings) as runtime,
-                _progress(runtime) as progress,
+                progress(runtime) as advance,
             ):
                 reached = catch_up(
                     runtime,
                     names,
                     rebuild=names if rebuild else (),
                     page_size=page_size,
-                    progress=progress,
+                    progress=advance,
                 )
             typer.echo(f"pdl: views {', '.join(names)} at position {reached}", err=True)
             return
@@ -351,48 +348,7 @@ def project(
             fail(f"{failed} worker(s) failed")
 
 
-@app.command()
-def token(
-    name: Annotated[
-        str, typer.Argument(metavar="NAME", help="The calling service's principal name.")
-    ],
-    scopes: Annotated[
-        list[Scope],
-        typer.Option("--scope", help="What it may do; give the option once per scope."),
-    ],
-    token_file: Annotated[
-        Path,
-        typer.Option(
-            "--token-file",
-            metavar="FILE",
-            dir_okay=False,
-            help="New owner-only file for its bearer token (never overwritten).",
-        ),
-    ],
-) -> None:
-    """Make a bearer token for a calling service, and print its [[principals]] entry.
-
-    The token goes to FILE, owner-only, for the service to send as `authorization: Bearer
-    <token>`; the entry printed holds only its SHA-256, for the settings file (`--config`) of
-    `pdl serve`, which reads it when it starts.
-    """
-    made = new_token()
-    with one_line_errors():
-        entry = PrincipalConfig(
-            name=name, scopes=tuple(dict.fromkeys(scopes)), token_sha256=token_hash(made).hex()
-        )
-        try:
-            write_token_file(token_file, made)
-        except FileExistsError:
-            fail(f"{token_file} exists: a token file is never overwritten")
-    listed = ", ".join(f'"{scope.value}"' for scope in entry.scopes)
-    typer.echo(f'[[principals]]\nname = "{entry.name}"\nscopes = [{listed}]')
-    typer.echo(f'token_sha256 = "{entry.token_sha256}"')
-    typer.echo(
-        f"pdl: {entry.name}'s bearer token is in {token_file} (owner-only); add the entry "
-        "above to the settings file and restart pdl serve",
-        err=True,
-    )
+app.command()(token)  # `server.cli_token`
 
 
 def _view_names(chosen: list[str] | None) -> tuple[str, ...]:
@@ -402,53 +358,6 @@ def _view_names(chosen: list[str] | None) -> tuple[str, ...]:
     if unknown:
         fail(f"unknown view {', '.join(unknown)}; known: {_VIEWS}")
     return tuple(n for n in VIEW_NAMES if n in chosen)
-
-
-@contextmanager
-def _progress(runtime: Runtime) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr over the log, fed by the runner after each page."""
-    total = runtime.ledger.recorder.max_notification_id() or 0
-    columns = (*Progress.get_default_columns(), MofNCompleteColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("folding the log", total=total)
-
-        def advance(position: int, _read: int) -> None:
-            bar.update(task, completed=min(position, total))
-
-        yield advance
-
-
-_PROJECTIONS = {
-    "process": "a projection process of its own",
-    "in-process": "a thread",
-    "external": "`pdl project` workers, not by this server",
-}
-
-
-def _announce(settings: Settings, runtime: Runtime, port: int, *, made: bool) -> None:
-    host = settings.listen.rsplit(":", 1)[0]
-    security = "TLS" if settings.tls is not None else "no TLS: plaintext, loopback only"
-    if settings.tls is not None and settings.tls.client_ca_file is not None:
-        security = "mutual TLS: client certificates required"
-    lines = [
-        f"pdl: serving on {host}:{port} ({security})",
-        f"pdl: storage {_location(runtime)}",
-        "pdl: writes made by "
-        + ("a writer process of its own" if settings.writer == "process" else "a thread"),
-        "pdl: views kept up to date by "
-        + _PROJECTIONS[settings.projections]
-        + (
-            f" (at nice +{settings.projection_nice}: calls and writes come first)"
-            if settings.projections == "process" and settings.projection_nice
-            else ""
-        ),
-        f"pdl: admin token {'written to' if made else 'in'} {settings.admin_token_path} "
-        "(owner-only; send it as 'authorization: Bearer <token>')",
-    ]
-    if settings.master_key is None:
-        lines.append(f"pdl: master key in {settings.master_key_path} (owner-only; back it up)")
-    for line in lines:
-        typer.echo(line, err=True)
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""How the `pdl` command line shows a person's state and the audit trail of their events.
+"""How the `pdl` command line shows things: a person's state and the audit trail of their
+events, the progress of a catch-up over the log, and what `pdl serve` says as it starts.
 
 Sealed values are never opened here: they show as `<sealed>`; what is shown is the readable
 audit trail and the state folded from it.
@@ -6,17 +7,23 @@ audit trail and the state folded from it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
 from enum import Enum
 
+import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress
 from rich.text import Text
 
 from ledger import events as ev
 from ledger.subject_state import ConsentStatus, SubjectState, minor_at
+from server.runtime import Runtime
+from server.settings import Settings
 
-__all__ = ["details", "print_state", "utc"]
+__all__ = ["announce", "details", "print_state", "progress", "utc"]
 
 _ENVELOPE_FIELDS = frozenset(ev.SubjectEnvelope.model_fields)
 _SEALED_FIELDS = frozenset({"account_id", "guardian", "reference", "values"})
@@ -102,3 +109,51 @@ def _text(value: object) -> str:
         return utc(value)
     text = str(value)
     return _SEALED if text.startswith("s1:") else text
+
+
+@contextmanager
+def progress(runtime: Runtime) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr over the log, fed by the runner after each page."""
+    total = runtime.ledger.recorder.max_notification_id() or 0
+    columns = (*Progress.get_default_columns(), MofNCompleteColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("folding the log", total=total)
+
+        def advance(position: int, _read: int) -> None:
+            bar.update(task, completed=min(position, total))
+
+        yield advance
+
+
+_PROJECTIONS = {
+    "process": "a projection process of its own",
+    "in-process": "a thread",
+    "external": "`pdl project` workers, not by this server",
+}
+
+
+def announce(settings: Settings, location: str, port: int, *, made: bool) -> None:
+    """What `pdl serve` says on stderr once it listens: where, how, and its secrets' files."""
+    host = settings.listen.rsplit(":", 1)[0]
+    security = "TLS" if settings.tls is not None else "no TLS: plaintext, loopback only"
+    if settings.tls is not None and settings.tls.client_ca_file is not None:
+        security = "mutual TLS: client certificates required"
+    lines = [
+        f"pdl: serving on {host}:{port} ({security})",
+        f"pdl: storage {location}",
+        "pdl: writes made by "
+        + ("a writer process of its own" if settings.writer == "process" else "a thread"),
+        "pdl: views kept up to date by "
+        + _PROJECTIONS[settings.projections]
+        + (
+            f" (at nice +{settings.projection_nice}: calls and writes come first)"
+            if settings.projections == "process" and settings.projection_nice
+            else ""
+        ),
+        f"pdl: admin token {'written to' if made else 'in'} {settings.admin_token_path} "
+        "(owner-only; send it as 'authorization: Bearer <token>')",
+    ]
+    if settings.master_key is None:
+        lines.append(f"pdl: master key in {settings.master_key_path} (owner-only; back it up)")
+    for line in lines:
+        typer.echo(line, err=True)
