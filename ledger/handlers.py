@@ -22,7 +22,7 @@ from ledger import events as ev
 from ledger.errors import RefusalReason as R
 from ledger.errors import Refused
 from ledger.policy import Policy
-from ledger.policy_book import PolicyBook, version_key
+from ledger.policy_book import PolicyBook
 from ledger.policy_diff import diff_policies
 from ledger.rights import RightsRequest
 from ledger.rules import check_registration, refuse_if
@@ -368,19 +368,12 @@ HANDLERS: dict[type[cmd._Command], Callable[[Context, Any], Outcome]] = {
 }
 
 
-def _replaced_version(book: PolicyBook) -> str | None:
-    """The version a new one is compared with: the one it replaces when it takes effect, which
-    is the one taking effect last, since versions take effect in the order of their numbers
-    (`PolicyBook.publish`, §8); None for the first version."""
-    last = max(book.versions, key=lambda v: (v.effective_at, version_key(v.version)), default=None)
-    return None if last is None else last.version
-
-
 def publish_policy(ctx: Context, c: cmd.PublishPolicy) -> Outcome:
     """Publish a policy version in the book, its changes classified against the version it
     replaces; the publisher may force a major change but not downgrade a computed one (§8)."""
     book = ctx.book()
-    previous = _replaced_version(book)
+    replaced = book.taking_effect_last()
+    previous = None if replaced is None else replaced.version
     diff = diff_policies(None if previous is None else book.policy(previous), c.policy)
     payload = ev.PolicyPublished(
         **_envelope(ctx, c, c.policy.version),

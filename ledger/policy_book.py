@@ -66,8 +66,8 @@ class PolicyBook(Aggregate):
                 raise Refused(
                     R.POLICY_RETROACTIVE, "§8", "a new version cannot take effect in the past"
                 )
-            scheduled = max(self.versions, key=lambda v: v.effective_at)
-            if payload.effective_at < scheduled.effective_at:
+            scheduled = self.taking_effect_last()
+            if scheduled is not None and payload.effective_at < scheduled.effective_at:
                 # It would be replaced by an older version when that one takes effect: a change
                 # never classified against it, and nobody told (§8).
                 raise Refused(
@@ -98,11 +98,21 @@ class PolicyBook(Aggregate):
         candidates = [v for v in self.versions if v.effective_at <= instant]
         if not candidates:
             return None
-        return max(candidates, key=lambda v: (v.effective_at, version_key(v.version)))
+        return max(candidates, key=_effect_order)
+
+    def taking_effect_last(self) -> PublishedVersion | None:
+        """The version that takes effect last, and so the one a new version replaces (versions
+        take effect in the order of their numbers, `publish`); None before the first."""
+        return max(self.versions, key=_effect_order, default=None)
 
     def policy(self, version: str) -> Policy:
         """The policy document of a version, validated."""
         return parse_policy(self.documents[version])
+
+
+def _effect_order(v: PublishedVersion) -> tuple[datetime, tuple[int, ...]]:
+    """Versions in the order they take effect (by number among those of one instant)."""
+    return (v.effective_at, version_key(v.version))
 
 
 class VersionIndex:
@@ -110,7 +120,7 @@ class VersionIndex:
 
     def __init__(self, book: PolicyBook | None) -> None:
         versions = [] if book is None else list(book.versions)
-        versions.sort(key=lambda v: (v.effective_at, version_key(v.version)))
+        versions.sort(key=_effect_order)
         self._versions = versions
         self._starts = [v.effective_at for v in versions]
 
