@@ -536,59 +536,49 @@ def test_a_views_column_created_narrower_is_widened_and_every_view_folded_again(
         engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def reopened_views(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
-    """Makes view stores on one views database (a SQLite file, a PostgreSQL schema)."""
-    opened: list[ViewStore] = []
-
-    def make() -> ViewStore:
-        if request.param == "sqlite":
-            store = ViewStore(f"sqlite:///{tmp_path / 'views.db'}")
-        else:
-            url, schema = (request.getfixturevalue(f) for f in ("postgres_url", "postgres_schema"))
-            store = ViewStore(url, schema=schema)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.close()
+_ONE_VIEWS_DATABASE = pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+"""The back-ends whose view stores all open one database (the in-memory one makes a database
+per store)."""
 
 
+@_ONE_VIEWS_DATABASE
 def test_views_folded_in_an_earlier_shape_are_all_folded_again(
-    memory_ledger: Ledger, reopened_views: MakeStore, caplog: pytest.LogCaptureFixture
+    ledger: Ledger, view_store_factory: MakeStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _history(memory_ledger, people=2)
-    store = reopened_views()
-    folded = _runner(memory_ledger, store).catch_up()
+    _history(ledger, people=2)
+    store = view_store_factory()
+    folded = _runner(ledger, store).catch_up()
     with store.write() as conn:  # as a version before view shapes left it
         conn.execute(SHAPES.delete())
     store.close()
 
     with caplog.at_level(logging.WARNING, logger="projections.store"):
-        reopened = reopened_views()
+        reopened = view_store_factory()
     assert reopened.positions() == {}
     with reopened.read() as conn:
         assert conn.execute(sa.select(SUBJECTS)).all() == []
         assert conn.execute(sa.select(SHAPES.c.shape)).scalar_one() == SHAPE
     assert "view shape 1; every view is folded again" in caplog.text
 
-    assert _runner(memory_ledger, reopened).catch_up() == folded
+    assert _runner(ledger, reopened).catch_up() == folded
     caplog.clear()
-    reopened_views().close()  # in shape now: opened again, nothing is emptied
+    view_store_factory().close()  # in shape now: opened again, nothing is emptied
     assert "folded again" not in caplog.text
     assert reopened.positions() == dict.fromkeys(VIEW_NAMES, folded)
 
 
+@_ONE_VIEWS_DATABASE
 def test_views_folded_by_a_newer_version_are_refused_and_left_as_they_are(
-    memory_ledger: Ledger, reopened_views: MakeStore
+    ledger: Ledger, view_store_factory: MakeStore
 ) -> None:
-    _history(memory_ledger, people=1)
-    store = reopened_views()
-    folded = _runner(memory_ledger, store).catch_up()
+    _history(ledger, people=1)
+    store = view_store_factory()
+    folded = _runner(ledger, store).catch_up()
     with store.write() as conn:
         conn.execute(SHAPES.update().values(shape=SHAPE + 1))
 
     with pytest.raises(ConfigurationError, match=f"view shape {SHAPE + 1}"):
-        reopened_views()
+        view_store_factory()
     assert store.positions() == dict.fromkeys(VIEW_NAMES, folded)
