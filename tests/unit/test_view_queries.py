@@ -92,6 +92,13 @@ def now(ledger: Ledger) -> Any:
 # --- a person's view ------------------------------------------------------------------------
 
 
+def _usage_for_ads(ledger: Ledger, sid: UUID, **fields: Any) -> None:
+    """Consent to advertising on usage data, then usage data collected for it."""
+    record(ledger, consent(sid, at=later(ledger), purposes=("advertising",), categories=(_USAGE,)))
+    fields = {"category": _USAGE, "source": "app", "purposes": ("advertising",), **fields}
+    record(ledger, collection(sid, at=later(ledger), mode="consent", **fields))
+
+
 def test_a_subject_view_groups_each_held_category_with_its_facets_and_sealed_fields(
     views: Views,
 ) -> None:
@@ -101,20 +108,7 @@ def test_a_subject_view_groups_each_held_category_with_its_facets_and_sealed_fie
     record(ledger, consent(sid, at=later(ledger)))
     record(ledger, gps_collection(sid, at=later(ledger), mode="consent"))
     record(ledger, use(sid, at=later(ledger)))
-    record(ledger, consent(sid, at=later(ledger), purposes=("advertising",), categories=(_USAGE,)))
-    record(
-        ledger,
-        collection(
-            sid,
-            at=later(ledger),
-            category=_USAGE,
-            source="app",
-            purposes=("advertising",),
-            mode="consent",
-            values={},
-            reference=SecretStr(secret("ref")),
-        ),
-    )
+    _usage_for_ads(ledger, sid, values={}, reference=SecretStr(secret("ref")))
     last = record(ledger, share(sid, at=later(ledger)))
 
     view = views.read(q.subject_view, sid)
@@ -148,19 +142,7 @@ def test_a_subject_view_names_each_recipient_with_its_class(views: Views) -> Non
     ledger = views.ledger
     sid = subject(ledger)
     record(ledger, collection(sid, at=later(ledger)))  # an IP, for security detection
-    record(ledger, consent(sid, at=later(ledger), purposes=("advertising",), categories=(_USAGE,)))
-    record(
-        ledger,
-        collection(
-            sid,
-            at=later(ledger),
-            category=_USAGE,
-            source="app",
-            purposes=("advertising",),
-            mode="consent",
-            values={"page": SecretStr(secret("page"))},
-        ),
-    )
+    _usage_for_ads(ledger, sid, values={"page": SecretStr(secret("page"))})
     staff = {
         "recipient_class": "employees_affiliates",
         "purpose": "security_detection",
