@@ -64,7 +64,8 @@ _VALUE_SHAPES = re.compile(
 
 @pytest.fixture(autouse=True)
 def _no_outside_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings come from the test alone, and colour only when asked (it never is here)."""
+    """Settings come from the test alone, and colour only when asked (it never is here); the
+    scripts the tests start inherit this environment."""
     for name in list(os.environ):
         if name.startswith("PDL_") or name in {"FORCE_COLOR", "TTY_COMPATIBLE"}:
             monkeypatch.delenv(name)
@@ -138,7 +139,6 @@ def test_demo_runs_again_on_the_same_data_dir_with_new_people(tmp_path: Path) ->
 
 def test_the_installed_pdl_script_runs_the_demo(tmp_path: Path) -> None:
     assert PDL.exists(), f"{PDL} is missing: run .venv/bin/pip install -e ."
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PDL_")}
     done = subprocess.run(  # noqa: S603 (our own entry point, with fixed arguments)
         [str(PDL), "demo", "--data-dir", str(tmp_path / "data")],
         capture_output=True,
@@ -146,7 +146,6 @@ def test_the_installed_pdl_script_runs_the_demo(tmp_path: Path) -> None:
         encoding="utf-8",
         timeout=120,
         check=False,
-        env=env,
     )
 
     assert done.returncode == 0, done.stderr
@@ -384,7 +383,6 @@ def test_the_installed_pdl_script_reports_a_usage_error_in_one_line(
     tmp_path: Path, name: str
 ) -> None:
     args, expected = _USAGE_ERRORS[name]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PDL_")}
     done = subprocess.run(  # noqa: S603 (our own entry point, with fixed arguments)
         [str(PDL), *args],
         capture_output=True,
@@ -392,7 +390,6 @@ def test_the_installed_pdl_script_reports_a_usage_error_in_one_line(
         encoding="utf-8",
         timeout=60,
         check=False,
-        env=env,
         cwd=tmp_path,
     )
 
@@ -408,13 +405,11 @@ def test_ctrl_c_while_the_script_is_still_importing_exits_130_without_a_tracebac
     tmp_path: Path,
 ) -> None:
     # Importing the command line takes about a second here; 0.3 s falls inside it.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PDL_")}
     started = subprocess.Popen(  # noqa: S603 (our own entry point, with fixed arguments)
         [str(PDL), "policy", "show", "--data-dir", str(tmp_path / "data")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
     )
     time.sleep(0.3)
     started.send_signal(signal.SIGINT)
