@@ -32,12 +32,13 @@ from tests_support import dump
 from ledger import commands as c
 from ledger import events as ev
 from ledger.application import Ledger
+from ledger.commands import TEXT_MAX_LENGTH
 from ledger.errors import ConfigurationError
 from ledger.policy import Policy, load_seed_policy
 from projections import VIEW_NAMES, ProjectionRunner, View, ViewStore, ledger_runner, views
 from projections.notices import NOTICES, VERSIONS
 from projections.register import REGISTER
-from projections.store import SHAPE, SHAPES, TRACKING
+from projections.store import SHAPE, SHAPES
 from projections.subjects import CATEGORIES, FACETS, SUBJECTS, VALUES, shared_with_of
 from projections.view import Entry
 
@@ -469,8 +470,8 @@ def _open_at_once(target: dict[str, str | None], count: int) -> None:
 
 
 def test_a_share_with_the_longest_recipient_a_command_takes_is_folded(ledger, view_store_factory):
-    # A recipient is free text of up to 500 characters; the views must hold it whole.
-    recipient = "Example Ads Ltd, " + "x" * (500 - len("Example Ads Ltd, "))
+    # A recipient is free text; the views must hold the longest a command takes whole.
+    recipient = "Example Ads Ltd, " + "x" * (TEXT_MAX_LENGTH - len("Example Ads Ltd, "))
     sid = subject(ledger)
     usage = collection(
         sid,
@@ -486,54 +487,12 @@ def test_a_share_with_the_longest_recipient_a_command_takes_is_folded(ledger, vi
 
     assert _runner(ledger, store).catch_up() == shared.position
     with store.read() as conn:
-        shared = conn.execute(
+        values = conn.execute(
             sa.select(FACETS.c.value).where(
                 FACETS.c.subject_id == sid, FACETS.c.facet == "shared_with"
             )
         ).scalars()
-        assert [shared_with_of(value) for value in shared] == [("third_party_partners", recipient)]
-
-
-@pytest.mark.postgres
-def test_a_views_column_created_narrower_is_widened_and_every_view_folded_again(
-    postgres_url: str, postgres_schema: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    # As an earlier version left it: the facet values at 128 characters, a view folded.
-    store = ViewStore(postgres_url, schema=postgres_schema)
-    store.close()
-    engine = sa.create_engine(postgres_url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            f'ALTER TABLE "{postgres_schema}".view_subject_facets'
-            " ALTER COLUMN value TYPE VARCHAR(128)"
-        )
-        in_schema = conn.execution_options(schema_translate_map={None: postgres_schema})
-        in_schema.execute(TRACKING.insert().values(view="subjects", position=42))
-    try:
-        with caplog.at_level(logging.WARNING, logger="projections.store"):
-            store = ViewStore(postgres_url, schema=postgres_schema)
-        try:
-            assert store.positions() == {}  # every view starts again from the log
-        finally:
-            store.close()
-        with engine.connect() as conn:
-            length = conn.execute(
-                sa.text(
-                    "SELECT character_maximum_length FROM information_schema.columns"
-                    " WHERE table_schema = :s AND table_name = 'view_subject_facets'"
-                    " AND column_name = 'value'"
-                ),
-                {"s": postgres_schema},
-            ).scalar_one()
-        assert length == FACETS.c.value.type.length
-        assert "widened view_subject_facets.value" in caplog.text
-
-        caplog.clear()  # opened again: nothing to widen, nothing emptied
-        store = ViewStore(postgres_url, schema=postgres_schema)
-        store.close()
-        assert "widened" not in caplog.text
-    finally:
-        engine.dispose()
+        assert [shared_with_of(value) for value in values] == [("third_party_partners", recipient)]
 
 
 _ONE_VIEWS_DATABASE = pytest.mark.parametrize(
@@ -541,6 +500,39 @@ _ONE_VIEWS_DATABASE = pytest.mark.parametrize(
 )
 """The back-ends whose view stores all open one database (the in-memory one makes a database
 per store)."""
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_views_column_created_narrower_is_widened_and_every_view_folded_again(
+    view_store_factory: MakeStore, postgres_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    facets = f'"{postgres_schema}".view_subject_facets'
+    store = view_store_factory()
+    with store.write() as conn:  # as an earlier version left it: facet values at 128, folded
+        conn.exec_driver_sql(f"ALTER TABLE {facets} ALTER COLUMN value TYPE VARCHAR(128)")
+        store.set_positions(conn, {"subjects": 42})
+    store.close()
+
+    with caplog.at_level(logging.WARNING, logger="projections.store"):
+        reopened = view_store_factory()
+
+    assert reopened.positions() == {}  # every view starts again from the log
+    with reopened.read() as conn:
+        length = conn.execute(
+            sa.text(
+                "SELECT character_maximum_length FROM information_schema.columns"
+                " WHERE table_schema = :s AND table_name = 'view_subject_facets'"
+                " AND column_name = 'value'"
+            ),
+            {"s": postgres_schema},
+        ).scalar_one()
+    assert length == FACETS.c.value.type.length
+    assert "widened view_subject_facets.value" in caplog.text
+    caplog.clear()
+    view_store_factory().close()  # opened again: nothing to widen, nothing emptied
+    assert "widened" not in caplog.text
 
 
 @_ONE_VIEWS_DATABASE
