@@ -248,13 +248,6 @@ def check_listen(address: str, tls: TlsConfig | None) -> None:
         raise ConfigurationError(_cannot_listen(address))
 
 
-def _bind(server: aio.Server, address: str, tls: TlsConfig | None) -> int:
-    port = _add_port(server, address, tls)
-    if port == 0:  # taken since `check_listen` asked
-        raise ConfigurationError(_cannot_listen(address))
-    return port
-
-
 def _cannot_listen(address: str) -> str:
     return f"cannot listen on {address}: the address is in use or cannot be bound here"
 
@@ -280,7 +273,7 @@ def _bindable(address: str) -> bool:
     return False
 
 
-def _add_port(server: aio.Server, address: str, tls: TlsConfig | None) -> int:
+def _bind(server: aio.Server, address: str, tls: TlsConfig | None) -> int:
     try:
         if tls is None:
             port = server.add_insecure_port(address)
@@ -292,7 +285,9 @@ def _add_port(server: aio.Server, address: str, tls: TlsConfig | None) -> int:
             )
             port = server.add_secure_port(address, credentials)
     except RuntimeError:  # gRPC's "Failed to bind": its reason is in its own log line
-        return 0
+        port = 0
+    if port == 0:  # taken since `check_listen` asked
+        raise ConfigurationError(_cannot_listen(address))
     return port
 
 

@@ -34,10 +34,7 @@ from ledger.errors import SubjectNotFound
 from projections import VIEW_NAMES
 from server.app import check_listen
 from server.app import serve as serve_forever
-from server.auth import (
-    PrincipalRegistry,
-    load_or_create_admin_token,
-)
+from server.auth import PrincipalRegistry, load_or_create_admin_token
 from server.cli_display import announce, details, print_state, progress, utc
 from server.cli_errors import OneLineUsageErrors, fail, one_line_errors
 from server.cli_token import token
