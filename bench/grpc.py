@@ -459,6 +459,19 @@ def cpu_ratio(top: str, a: Sample, bottom: str, b: Sample) -> float | None:
     return bottom_cpu / top_cpu if top_cpu and bottom_cpu else None
 
 
+def cpu_budget(spec: RatioSpec, a: Sample, b: Sample) -> tuple[float, float] | None:
+    """(budget, used) in CPU µs per event for a rate target: at the target rate (the target
+    times the bottom's rate in the same round), what this machine's cores leave for the
+    server once the bench's own CPU per event is paid, and what the server used. A server
+    that needs more than its budget cannot reach the target here, at any concurrency."""
+    cores = os.cpu_count()
+    if spec.metric != "rate" or not cores or a.server_cpu is None or not a.events or not b.rate:
+        return None
+    target_rate = spec.target * b.rate
+    budget = cores / target_rate - a.client_cpu / a.events
+    return 1e6 * budget, 1e6 * a.server_cpu / a.events
+
+
 class Bench:
     """The two servers, the one aio client, the in-process ceilings, and their clean-up."""
 
@@ -1147,6 +1160,11 @@ def summarise(
         passed = median is not None and (
             median >= spec.target if spec.higher_is_better else median <= spec.target
         )
+        budgets = [
+            budget
+            for a, b in zip(samples[spec.top], samples[spec.bottom], strict=True)
+            if (budget := cpu_budget(spec, a, b)) is not None
+        ]
         ratios[label] = {
             "top": spec.top,
             "bottom": spec.bottom,
@@ -1158,6 +1176,8 @@ def summarise(
             "pass": passed,
             "cpu_based_median": statistics.median(by_cpu) if by_cpu else None,
             "cpu_based_rounds": by_cpu,
+            "server_cpu_budget_us_per_event": _median([budget for budget, _ in budgets]),
+            "server_cpu_used_us_per_event": _median([used for _, used in budgets]),
         }
     foreign = [f for rows in samples.values() for s in rows if (f := s.foreign_cores) is not None]
     return {
@@ -1260,7 +1280,15 @@ def print_table(summary: dict[str, Any]) -> None:
             " / ".join(_fmt(v, ".2f") for v in f["rounds_foreign_cores"]),
         )
     ratios = Table(title="Same-run ratios (median of per-round ratios)")
-    for column in ("ratio", "median", "per round", "target", "result", "CPU-based"):
+    for column in (
+        "ratio",
+        "median",
+        "per round",
+        "target",
+        "result",
+        "CPU-based",
+        "server µs/ev: used / budget",
+    ):
         ratios.add_column(column, justify="left" if column == "ratio" else "right")
     for label, ratio in summary["ratios"].items():
         verdict = "[green]PASS[/green]" if ratio["pass"] else "[red]FAIL[/red]"
@@ -1271,12 +1299,24 @@ def print_table(summary: dict[str, Any]) -> None:
             f"{ratio['comparison']} {ratio['target']}",
             verdict,
             _fmt(ratio["cpu_based_median"], ".3f"),
+            f"{_fmt(ratio['server_cpu_used_us_per_event'], ',.0f')} / "
+            f"{_fmt(ratio['server_cpu_budget_us_per_event'], ',.0f')}"
+            if ratio["server_cpu_budget_us_per_event"] is not None
+            else "-",
         )
     console.print(figures)
     console.print(ratios)
     console.print(
         "CPU-based: the bottom's CPU per event over the top's (server CPU, or the bench's for "
         "in-process figures); a noise-resistant estimate of the ratio, not the target.",
+        soft_wrap=True,
+    )
+    console.print(
+        f"budget: at the target rate, the CPU per event that this machine's "
+        f"{summary['cpu_count']} cores leave for the server (its writer and views included) "
+        "once the bench's own CPU per event is paid; a server using more cannot reach the "
+        "target here at any concurrency, and one using less needs its processes to keep the "
+        "cores busy to reach it.",
         soft_wrap=True,
     )
     groups = summary["figures"].get("unary_c32", {}).get("rounds_items_per_group_commit")
