@@ -259,11 +259,18 @@ class Ledger(Application[UUID]):
         return [p for p in payloads if isinstance(p, ev.SubjectEnvelope)]
 
     def reveal(self, payload: ev.SubjectEnvelope) -> dict[str, str]:
-        """Open the sealed values of a payload; raises `KeyShreddedError` after erasure."""
+        """Open the sealed values of a payload; raises `KeyShreddedError` after erasure: of
+        the whole subject (its key is gone), or of the payload's category, collected or
+        corrected before a partial erasure of it."""
         sid, opened = payload.subject_id, {}
         if self.sealer.store.wrapped_key(sid) is None:  # shredded, maybe by another process
             self.sealer.forget(sid)
             raise KeyShreddedError(f"no data key for subject {sid}")
+        category = getattr(payload, "category", None)
+        if isinstance(payload, ev.DataCollected | ev.DataCorrected) and isinstance(category, str):
+            state = self.subject(sid).state
+            if state.value_erased(category, payload.occurred_at):
+                raise KeyShreddedError(f"the values of {category} of subject {sid} were erased")
         for name in ("account_id", "guardian", "reference"):
             sealed = getattr(payload, name, None)
             if isinstance(sealed, str):

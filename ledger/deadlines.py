@@ -45,6 +45,7 @@ __all__ = [
     "due_at",
     "extend",
     "is_working_day",
+    "latest_due",
     "resume",
     "working_days_between",
 ]
@@ -117,6 +118,17 @@ def extend(
         msg = f"an extension cannot be negative ({days} days)"
         raise ValueError(msg)
     return _shift(ensure_utc(due), days, deadline, tz, end_of_day=False)
+
+
+def latest_due(
+    received_at: datetime, deadline: ResponseDeadline, *, tz: str = DEFAULT_TZ
+) -> datetime:
+    """The latest a request received at ``received_at`` may ever be due, in UTC: its due
+    instant extended by the whole of ``deadline.max_extension_days``. Extensions and pauses
+    together never move a request's due instant past it (§6.4: any delay is an extension)."""
+    return extend(
+        due_at(received_at, deadline, tz=tz), deadline.max_extension_days, deadline, tz=tz
+    )
 
 
 def resume(due: datetime, paused_at: datetime, resumed_at: datetime) -> datetime:

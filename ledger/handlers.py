@@ -135,7 +135,7 @@ def collect(ctx: Context, c: cmd.RecordCollection) -> Outcome:
             else None
         ),
     )
-    subject.collect(policy, payload)
+    subject.collect(policy, payload, _agreed(ctx, subject))
     return Outcome([subject], subject, sid)
 
 
@@ -149,7 +149,7 @@ def use(ctx: Context, c: cmd.RecordUse) -> Outcome:
         purpose=c.purpose,
         legal_basis=c.legal_basis,
     )
-    subject.use(policy, payload)
+    subject.use(policy, payload, _agreed(ctx, subject))
     return Outcome([subject], subject, subject.id)
 
 
@@ -169,8 +169,17 @@ def share(ctx: Context, c: cmd.RecordShare) -> Outcome:
         cross_border_basis=c.cross_border_basis,
         anonymised=c.anonymised,
     )
-    subject.share(policy, payload, sale=c.sale)
+    subject.share(policy, payload, sale=c.sale, agreed=_agreed(ctx, subject))
     return Outcome([subject], subject, subject.id)
+
+
+def _agreed(ctx: Context, subject: Subject) -> Policy | None:
+    """The policy the person agreed to by registering (in force at their registration), or
+    None when none was (a registration dated before the first version)."""
+    try:
+        return ctx.policy_at(subject.state.registered_at)[1]
+    except Refused:
+        return None
 
 
 def give_consent(ctx: Context, c: cmd.GiveConsent) -> Outcome:

@@ -46,18 +46,38 @@ class RequestState(BaseModel):
     outcome: ev.RequestOutcome | None = Field(default=None, description="How it closed.")
     closed_at: datetime | None = Field(default=None, description="When it closed.")
     late: bool = Field(default=False, description="Closed after its due instant.")
+    last_at: datetime | None = Field(
+        default=None, description="When its latest event happened (None: when it was opened)."
+    )
 
 
-def check_extend(policy: Policy, state: RequestState, days: int) -> Refusal | None:
-    """An open request may be extended, within the policy's total extension (§6.4)."""
+def check_in_order(state: RequestState, at: datetime) -> Refusal | None:
+    """A request's events follow one another: none is dated before its latest one, nor
+    before its receipt (§6.4, whose deadline runs from receipt)."""
+    latest = max(state.received_at, state.last_at or state.received_at)
+    if at < latest:
+        return Refusal(
+            R.REQUEST_OUT_OF_ORDER,
+            "§6.4",
+            "dated before the request's receipt or its latest event",
+        )
+    return None
+
+
+def check_extend(
+    policy: Policy, state: RequestState, days: int, due_at: datetime, latest_due: datetime
+) -> Refusal | None:
+    """An open request may be extended, within the policy's total extension (§6.4); the
+    time it spent paused counts against it, so `due_at` (the due instant once extended) may
+    not pass `latest_due` (`deadlines.latest_due`)."""
     if state.status is RequestStatus.CLOSED:
         return Refusal(R.REQUEST_CLOSED, "§6", "the request is closed")
     deadline = policy.response_deadline
-    if state.extended_days + days > deadline.max_extension_days:
+    if state.extended_days + days > deadline.max_extension_days or due_at > latest_due:
         return Refusal(
             R.EXTENSION_TOO_LONG,
             deadline.clause,
-            f"at most {deadline.max_extension_days} days of extension in total",
+            f"at most {deadline.max_extension_days} days of extension and pause in total",
         )
     return None
 
@@ -108,39 +128,48 @@ class RightsRequest(Aggregate):
             received_at=payload.received_at,
             due_at=payload.due_at,
             deadline_kind=payload.deadline_kind,
+            last_at=payload.occurred_at,
         )
 
-    def extend(self, policy: Policy, payload: ev.RightsRequestExtended) -> None:
-        refuse_if(check_extend(policy, self.state, payload.days))
+    def extend(
+        self, policy: Policy, payload: ev.RightsRequestExtended, latest_due: datetime
+    ) -> None:
+        refuse_if(
+            check_close_or_order(self.state, payload.occurred_at, closing=False)
+            or check_extend(policy, self.state, payload.days, payload.due_at, latest_due)
+        )
         self._extended(payload)
 
     def pause(self, payload: ev.RightsRequestPaused) -> None:
-        refuse_if(check_pause(self.state))
+        refuse_if(check_pause(self.state) or check_in_order(self.state, payload.occurred_at))
         self._paused(payload)
 
     def resume(self, payload: ev.RightsRequestResumed) -> None:
-        refuse_if(check_resume(self.state))
+        refuse_if(check_resume(self.state) or check_in_order(self.state, payload.occurred_at))
         self._resumed(payload)
 
     def close(self, payload: ev.RightsRequestClosed) -> None:
-        refuse_if(check_close(self.state))
+        refuse_if(check_close_or_order(self.state, payload.occurred_at, closing=True))
         self._closed(payload)
 
     @event("RightsRequestExtended")
     def _extended(self, payload: ev.RightsRequestExtended) -> None:
         self.state.extended_days += payload.days
         self.state.due_at = payload.due_at
+        self.state.last_at = payload.occurred_at
 
     @event("RightsRequestPaused")
     def _paused(self, payload: ev.RightsRequestPaused) -> None:
         self.state.status = RequestStatus.PAUSED
         self.state.paused_at = payload.occurred_at
+        self.state.last_at = payload.occurred_at
 
     @event("RightsRequestResumed")
     def _resumed(self, payload: ev.RightsRequestResumed) -> None:
         self.state.status = RequestStatus.OPEN
         self.state.paused_at = None
         self.state.due_at = payload.due_at
+        self.state.last_at = payload.occurred_at
 
     @event("RightsRequestClosed")
     def _closed(self, payload: ev.RightsRequestClosed) -> None:
@@ -148,3 +177,14 @@ class RightsRequest(Aggregate):
         self.state.outcome = payload.outcome
         self.state.closed_at = payload.occurred_at
         self.state.late = payload.late
+        self.state.last_at = payload.occurred_at
+
+
+def check_close_or_order(state: RequestState, at: datetime, *, closing: bool) -> Refusal | None:
+    """A closed request refuses first; then the order of its events (`check_in_order`); a
+    close also refuses while paused (`check_close`)."""
+    if closing:
+        return check_close(state) or check_in_order(state, at)
+    if state.status is RequestStatus.CLOSED:
+        return Refusal(R.REQUEST_CLOSED, "§6", "the request is closed")
+    return check_in_order(state, at)

@@ -21,7 +21,7 @@ from ledger.handlers import (
     _withdrawal,
 )
 from ledger.policy import Policy, RightKind
-from ledger.rights import RightsRequest, check_close
+from ledger.rights import RightsRequest, check_close_or_order
 from ledger.rules import check_open, check_request_opened, refuse_if
 from ledger.subject import Subject
 
@@ -58,6 +58,7 @@ def extend_request(ctx: Context, c: cmd.ExtendRightsRequest) -> Outcome:
     version, policy = ctx.policy_at(c.occurred_at)
     request = ctx.request(c.request_id)
     s = request.state
+    deadline = policy.response_deadline
     request.extend(
         policy,
         ev.RightsRequestExtended(
@@ -66,8 +67,9 @@ def extend_request(ctx: Context, c: cmd.ExtendRightsRequest) -> Outcome:
             request_id=request.id,
             days=c.days,
             reason=c.reason,
-            due_at=deadlines.extend(s.due_at, c.days, policy.response_deadline),
+            due_at=deadlines.extend(s.due_at, c.days, deadline),
         ),
+        deadlines.latest_due(s.received_at, deadline),
     )
     return Outcome([request], request, s.subject_id)
 
@@ -87,16 +89,21 @@ def pause_request(ctx: Context, c: cmd.PauseRightsRequest) -> Outcome:
 
 
 def resume_request(ctx: Context, c: cmd.ResumeRightsRequest) -> Outcome:
-    version, _ = ctx.policy_at(c.occurred_at)
+    """Resume a paused request: its due instant moves by the time it was paused, but never
+    past the latest the policy allows (§6.4: a pause is a delay, and every delay counts as
+    extension)."""
+    version, policy = ctx.policy_at(c.occurred_at)
     request = ctx.request(c.request_id)
     s = request.state
     paused_at = s.paused_at or c.occurred_at
+    moved = deadlines.resume(s.due_at, paused_at, max(paused_at, c.occurred_at))
+    latest = deadlines.latest_due(s.received_at, policy.response_deadline)
     request.resume(
         ev.RightsRequestResumed(
             **_envelope(ctx, c, version),
             subject_id=s.subject_id,
             request_id=request.id,
-            due_at=deadlines.resume(s.due_at, paused_at, max(paused_at, c.occurred_at)),
+            due_at=max(s.due_at, min(moved, latest)),
         )
     )
     return Outcome([request], request, s.subject_id)
@@ -107,7 +114,7 @@ def close_request(ctx: Context, c: cmd.CloseRightsRequest) -> Outcome:
     version, policy = ctx.policy_at(c.occurred_at)
     request = ctx.request(c.request_id)
     s = request.state
-    refusal = check_close(s)
+    refusal = check_close_or_order(s, c.occurred_at, closing=True)
     refuse_if(refusal)
     out = Outcome([request], request, s.subject_id)
     if c.outcome is ev.RequestOutcome.FULFILLED:

@@ -69,10 +69,13 @@ def check_registration(
     return _check_region(policy, region, cross_border_basis)
 
 
-def check_collection(policy: Policy, state: SubjectState, e: ev.DataCollected) -> Refusal | None:
+def check_collection(
+    policy: Policy, state: SubjectState, e: ev.DataCollected, agreed: Policy | None = None
+) -> Refusal | None:
     """Collect only declared categories from declared sources for purposes that need them
     (§1-§3); sensitive categories need consent in force at occurred-at (§1); withdrawn
-    purposes stop (§6.5)."""
+    purposes stop (§6.5). `agreed` is the policy the person agreed to by registering: a
+    purpose it lacks needs fresh consent (§8)."""
     category = policy.category(e.category)
     if category is None:
         return Refusal(R.CATEGORY_NOT_DECLARED, "§1", f"category {e.category!r}")
@@ -88,15 +91,19 @@ def check_collection(policy: Policy, state: SubjectState, e: ev.DataCollected) -
                 purpose.clause,
                 f"purpose {purpose_id!r} does not need {e.category!r}",
             )
-        refusal = _check_consent(policy, state, purpose_id, e.category, e.occurred_at, None)
+        refusal = _check_consent(policy, state, purpose_id, e.category, e.occurred_at, None, agreed)
         if refusal is not None:
             return refusal
     return _check_region(policy, e.storage_region, e.cross_border_basis)
 
 
-def check_use(policy: Policy, state: SubjectState, e: ev.DataUsed) -> Refusal | None:
+def check_use(
+    policy: Policy, state: SubjectState, e: ev.DataUsed, agreed: Policy | None = None
+) -> Refusal | None:
     """Use held data only for a declared purpose that needs it, on a basis it allows (§2),
-    with consent in force for sensitive data (§1) and never after a withdrawal (§6.5)."""
+    within its retention period unless the law requires it (§7), with consent in force for
+    sensitive data (§1), never after a withdrawal (§6.5), and with fresh consent for a
+    purpose the policy the person agreed to (`agreed`) lacks (§8)."""
     purpose = policy.purpose(e.purpose)
     if purpose is None:
         return Refusal(R.PURPOSE_NOT_DECLARED, "§2", f"purpose {e.purpose!r}")
@@ -112,20 +119,28 @@ def check_use(policy: Policy, state: SubjectState, e: ev.DataUsed) -> Refusal | 
     for category_id in e.categories:
         refusal = _check_category_for(
             policy, state, category_id, e.purpose, purpose.categories, purpose.clause, e.occurred_at
-        )
+        ) or _check_retention(policy, state, category_id, e.occurred_at, basis)
         if refusal is not None:
             return refusal
-        refusal = _check_consent(policy, state, e.purpose, category_id, e.occurred_at, basis)
+        refusal = _check_consent(
+            policy, state, e.purpose, category_id, e.occurred_at, basis, agreed
+        )
         if refusal is not None:
             return refusal
     return None
 
 
 def check_share(
-    policy: Policy, state: SubjectState, e: ev.DataShared, *, sale: bool
+    policy: Policy,
+    state: SubjectState,
+    e: ev.DataShared,
+    *,
+    sale: bool,
+    agreed: Policy | None = None,
 ) -> Refusal | None:
     """Disclose only to a declared recipient class, for a purpose it may receive, only the
-    categories that purpose needs (§4.1-§4.5); never sell (§4)."""
+    categories that purpose needs (§4.1-§4.5), within their retention period unless the law
+    requires it (§7); never sell (§4)."""
     if sale and policy.sale.prohibited:
         return Refusal(R.SALE_PROHIBITED, policy.sale.clause, "personal data is never sold")
     rc = policy.recipient_class(e.recipient_class)
@@ -155,10 +170,12 @@ def check_share(
             )
         refusal = _check_category_for(
             policy, state, category_id, e.purpose, purpose.categories, rc.clause, e.occurred_at
-        )
+        ) or _check_retention(policy, state, category_id, e.occurred_at, basis)
         if refusal is not None:
             return refusal
-        refusal = _check_consent(policy, state, e.purpose, category_id, e.occurred_at, basis)
+        refusal = _check_consent(
+            policy, state, e.purpose, category_id, e.occurred_at, basis, agreed
+        )
         if refusal is not None:
             return refusal
     return _check_region(policy, e.destination_region, e.cross_border_basis)
@@ -189,7 +206,7 @@ def _check_disclosure_terms(
 
 def check_consent_given(policy: Policy, state: SubjectState, e: ev.ConsentGiven) -> Refusal | None:
     """Consent names declared purposes and categories, each category needed by a purpose
-    (§1, §2); a minor's consent comes from the guardian (§5)."""
+    (§1, §2); it comes from the person (§1) or, for a minor, from the guardian on record (§5)."""
     refusal = _check_declared(policy, e.purposes, e.categories)
     if refusal is not None:
         return refusal
@@ -201,6 +218,12 @@ def check_consent_given(policy: Policy, state: SubjectState, e: ev.ConsentGiven)
             return Refusal(
                 R.CATEGORY_NOT_NEEDED_FOR_PURPOSE, "§2", f"no purpose named needs {category_id!r}"
             )
+    if e.given_by is ev.ConsentGiver.GUARDIAN and not state.has_guardian:
+        return Refusal(
+            R.NO_GUARDIAN_ON_RECORD,
+            policy.consent.clause,
+            "consent given by a guardian, but the person has no guardian on record",
+        )
     if (
         policy.minors.guardian_consent_required
         and minor_at(state.birth_year, state.minor, e.occurred_at, policy.minors.age_of_majority)
@@ -287,6 +310,37 @@ def _check_category_for(
     return None
 
 
+def _check_retention(
+    policy: Policy, state: SubjectState, category_id: str, at: datetime, basis: LegalBasis
+) -> Refusal | None:
+    """Held data is used or disclosed only within its category's retention period, counted
+    from its last collection (§7), unless the law requires it ("unless extended or permitted
+    by law": a basis independent of consent)."""
+    category = policy.category(category_id)
+    held = state.held.get(category_id)
+    if basis.independent_of_consent or category is None or held is None:
+        return None
+    if at > held.last_at + timedelta(days=category.retention_days):
+        return Refusal(
+            R.RETENTION_EXPIRED,
+            policy.storage.clause,
+            f"{category_id!r} was past its {category.retention_days}-day retention at occurred-at",
+        )
+    return None
+
+
+def _rests_on_consent(policy: Policy, purpose_id: str, basis: LegalBasis | None) -> bool:
+    """Whether the processing rests on the person's consent: its basis is consent, or, for a
+    collection (no basis named), every basis its purpose allows is."""
+    if basis is not None:
+        return basis.requires_consent
+    purpose = policy.purpose(purpose_id)
+    if purpose is None:
+        return True
+    bases = [policy.legal_basis(b) for b in purpose.legal_bases]
+    return all(b is None or b.requires_consent for b in bases)
+
+
 def _check_consent(
     policy: Policy,
     state: SubjectState,
@@ -294,11 +348,17 @@ def _check_consent(
     category_id: str,
     at: datetime,
     basis: LegalBasis | None,
+    agreed: Policy | None = None,
 ) -> Refusal | None:
     """Sensitive data needs consent in force; a withdrawal stops what rests on consent.
 
     `basis` None means collection, which always rests on consent (given, or by default for
-    non-sensitive data). A basis independent of consent (a legal duty) is not stopped.
+    non-sensitive data). A basis independent of consent (a legal duty) is not stopped. The
+    default consent by use (§0) is the person's own act, so for a minor it does not stand in
+    for the guardian's consent where the processing rests on consent (§5); nor does it
+    reach a purpose that the policy the person agreed to (`agreed`, the one in force at
+    their registration) did not declare (§8: continued use never extends consent to a new
+    purpose).
     """
     if basis is not None and basis.independent_of_consent:
         return None
@@ -328,6 +388,29 @@ def _check_consent(
             R.SENSITIVE_CATEGORY_WITHOUT_CONSENT,
             policy.consent.clause,
             f"{category_id!r} needs consent under this policy",
+        )
+    if (
+        status is not ConsentStatus.GIVEN
+        and policy.minors.guardian_consent_required
+        and minor_at(state.birth_year, state.minor, at, policy.minors.age_of_majority)
+        and _rests_on_consent(policy, purpose_id, basis)
+    ):
+        # agreement by use is the minor's own; a minor's consent comes from the guardian
+        return Refusal(
+            R.MINOR_CONSENT_REQUIRES_GUARDIAN,
+            policy.minors.clause,
+            f"{purpose_id!r} rests on consent, which for a minor the guardian gives",
+        )
+    if (
+        status is not ConsentStatus.GIVEN
+        and agreed is not None
+        and agreed.purpose(purpose_id) is None
+        and _rests_on_consent(policy, purpose_id, basis)
+    ):
+        return Refusal(
+            R.NEW_PURPOSE_NEEDS_CONSENT,
+            policy.change_notice.clause,
+            f"{purpose_id!r} is newer than the policy the person agreed to",
         )
     return None
 

@@ -54,20 +54,32 @@ class Subject(Aggregate):
         """Refuse early (before sealing anything) when the subject is closed."""
         refuse_if(rules.check_open(self.state))
 
-    def collect(self, policy: Policy, payload: ev.DataCollected) -> None:
+    def collect(
+        self, policy: Policy, payload: ev.DataCollected, agreed: Policy | None = None
+    ) -> None:
         refuse_if(
-            rules.check_open(self.state) or rules.check_collection(policy, self.state, payload)
+            rules.check_open(self.state)
+            or rules.check_collection(policy, self.state, payload, agreed)
         )
         self._emit("DataCollected", payload)
 
-    def use(self, policy: Policy, payload: ev.DataUsed) -> None:
-        refuse_if(rules.check_open(self.state) or rules.check_use(policy, self.state, payload))
+    def use(self, policy: Policy, payload: ev.DataUsed, agreed: Policy | None = None) -> None:
+        refuse_if(
+            rules.check_open(self.state) or rules.check_use(policy, self.state, payload, agreed)
+        )
         self._emit("DataUsed", payload)
 
-    def share(self, policy: Policy, payload: ev.DataShared, *, sale: bool) -> None:
+    def share(
+        self,
+        policy: Policy,
+        payload: ev.DataShared,
+        *,
+        sale: bool,
+        agreed: Policy | None = None,
+    ) -> None:
         refuse_if(
             rules.check_open(self.state)
-            or rules.check_share(policy, self.state, payload, sale=sale)
+            or rules.check_share(policy, self.state, payload, sale=sale, agreed=agreed)
         )
         self._emit("DataShared", payload)
 

@@ -87,6 +87,9 @@ class SubjectState:
     notified_versions: set[str] = field(default_factory=set)
     acknowledged_versions: set[str] = field(default_factory=set)
     events: int = 1
+    erased_categories: dict[str, datetime] = field(default_factory=dict)
+    """Categories erased on their own (a partial erasure), with its occurred-at: values of
+    theirs collected or corrected up to then are not revealed any more (§6.3, §7)."""
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -107,6 +110,11 @@ class SubjectState:
         if latest is None:
             return ConsentStatus.NONE
         return ConsentStatus.WITHDRAWN if latest[1] == 1 else ConsentStatus.GIVEN
+
+    def value_erased(self, category: str, at: datetime) -> bool:
+        """Whether values of `category` collected or corrected at `at` were erased since."""
+        erased_at = self.erased_categories.get(category)
+        return erased_at is not None and at <= erased_at
 
     # --- folds -------------------------------------------------------------------------------
 
@@ -181,6 +189,9 @@ class SubjectState:
         if e.categories:
             for category in e.categories:
                 self.held.pop(category, None)
+                erased_at = self.erased_categories.get(category)
+                if erased_at is None or erased_at < e.occurred_at:
+                    self.erased_categories[category] = e.occurred_at
         else:
             self.held.clear()
             self.erased = True

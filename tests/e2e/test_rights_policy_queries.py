@@ -179,6 +179,17 @@ def test_a_request_is_extended_paused_resumed_and_closed_and_refuses_what_its_st
     moved = instant(resumed.request.due_at) - instant(extended.request.due_at)
     assert timedelta(0) <= moved < timedelta(minutes=1)
     refused(resume, "REQUEST_NOT_PAUSED", "§6")
+    before_receipt = rpb.CloseRightsRequestRequest(
+        meta=meta(occurred_at=instant(opened.received_at) - timedelta(days=1)),
+        request_id=rid,
+        outcome=rpb.REQUEST_OUTCOME_REFUSED,
+        reason="identity not verified",
+    )
+    refused(
+        lambda: rights(client, "CloseRightsRequest", before_receipt),
+        "REQUEST_OUT_OF_ORDER",
+        "§6.4",
+    )
 
     closed = close()
     assert closed.recorded.event_type == "RightsRequestClosed"

@@ -260,6 +260,57 @@ def test_resuming_moves_the_due_instant_by_the_paused_time__clause_6_4(memory_le
     assert state.due_at == due + timedelta(hours=3)
 
 
+def test_a_pause_counts_as_extension_so_no_request_waits_past_30_days__clause_6_4(
+    memory_ledger,
+):
+    rid = _request(memory_ledger, subject(memory_ledger))
+    received = memory_ledger.rights_request(rid).received_at
+    memory_ledger.execute(PRINCIPAL, _extend(rid, later(memory_ledger), 10))
+    memory_ledger.execute(PRINCIPAL, _pause(rid, later(memory_ledger)))
+
+    memory_ledger.execute(PRINCIPAL, _resume(rid, later(memory_ledger, 200 * 24 * 3600)))
+
+    assert memory_ledger.rights_request(rid).due_at == received + 2 * _FIFTEEN_DAYS
+
+
+def test_an_extension_after_a_long_pause_is_refused_past_30_days__clause_6_4(memory_ledger):
+    rid = _request(memory_ledger, subject(memory_ledger))
+    memory_ledger.execute(PRINCIPAL, _pause(rid, later(memory_ledger)))
+    memory_ledger.execute(PRINCIPAL, _resume(rid, later(memory_ledger, 10 * 24 * 3600)))
+
+    refusal = refused(memory_ledger, _extend(rid, later(memory_ledger), 10))
+
+    assert (refusal.reason, refusal.clause) == (R.EXTENSION_TOO_LONG, "§6.4")
+    memory_ledger.execute(PRINCIPAL, _extend(rid, later(memory_ledger), 5))  # what is left
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(_close, id="close"),
+        pytest.param(lambda rid, at: _extend(rid, at, 1), id="extend"),
+        pytest.param(_pause, id="pause"),
+    ],
+)
+def test_a_request_event_dated_before_its_receipt_is_refused__clause_6_4(memory_ledger, make):
+    rid = _request(memory_ledger, subject(memory_ledger))
+    received = memory_ledger.rights_request(rid).received_at
+
+    refusal = refused(memory_ledger, make(rid, received - timedelta(days=3)))
+
+    assert (refusal.reason, refusal.clause) == (R.REQUEST_OUT_OF_ORDER, "§6.4")
+
+
+def test_a_resume_dated_before_its_pause_is_refused__clause_6_4(memory_ledger):
+    rid = _request(memory_ledger, subject(memory_ledger))
+    paused_at = later(memory_ledger, 3600)
+    memory_ledger.execute(PRINCIPAL, _pause(rid, paused_at))
+
+    refusal = refused(memory_ledger, _resume(rid, paused_at - timedelta(minutes=30)))
+
+    assert (refusal.reason, refusal.clause) == (R.REQUEST_OUT_OF_ORDER, "§6.4")
+
+
 def test_resuming_a_request_that_is_not_paused_is_refused__clause_6(memory_ledger):
     rid = _request(memory_ledger, subject(memory_ledger))
 

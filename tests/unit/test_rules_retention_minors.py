@@ -1,0 +1,289 @@
+"""Retention limits on use and disclosure (§7), agreement by use for minors (§0, §5), who may
+give a consent (§1, §5), values of a partially erased category (§6.3, §7), and purposes added
+after a person agreed (§8).
+
+Every refusal is checked three ways: the reason, the clause, and that nothing was written.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+import pytest
+from pydantic import SecretStr
+from scenario import (
+    PRINCIPAL,
+    collection,
+    consent,
+    key,
+    later,
+    ref,
+    refused,
+    secret,
+    share,
+    subject,
+    use,
+)
+
+from ledger import commands as c
+from ledger.application import Ledger
+from ledger.errors import KeyShreddedError
+from ledger.errors import RefusalReason as R
+from ledger.events import ConsentGiver
+from ledger.policy import load_seed_policy, parse_policy
+
+_DAY = 24 * 3600
+
+# --- §7: no use or disclosure after the retention period ------------------------------------
+
+
+def _ip_collected(ledger: Ledger) -> UUID:
+    """A subject whose IP address (90 days of retention) was collected just now."""
+    sid = subject(ledger)
+    ledger.execute(PRINCIPAL, collection(sid, at=later(ledger)))
+    return sid
+
+
+@pytest.mark.parametrize(("days", "accepted"), [(89, True), (91, False)])
+def test_held_data_is_used_only_within_its_retention_period__clause_7(
+    memory_ledger, days, accepted
+):
+    sid = _ip_collected(memory_ledger)
+    command = use(sid, at=later(memory_ledger, days * _DAY))
+
+    if accepted:
+        assert memory_ledger.execute(PRINCIPAL, command).event_type == "DataUsed"
+    else:
+        refusal = refused(memory_ledger, command)
+        assert (refusal.reason, refusal.clause) == (R.RETENTION_EXPIRED, "§7")
+
+
+def test_retention_runs_from_the_last_collection__clause_7(memory_ledger):
+    sid = _ip_collected(memory_ledger)
+    memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger, 80 * _DAY)))
+
+    recorded = memory_ledger.execute(PRINCIPAL, use(sid, at=later(memory_ledger, 80 * _DAY)))
+
+    assert recorded.event_type == "DataUsed"
+
+
+def test_held_data_past_its_retention_is_not_disclosed__clause_7(memory_ledger):
+    sid = subject(memory_ledger)
+    usage = collection(
+        sid,
+        at=later(memory_ledger),
+        category="network_log.usage",
+        source="sdk",
+        purposes=("advertising",),
+        values={"page": SecretStr(secret("page"))},
+    )
+    memory_ledger.execute(PRINCIPAL, usage)
+
+    refusal = refused(memory_ledger, share(sid, at=later(memory_ledger, 181 * _DAY)))
+
+    assert (refusal.reason, refusal.clause) == (R.RETENTION_EXPIRED, "§7")
+
+
+def test_a_disclosure_the_law_requires_is_not_stopped_by_retention__clauses_4_3_7(
+    memory_ledger,
+):
+    sid = _ip_collected(memory_ledger)
+    to_court = share(
+        sid,
+        at=later(memory_ledger, 200 * _DAY),
+        categories=("network_log.ip_address",),
+        recipient="People's Court",
+        recipient_class="authorities",
+        purpose="legal_compliance",
+        legal_basis="legal_obligation",
+        legal_ground="court_order",
+    )
+
+    assert memory_ledger.execute(PRINCIPAL, to_court).event_type == "DataShared"
+
+
+# --- §0, §5: agreement by use is the minor's own, so it does not stand for the guardian -----
+
+
+def _minor(ledger: Ledger) -> UUID:
+    return subject(ledger, birth_year=2015, guardian_account_id=SecretStr(secret("guardian")))
+
+
+def _promotions_usage(sid: UUID, ledger: Ledger) -> c.RecordCollection:
+    return collection(
+        sid,
+        at=later(ledger),
+        category="network_log.usage",
+        source="app",
+        purposes=("promotions",),
+        values={"page": SecretStr(secret("page"))},
+    )
+
+
+def test_a_minors_data_for_a_consent_purpose_needs_the_guardians_consent__clauses_0_5(
+    memory_ledger,
+):
+    sid = _minor(memory_ledger)
+
+    refusal = refused(memory_ledger, _promotions_usage(sid, memory_ledger))
+
+    assert (refusal.reason, refusal.clause) == (R.MINOR_CONSENT_REQUIRES_GUARDIAN, "§5")
+
+
+def test_a_minors_data_is_collected_and_used_on_the_guardians_consent__clause_5(memory_ledger):
+    sid = _minor(memory_ledger)
+    by_guardian = consent(
+        sid,
+        at=later(memory_ledger),
+        purposes=("promotions",),
+        categories=("network_log.usage",),
+        method="popup",
+        given_by=ConsentGiver.GUARDIAN,
+    )
+    memory_ledger.execute(PRINCIPAL, by_guardian)
+
+    memory_ledger.execute(PRINCIPAL, _promotions_usage(sid, memory_ledger))
+    used = use(
+        sid,
+        at=later(memory_ledger),
+        categories=("network_log.usage",),
+        purpose="promotions",
+        legal_basis="consent",
+    )
+
+    assert memory_ledger.execute(PRINCIPAL, used).event_type == "DataUsed"
+
+
+def test_a_minors_data_for_the_service_they_use_needs_no_consent__clauses_2_5(memory_ledger):
+    sid = _minor(memory_ledger)
+
+    recorded = memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
+
+    assert recorded.event_type == "DataCollected"  # security detection rests on the contract
+
+
+def test_an_adults_data_for_a_consent_purpose_is_collected_by_default__clause_0(memory_ledger):
+    sid = subject(memory_ledger, birth_year=1980)
+
+    recorded = memory_ledger.execute(PRINCIPAL, _promotions_usage(sid, memory_ledger))
+
+    assert recorded.event_type == "DataCollected"
+
+
+# --- §1, §5: who gives a consent --------------------------------------------------------------
+
+
+def test_a_consent_by_a_guardian_the_person_does_not_have_is_refused__clauses_1_5(memory_ledger):
+    sid = subject(memory_ledger, birth_year=1980)
+
+    refusal = refused(
+        memory_ledger, consent(sid, at=later(memory_ledger), given_by=ConsentGiver.GUARDIAN)
+    )
+
+    assert (refusal.reason, refusal.clause) == (R.NO_GUARDIAN_ON_RECORD, "§1")
+
+
+# --- §6.3, §7: a partial erasure closes the values it erased ----------------------------------
+
+
+def test_values_of_an_erased_category_are_not_revealed_but_later_ones_are__clauses_6_3_7(
+    memory_ledger,
+):
+    sid = _ip_collected(memory_ledger)
+    memory_ledger.execute(
+        PRINCIPAL,
+        c.EraseSubject(
+            idempotency_key=key("era"),
+            occurred_at=later(memory_ledger),
+            subject=ref(sid),
+            ground="retention_expired",
+            categories=("network_log.ip_address",),
+        ),
+    )
+    memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
+    before, after = [p for p in memory_ledger.history(sid) if type(p).__name__ == "DataCollected"]
+
+    with pytest.raises(KeyShreddedError):
+        memory_ledger.reveal(before)
+    assert set(memory_ledger.reveal(after)) == {"ip"}
+    assert memory_ledger.subject(sid).state.erased_categories == {
+        "network_log.ip_address": before.occurred_at + timedelta(seconds=1)
+    }
+
+
+# --- §8: continued use never extends consent to a new purpose ---------------------------------
+
+
+def _publish_credit_scoring(ledger: Ledger) -> None:
+    """Version 2 adds a purpose resting on consent alone, in force from now."""
+    data = load_seed_policy().model_dump(mode="json")
+    data["version"] = "2"
+    data["purposes"].append(
+        {
+            "id": "credit_scoring",
+            "name": "Credit scoring of the person",
+            "categories": ["network_log.usage"],
+            "legal_bases": ["consent"],
+            "clause": "§2",
+        }
+    )
+    effective = later(ledger)
+    ledger.execute(
+        PRINCIPAL,
+        c.PublishPolicy(
+            idempotency_key=key("pub"),
+            occurred_at=effective,
+            policy=parse_policy(data),
+            effective_at=effective,
+        ),
+    )
+
+
+def _scoring_collection(sid: UUID, ledger: Ledger) -> c.RecordCollection:
+    return collection(
+        sid,
+        at=later(ledger),
+        category="network_log.usage",
+        source="app",
+        purposes=("credit_scoring",),
+        values={"page": SecretStr(secret("page"))},
+    )
+
+
+def test_a_purpose_added_after_registration_needs_fresh_consent__clause_8(memory_ledger):
+    sid = subject(memory_ledger)
+    _publish_credit_scoring(memory_ledger)
+
+    refusal = refused(memory_ledger, _scoring_collection(sid, memory_ledger))
+
+    assert (refusal.reason, refusal.clause) == (R.NEW_PURPOSE_NEEDS_CONSENT, "§8")
+
+
+def test_a_new_purpose_is_served_once_the_person_consents_to_it__clause_8(memory_ledger):
+    sid = subject(memory_ledger)
+    _publish_credit_scoring(memory_ledger)
+    fresh = consent(
+        sid,
+        at=later(memory_ledger),
+        purposes=("credit_scoring",),
+        categories=("network_log.usage",),
+        method="popup",
+    )
+    memory_ledger.execute(PRINCIPAL, fresh)
+
+    recorded = memory_ledger.execute(PRINCIPAL, _scoring_collection(sid, memory_ledger))
+
+    assert recorded.event_type == "DataCollected"
+
+
+def test_a_person_registered_under_the_new_version_agreed_to_its_purposes__clauses_0_8(
+    memory_ledger,
+):
+    _publish_credit_scoring(memory_ledger)
+    later(memory_ledger)
+    sid = subject(memory_ledger)
+
+    recorded = memory_ledger.execute(PRINCIPAL, _scoring_collection(sid, memory_ledger))
+
+    assert recorded.event_type == "DataCollected"
