@@ -203,6 +203,12 @@ class RightsRequestOpened(SubjectEnvelope):
     due_at: UtcDatetime = Field(description="When it must be answered.")
     deadline_kind: str = Field(description="'calendar' or 'working' days.")
     deadline_clause: str = Field(description="The clause setting the deadline.")
+    withdrew_at_receipt: bool = Field(
+        default=False,
+        description="A withdrawal request whose ConsentWithdrawn was recorded with it, dated "
+        "at receipt (§6.5: a withdrawal takes effect at once); closing it withdraws nothing "
+        "more. False on requests opened before withdrawals took effect at receipt.",
+    )
 
 
 class RightsRequestExtended(SubjectEnvelope):

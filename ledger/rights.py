@@ -49,6 +49,9 @@ class RequestState(BaseModel):
     last_at: datetime | None = Field(
         default=None, description="When its latest event happened (None: when it was opened)."
     )
+    withdrew_at_receipt: bool = Field(
+        default=False, description="A withdrawal request that withdrew consent when opened."
+    )
 
 
 def check_in_order(state: RequestState, at: datetime) -> Refusal | None:
@@ -129,6 +132,7 @@ class RightsRequest(Aggregate):
             due_at=payload.due_at,
             deadline_kind=payload.deadline_kind,
             last_at=payload.occurred_at,
+            withdrew_at_receipt=payload.withdrew_at_receipt,
         )
 
     def extend(

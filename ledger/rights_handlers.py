@@ -27,6 +27,10 @@ from ledger.subject import Subject
 
 
 def open_request(ctx: Context, c: cmd.OpenRightsRequest) -> Outcome:
+    """Open a request with its due instant. A consent withdrawal takes effect at once (§6.5):
+    its `ConsentWithdrawn` is recorded in the same save, dated at receipt, and closing the
+    request later only answers it (a refused close does not bring the consent back; the
+    person may give it again)."""
     version, policy = ctx.policy_at(c.occurred_at)
     subject = ctx.subject(c.subject)
     refusal = check_open(subject.state)
@@ -47,11 +51,17 @@ def open_request(ctx: Context, c: cmd.OpenRightsRequest) -> Outcome:
         due_at=deadlines.due_at(received, deadline),
         deadline_kind=deadline.kind,
         deadline_clause=deadline.clause,
+        withdrew_at_receipt=c.kind is RightKind.CONSENT_WITHDRAWAL,
     )
     refusal = check_request_opened(policy, payload)
     refuse_if(refusal)
     request = RightsRequest(payload)
-    return Outcome([request], request, subject.id)
+    out = Outcome([request], request, subject.id)
+    if payload.withdrew_at_receipt:
+        withdrawal = _withdrawal(ctx, c, version, subject.id, request)
+        subject.withdraw_consent(policy, withdrawal.model_copy(update={"occurred_at": received}))
+        out.aggregates.append(subject)
+    return out
 
 
 def extend_request(ctx: Context, c: cmd.ExtendRightsRequest) -> Outcome:
@@ -149,7 +159,7 @@ def _fulfil(
         _erase(ctx, c, version, policy, subject, ground, (), request.id, out)
     elif kind is RightKind.ACCOUNT_CANCELLATION and not done:
         _cancel(ctx, c, version, policy, subject, request.id, out)
-    elif kind is RightKind.CONSENT_WITHDRAWAL:
+    elif kind is RightKind.CONSENT_WITHDRAWAL and not request.state.withdrew_at_receipt:
         subject.withdraw_consent(policy, _withdrawal(ctx, c, version, subject.id, request))
     elif kind is RightKind.CORRECTION:
         if c.correction is None:

@@ -267,6 +267,31 @@ def test_a_request_answers_with_the_scope_it_named_and_its_pause_instant_only_wh
     assert [a.HasField("paused_at") for a in answers] == [False, True, True, *[False] * 4]
 
 
+def test_a_consent_withdrawal_request_stops_what_rests_on_that_consent_at_once(
+    client: LedgerClient,
+) -> None:
+    sid = register(client)
+    consent_to_gps(client, sid)
+    collect_gps(client, sid)
+    opened = open_request(
+        client,
+        sid,
+        kind=cpb.RIGHT_KIND_CONSENT_WITHDRAWAL,
+        purposes=["customer_service"],
+        categories=[_GPS],
+    )
+
+    with nothing_written(client), pytest.raises(grpc.RpcError) as refused:
+        collect_gps(client, sid)  # before anyone closed the request
+
+    assert_refused(refused.value, "CONSENT_WITHDRAWN", "§6.5")
+    withdrawn = client.history(sid)[-1]
+    assert withdrawn.event_type == "ConsentWithdrawn"
+    payload = json.loads(withdrawn.payload_json)
+    assert payload["request_id"] == opened.request.request_id
+    assert instant(withdrawn.occurred_at) == instant(opened.request.received_at)
+
+
 def test_fulfilling_a_deletion_request_erases_the_subject_and_shreds_its_key(
     client: LedgerClient,
 ) -> None:

@@ -403,14 +403,18 @@ def test_fulfilling_an_account_cancellation_request_cancels_and_erases__clause_6
     assert _types(memory_ledger, sid)[-3:] == ["AccountCancelled", "DataErased", "KeyShredded"]
 
 
-def test_fulfilling_a_consent_withdrawal_request_withdraws_its_scope__clause_6_5(memory_ledger):
+def test_a_consent_withdrawal_request_withdraws_its_scope_at_receipt__clause_6_5(memory_ledger):
     sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, consent(sid, at=later(memory_ledger)))
-    rid = _request(
-        memory_ledger, sid, RightKind.CONSENT_WITHDRAWAL, **_SCOPES[RightKind.CONSENT_WITHDRAWAL]
+    received = later(memory_ledger)
+    opening = _open(
+        sid,
+        later(memory_ledger, 3600),
+        RightKind.CONSENT_WITHDRAWAL,
+        received_at=received,
+        **_SCOPES[RightKind.CONSENT_WITHDRAWAL],
     )
-
-    memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
+    rid = memory_ledger.execute(PRINCIPAL, opening).aggregate_id
 
     withdrawn = memory_ledger.history(sid)[-1]
     assert type(withdrawn).__name__ == "ConsentWithdrawn"
@@ -419,8 +423,12 @@ def test_fulfilling_a_consent_withdrawal_request_withdraws_its_scope__clause_6_5
         ("location.gps",),
         rid,
     )
+    assert withdrawn.occurred_at == received
     refusal = refused(memory_ledger, gps_collection(sid, at=later(memory_ledger)))
     assert refusal.reason is R.CONSENT_WITHDRAWN
+    events = len(memory_ledger.history(sid))
+    memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
+    assert len(memory_ledger.history(sid)) == events  # closing answers it; nothing more to do
 
 
 def test_fulfilling_a_correction_request_records_the_correction__clause_6_2(memory_ledger):
