@@ -94,6 +94,12 @@ class LegalBasis(_Entry):
         description="True when processing on this basis does not depend on the person's consent "
         "(a legal duty, vital interests): neither a missing nor a withdrawn consent stops it.",
     )
+    follows_collection_consent: bool = Field(
+        default=False,
+        description="True when data moves on this basis only as it stands: a category whose "
+        "consent was withdrawn for every purpose it was collected for stays behind (a transfer "
+        "of the business to an acquirer).",
+    )
     clause: Clause
 
 

@@ -329,6 +329,7 @@ def _grounds_and_rights(old: Policy, new: Policy) -> Iterator[PolicyChange]:
         if was is not None and (
             (was.requires_consent and not b.requires_consent)
             or (b.independent_of_consent and not was.independent_of_consent)
+            or (was.follows_collection_consent and not b.follows_collection_consent)
         ):
             what = f"legal basis '{b.id}' no longer stopped by a missing or withdrawn consent"
             yield _change(_K.LEGAL_BASIS_WEAKENED, b.id, b.clause, what, _EVERYONE)

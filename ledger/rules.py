@@ -119,7 +119,7 @@ def check_use(
     for category_id in e.categories:
         refusal = _check_category_for(
             policy, state, category_id, e.purpose, purpose.categories, purpose.clause, e.occurred_at
-        ) or _check_retention(policy, state, category_id, e.occurred_at, basis)
+        ) or _check_held_data(policy, state, category_id, e.occurred_at, basis)
         if refusal is not None:
             return refusal
         refusal = _check_consent(
@@ -170,7 +170,7 @@ def check_share(
             )
         refusal = _check_category_for(
             policy, state, category_id, e.purpose, purpose.categories, rc.clause, e.occurred_at
-        ) or _check_retention(policy, state, category_id, e.occurred_at, basis)
+        ) or _check_held_data(policy, state, category_id, e.occurred_at, basis)
         if refusal is not None:
             return refusal
         refusal = _check_consent(
@@ -310,6 +310,16 @@ def _check_category_for(
     return None
 
 
+def _check_held_data(
+    policy: Policy, state: SubjectState, category_id: str, at: datetime, basis: LegalBasis
+) -> Refusal | None:
+    """What held data may still be used or disclosed for: within its retention (§7), and on
+    a basis that moves it as it stands, only what its consent still covers (§4.4)."""
+    return _check_retention(policy, state, category_id, at, basis) or _check_carried_consent(
+        policy, state, category_id, at, basis
+    )
+
+
 def _check_retention(
     policy: Policy, state: SubjectState, category_id: str, at: datetime, basis: LegalBasis
 ) -> Refusal | None:
@@ -327,6 +337,27 @@ def _check_retention(
             f"{category_id!r} was past its {category.retention_days}-day retention at occurred-at",
         )
     return None
+
+
+def _check_carried_consent(
+    policy: Policy, state: SubjectState, category_id: str, at: datetime, basis: LegalBasis
+) -> Refusal | None:
+    """On a basis that moves data as it stands (`follows_collection_consent`: a transfer to
+    an acquirer, §4.4), a category goes only while one of the purposes it was collected for
+    still stands: one not resting on consent, or one whose consent was not withdrawn."""
+    held = state.held.get(category_id)
+    if not basis.follows_collection_consent or held is None:
+        return None
+    for purpose_id in held.purposes:
+        if not _rests_on_consent(policy, purpose_id, None):
+            return None
+        if state.consent_status(purpose_id, category_id, at) is not ConsentStatus.WITHDRAWN:
+            return None
+    return Refusal(
+        R.CONSENT_WITHDRAWN,
+        basis.clause,
+        f"consent was withdrawn for every purpose {category_id!r} was collected for",
+    )
 
 
 def _rests_on_consent(policy: Policy, purpose_id: str, basis: LegalBasis | None) -> bool:

@@ -278,6 +278,13 @@ def test_only_the_consent_basis_is_stopped_by_a_withdrawal_section_6_5(seed: Pol
     assert {b.id: b.requires_consent for b in seed.legal_bases} == expected
 
 
+def test_only_a_business_transfer_moves_data_as_its_consent_stands_section_4_4(
+    seed: Policy,
+) -> None:
+    carried = {b.id for b in seed.legal_bases if b.follows_collection_consent}
+    assert carried == {"corporate_transaction"}
+
+
 def test_only_a_legal_duty_or_major_interests_go_ahead_without_consent_section_4_3(
     seed: Policy,
 ) -> None:

@@ -392,6 +392,17 @@ def test_a_legal_basis_made_independent_of_consent_is_major_for_everyone__clause
     assert diff.touched() == _EVERYONE
 
 
+def test_a_transfer_that_no_longer_leaves_withdrawn_data_behind_is_major__clause_4_4() -> None:
+    diff = _diff(_set("legal_bases", "corporate_transaction", follows_collection_consent=False))
+
+    reason = (
+        "legal basis 'corporate_transaction' no longer stopped by a missing or withdrawn "
+        "consent (§4.4)"
+    )
+    _assert(_only(diff), K.LEGAL_BASIS_WEAKENED, "corporate_transaction", reason, major=True)
+    assert diff.touched() == _EVERYONE
+
+
 def test_an_erasure_ground_removed_is_major_for_everyone__clause_6_3() -> None:
     diff = _diff(_remove("erasure_grounds", "service_discontinued"))
 

@@ -1,6 +1,6 @@
 """Retention limits on use and disclosure (§7), agreement by use for minors (§0, §5), who may
-give a consent (§1, §5), values of a partially erased category (§6.3, §7), and purposes added
-after a person agreed (§8).
+give a consent (§1, §5), values of a partially erased category (§6.3, §7), purposes added after a
+person agreed (§8), and what an acquirer receives (§4.4).
 
 Every refusal is checked three ways: the reason, the clause, and that nothing was written.
 """
@@ -24,6 +24,7 @@ from scenario import (
     share,
     subject,
     use,
+    withdrawal,
 )
 
 from ledger import commands as c
@@ -287,3 +288,55 @@ def test_a_person_registered_under_the_new_version_agreed_to_its_purposes__claus
     recorded = memory_ledger.execute(PRINCIPAL, _scoring_collection(sid, memory_ledger))
 
     assert recorded.event_type == "DataCollected"
+
+
+# --- §4.4: data whose consent was withdrawn does not pass to an acquirer -----------------------
+
+
+def _to_acquirer(sid: UUID, ledger: Ledger) -> c.RecordShare:
+    return share(
+        sid,
+        at=later(ledger),
+        recipient="Acquiring Corp",
+        recipient_class="acquirer",
+        purpose="business_transfer",
+        legal_basis="corporate_transaction",
+    )
+
+
+def _usage_for(sid: UUID, ledger: Ledger, *purposes: str) -> None:
+    usage = collection(
+        sid,
+        at=later(ledger),
+        category="network_log.usage",
+        source="sdk",
+        purposes=purposes,
+        values={"page": SecretStr(secret("page"))},
+    )
+    ledger.execute(PRINCIPAL, usage)
+
+
+def test_data_whose_only_consent_was_withdrawn_stays_behind_in_a_transfer__clause_4_4(
+    memory_ledger,
+):
+    sid = subject(memory_ledger)
+    _usage_for(sid, memory_ledger, "product_analysis")
+    memory_ledger.execute(
+        PRINCIPAL, withdrawal(sid, at=later(memory_ledger), purposes=("product_analysis",))
+    )
+
+    refusal = refused(memory_ledger, _to_acquirer(sid, memory_ledger))
+
+    assert (refusal.reason, refusal.clause) == (R.CONSENT_WITHDRAWN, "§4.4")
+
+
+def test_data_still_resting_on_another_purpose_passes_in_a_transfer__clause_4_4(memory_ledger):
+    sid = subject(memory_ledger)
+    _usage_for(sid, memory_ledger, "product_analysis", "performance_optimisation")
+    memory_ledger.execute(
+        PRINCIPAL, withdrawal(sid, at=later(memory_ledger), purposes=("product_analysis",))
+    )
+
+    recorded = memory_ledger.execute(PRINCIPAL, _to_acquirer(sid, memory_ledger))
+
+    assert recorded.event_type == "DataShared"
