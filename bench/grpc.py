@@ -899,9 +899,7 @@ class Bench:
         """py-spy, sampling the ledger server and its writer for the measured window."""
         if profile_to is None or server is None or server.name != "ledger":
             return None
-        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which(
-            "py-spy"
-        )
+        spy = py_spy()
         if spy is None:
             log("warning: py-spy not found; no profile")
             return None
@@ -1419,8 +1417,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.backend == "postgres" and not record.postgres_listening():
         parser.error(f"nothing listens on {record.PG_HOST}:{record.PG_PORT}")
     if args.profile is not None:
+        if py_spy() is None:
+            parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
         args.profile.mkdir(parents=True, exist_ok=True)
     return args
+
+
+def py_spy() -> str | None:
+    """The py-spy beside this interpreter, or on the PATH."""
+    beside = shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    return beside or shutil.which("py-spy")
 
 
 def cleanup(bench: Bench, workdir: Path) -> None:

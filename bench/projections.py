@@ -39,6 +39,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse
 import json
 import shutil
+import signal
 import socket
 import statistics
 import tempfile
@@ -321,7 +322,12 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[s
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
-def main() -> None:
+def _interrupted(signum: int, _frame: object) -> None:
+    """SIGTERM and SIGHUP end the run like Ctrl-C, so the clean-up runs."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument("--backends", default="sqlite,postgres", help="sqlite,postgres")
@@ -331,17 +337,25 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10, help="length of the lag test")
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
+    unknown = sorted(set(backends) - {"sqlite", "postgres"})
+    if unknown or not backends:
+        parser.error(f"unknown back-end(s): {', '.join(unknown) or '(none given)'}")
     if "postgres" in backends and not postgres_listening():
         log("postgres: nothing listens on 127.0.0.1:5432; skipped")
         backends.remove("postgres")
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupted)
     workdir = Path(tempfile.mkdtemp(prefix="pdl-bench-projections-"))
     try:
         results = {b: run_backend(b, args, workdir) for b in backends}
+    except KeyboardInterrupt:
+        log("interrupted: cleaning up")
+        return 130
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
         print(json.dumps({"bench": "projections", "results": results}, indent=2))
-        return
+        return 0
     for backend, r in results.items():
         verdict = "meets" if r["ratio"] >= r["target_ratio"] else "MISSES"
         lag_verdict = "meets" if (r["lag_p99_ms"] or 0) <= r["target_p99_ms"] else "MISSES"
@@ -351,7 +365,8 @@ def main() -> None:
             f"({verdict} >= 0.3); lag p50 {r['lag_p50_ms']:.1f} ms, p99 {r['lag_p99_ms']:.1f} ms "
             f"at {r['achieved_rate']:.0f}/s ({lag_verdict} p99 <= 250 ms)"
         )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -314,7 +314,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    _log.info("listening on port %d", serving.port)
+    if on_ready is None:  # `pdl serve` says where it listens itself
+        _log.info("listening on port %d", serving.port)
     await stop.wait()
     _log.info("stopping: draining in-flight calls")
     await serving.stop(settings.shutdown_grace_seconds)

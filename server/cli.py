@@ -35,6 +35,7 @@ from projections import VIEW_NAMES
 from server.app import check_listen
 from server.app import serve as serve_forever
 from server.auth import PrincipalRegistry, load_or_create_admin_token
+from server.cli_args import VIEWS, instant_option, listen_option, view_names
 from server.cli_display import announce, details, print_state, progress, utc
 from server.cli_errors import OneLineUsageErrors, fail, one_line_errors
 from server.cli_token import token
@@ -108,8 +109,6 @@ DataDirOption = Annotated[
     ),
 ]
 
-_VIEWS = ", ".join(VIEW_NAMES)
-
 
 def main() -> None:
     """Run the command line (the `pdl` script enters through `server.entry`)."""
@@ -167,8 +166,8 @@ def policy_show(
     """Show the policy version in force: version, effective date, digest and what it declares."""
     console = _console()
     with one_line_errors():
-        instant = _instant(at)
-        with _runtime(config, data_dir) as runtime:
+        instant = instant_option(at)
+        with _runtime(config, data_dir, existing=True) as runtime:
             published, policy = runtime.ledger.policy_in_force(instant or _now(runtime))
     deadline = policy.response_deadline
     sensitive = sum(1 for c in policy.categories if c.sensitive)
@@ -201,15 +200,16 @@ def history(
 ) -> None:
     """Print a subject's audit trail: event types, times, categories, purposes, recipients.
 
-    Personal values stay sealed and show as <sealed>; after erasure they are gone for good.
+    Personal values stay sealed and show as `<sealed>`; after erasure, as `<erased>`: they
+    are gone for good.
     """
     console = _console()
     with one_line_errors():
         try:
             sid = UUID(subject_id)
         except ValueError:
-            fail("SUBJECT_ID is not a subject id (a UUID)")  # not echoed: it may be personal
-        with _runtime(config, data_dir) as runtime:
+            fail("SUBJECT_ID is not a subject id (a UUID)", 2)  # not echoed: may be personal
+        with _runtime(config, data_dir, existing=True) as runtime:
             try:
                 events = runtime.ledger.history(sid)
             except SubjectNotFound:
@@ -217,10 +217,11 @@ def history(
         if not events or not isinstance(events[0], ev.SubjectRegistered):
             fail(f"unknown subject {sid}")  # a rights request's id is not a subject's
     console.print(Text(f"subject {sid}: {len(events)} events", style="bold"))
+    erased = any(isinstance(payload, ev.KeyShredded) for payload in events)
     for number, payload in enumerate(events, start=1):
         line = Text(f"{number:>4}  {utc(payload.occurred_at)}  ")
         line.append(f"{type(payload).__name__:<20}", style="bold")
-        line.append(f"  {details(payload)}  ")
+        line.append(f"  {details(payload, erased=erased)}  ")
         line.append(f"[policy {payload.policy_version}, by {payload.principal}]", style="dim")
         console.print(line)
 
@@ -250,6 +251,7 @@ def serve(
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     with one_line_errors():
+        listen_option(listen)
         settings = load_settings(config, data_dir=data_dir, listen=listen)
         check_listen(settings.listen, settings.tls)  # before anything is created on disk
         token, made = load_or_create_admin_token(settings.admin_token_path)
@@ -269,7 +271,7 @@ def project(
     view: Annotated[
         list[str] | None,
         typer.Option(
-            "--view", metavar="NAME", help=f"A view to run (repeatable). [default: all: {_VIEWS}]"
+            "--view", metavar="NAME", help=f"A view to run (repeatable). [default: all: {VIEWS}]"
         ),
     ] = None,
     workers: Annotated[
@@ -313,14 +315,14 @@ def project(
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     with one_line_errors():
-        names = _view_names(view)
+        names = view_names(view)
         settings = load_settings(config, data_dir=data_dir)
         lower = settings.projection_nice if nice is None else nice
         if once or rebuild:
             if lower:
                 os.nice(lower)  # catching up here: the same priority the workers would have
             with (
-                _runtime(config, data_dir, settings=settings) as runtime,
+                _runtime(config, data_dir, settings=settings, existing=True) as runtime,
                 progress(runtime) as advance,
             ):
                 reached = catch_up(
@@ -333,7 +335,7 @@ def project(
             typer.echo(f"pdl: views {', '.join(names)} at position {reached}", err=True)
             return
         # made once here, what is missing, before the workers open it all at once
-        with _runtime(config, data_dir, settings=settings):
+        with _runtime(config, data_dir, settings=settings, existing=True):
             pass
         groups = split(names, workers)
 
@@ -348,23 +350,24 @@ def project(
 app.command()(token)  # `server.cli_token`
 
 
-def _view_names(chosen: list[str] | None) -> tuple[str, ...]:
-    if not chosen:
-        return VIEW_NAMES
-    unknown = sorted(set(chosen) - set(VIEW_NAMES))
-    if unknown:
-        fail(f"unknown view {', '.join(unknown)}; known: {_VIEWS}")
-    return tuple(n for n in VIEW_NAMES if n in chosen)
-
-
 @contextmanager
 def _runtime(
     config: Path | None,
     data_dir: Path | None,
     clock: Clock | None = None,
     settings: Settings | None = None,
+    *,
+    existing: bool = False,
 ) -> Iterator[Runtime]:
-    runtime = open_runtime(settings or load_settings(config, data_dir=data_dir), clock=clock)
+    """The runtime on the settings; with `existing`, an embedded store must be there already
+    (a command that only reads never makes one where a mistyped --data-dir points)."""
+    settings = settings or load_settings(config, data_dir=data_dir)
+    if existing and settings.database_url is None and not settings.data_dir.is_dir():
+        fail(
+            f"no data directory {settings.data_dir}: give --data-dir, or make one with "
+            "pdl serve or pdl demo"
+        )
+    runtime = open_runtime(settings, clock=clock)
     try:
         yield runtime
     finally:
@@ -379,18 +382,6 @@ def _location(runtime: Runtime) -> str:
     if runtime.storage.backend == "sqlite":
         return f"data dir {runtime.settings.data_dir.resolve()}"
     return f"{runtime.storage.backend} database"
-
-
-def _instant(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        instant = datetime.fromisoformat(text)
-    except ValueError:
-        fail(f"--at: not an ISO-8601 instant: {text!r}")
-    if instant.tzinfo is None:
-        fail(f"--at: {text!r} has no UTC offset; e.g. 2026-03-02T09:00+08:00 or ...Z")
-    return instant
 
 
 def _now(runtime: Runtime) -> datetime:

@@ -1,8 +1,8 @@
 """How the `pdl` command line shows things: a person's state and the audit trail of their
 events, the progress of a catch-up over the log, and what `pdl serve` says as it starts.
 
-Sealed values are never opened here: they show as `<sealed>`; what is shown is the readable
-audit trail and the state folded from it.
+Sealed values are never opened here: they show as `<sealed>` (`<erased>` once their key is
+destroyed); what is shown is the readable audit trail and the state folded from it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ _ENVELOPE_FIELDS = frozenset(ev.SubjectEnvelope.model_fields)
 _SEALED_FIELDS = frozenset({"account_id", "guardian", "reference", "values"})
 _LONG_FIELDS = frozenset({"not_reached"})
 _SEALED = "<sealed>"
+_ERASED = "<erased>"
 
 
 def print_state(
@@ -78,8 +79,10 @@ def utc(instant: datetime) -> str:
     return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def details(payload: BaseModel) -> str:
-    """The audit-trail fields of a payload; sealed values show as <sealed>, never opened."""
+def details(payload: BaseModel, *, erased: bool = False) -> str:
+    """The audit-trail fields of a payload; sealed values show as <sealed>, never opened, or
+    as <erased> when `erased` (their key is destroyed)."""
+    sealed = _ERASED if erased else _SEALED
     parts = []
     for name in type(payload).model_fields:
         if name in _ENVELOPE_FIELDS or name in _LONG_FIELDS:
@@ -88,27 +91,27 @@ def details(payload: BaseModel) -> str:
         if name in _SEALED_FIELDS:
             if value:
                 keys = value if isinstance(value, dict) else ()
-                shown = ", ".join(f"{k}={_SEALED}" for k in keys) or _SEALED
+                shown = ", ".join(f"{k}={sealed}" for k in keys) or sealed
                 parts.append(f"{name}: {shown}")
             continue
         if value is None or value == {} or (value == () and name not in _EMPTY_MEANS_ALL):
             continue
-        parts.append(f"{name}={_text(value)}")
+        parts.append(f"{name}={_text(value, sealed)}")
     return " ".join(parts)
 
 
 _EMPTY_MEANS_ALL = frozenset({"purposes", "categories"})
 
 
-def _text(value: object) -> str:
+def _text(value: object, sealed: str = _SEALED) -> str:
     if isinstance(value, tuple):
-        return ",".join(map(_text, value)) or "all"
+        return ",".join(_text(v, sealed) for v in value) or "all"
     if isinstance(value, Enum):
         return str(value.value)
     if isinstance(value, datetime):
         return utc(value)
     text = str(value)
-    return _SEALED if text.startswith("s1:") else text
+    return sealed if text.startswith("s1:") else text
 
 
 @contextmanager

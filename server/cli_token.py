@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from server.auth import new_token, token_hash, write_token_file
 from server.cli_errors import fail, one_line_errors
@@ -24,7 +25,12 @@ def token(
     ],
     scopes: Annotated[
         list[Scope],
-        typer.Option("--scope", help="What it may do; give the option once per scope."),
+        typer.Option(
+            "--scope",
+            metavar="SCOPE",
+            help="What it may do: record, read, audit, admin or reveal; give the option once "
+            "per scope.",
+        ),
     ],
     token_file: Annotated[
         Path,
@@ -44,9 +50,12 @@ def token(
     """
     made = new_token()
     with one_line_errors():
-        entry = PrincipalConfig(
-            name=name, scopes=tuple(dict.fromkeys(scopes)), token_sha256=token_hash(made).hex()
-        )
+        try:
+            entry = PrincipalConfig(
+                name=name, scopes=tuple(dict.fromkeys(scopes)), token_sha256=token_hash(made).hex()
+            )
+        except ValidationError:
+            fail("NAME: 1 to 64 letters, digits and _ . : -, starting with a letter or digit", 2)
         try:
             write_token_file(token_file, made)
         except FileExistsError:

@@ -6,19 +6,29 @@ Nothing is read at import time; `load_settings` is called by the command that ne
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from ledger.errors import ConfigurationError
 
 _ENV_PREFIX = "PDL_"
 _FILE_ONLY = frozenset({"principals", "tls"})  # structured: only the TOML file sets them
+_MAX_PORT = 65535
 
 
 class Scope(StrEnum):
@@ -95,6 +105,19 @@ class TlsConfig(BaseModel):
         return self
 
 
+_LISTEN = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
+
+
+def listen_address(value: str) -> str:
+    """HOST:PORT, the host a name, an IPv4 address or a bracketed IPv6 one, the port 0-65535
+    (0: any free port)."""
+    found = _LISTEN.fullmatch(value)
+    if found is None or int(found.group(2)) > _MAX_PORT:
+        msg = f"expected HOST:PORT with a port from 0 to {_MAX_PORT}, e.g. 127.0.0.1:50051"
+        raise ValueError(msg)
+    return value
+
+
 class Settings(BaseModel):
     """Everything the ledger needs to start."""
 
@@ -124,9 +147,8 @@ class Settings(BaseModel):
     bootstrap_principal: str = Field(
         default="pdl-bootstrap", description="Principal recorded on the first policy version."
     )
-    listen: str = Field(
+    listen: Annotated[str, AfterValidator(listen_address)] = Field(
         default="127.0.0.1:50051",
-        pattern=r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
         description="HOST:PORT to listen on; without TLS only a loopback address is allowed.",
     )
     tls: TlsConfig | None = Field(default=None, description="TLS; unset means plaintext.")
@@ -206,6 +228,7 @@ def load_settings(
             raise ConfigurationError(f"cannot read {config_file}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{config_file} is not valid TOML: {exc}") from None
+    origins = dict.fromkeys(data, str(config_file))
     env = os.environ if environ is None else environ
     for name in Settings.model_fields:
         if name in _FILE_ONLY:
@@ -213,11 +236,21 @@ def load_settings(
         value = env.get(_ENV_PREFIX + name.upper())
         if value is not None and value != "":
             data[name] = value
-    data.update({k: v for k, v in overrides.items() if v is not None})
+            origins[name] = _ENV_PREFIX + name.upper()
+    for name, value in overrides.items():
+        if value is not None:
+            data[name] = value
+            origins[name] = "--" + name.replace("_", "-")
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(_problem(e, origins) for e in exc.errors())
         raise ConfigurationError(f"invalid settings: {problems}") from None
+
+
+def _problem(error: Any, origins: dict[str, str]) -> str:
+    """One validation error as `field (from where it was set): message`."""
+    where = ".".join(str(p) for p in error["loc"])
+    origin = origins.get(str(error["loc"][0])) if error["loc"] else None
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where} (from {origin}): {message}" if origin else f"{where}: {message}"

@@ -199,14 +199,16 @@ def test_history_of_the_erased_minor_keeps_its_audit_trail_with_values_sealed(
         "DataErased",
         "KeyShredded",
     ]
-    assert "account_id: <sealed>" in result.stdout
-    assert "guardian: <sealed>" in result.stdout
-    assert "values: page=<sealed>" in result.stdout
+    assert "account_id: <erased>" in result.stdout  # the key is shredded: gone for good
+    assert "guardian: <erased>" in result.stdout
+    assert "values: page=<erased>" in result.stdout
+    assert "<sealed>" not in result.stdout
     assert "ground=account_cancelled" in result.stdout
 
 
 def test_history_of_an_unknown_subject_is_a_one_line_error(tmp_path: Path) -> None:
     unknown = uuid4()
+    (tmp_path / "data").mkdir()
 
     line = assert_one_error_line(pdl("history", unknown, "--data-dir", tmp_path / "data"))
 
@@ -217,7 +219,9 @@ def test_history_of_something_that_is_not_a_pseudonym_is_a_one_line_error(
     tmp_path: Path,
 ) -> None:
     typed = "alice@example.com"  # what a user might type instead of the person's pseudonym
-    line = assert_one_error_line(pdl("history", typed, "--data-dir", tmp_path / "data"))
+    line = assert_one_error_line(
+        pdl("history", typed, "--data-dir", tmp_path / "data"), exit_code=2
+    )
 
     assert "not a subject id" in line
     assert "alice" not in line  # never echoed: it may be a personal value
@@ -246,6 +250,7 @@ def test_a_bad_config_file_is_one_error_line_without_a_traceback(
 
 
 def test_policy_show_prints_the_version_in_force_and_its_digest(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
     result = pdl(
         "policy", "show", "--data-dir", tmp_path / "data", "--at", "2026-03-02T09:00+08:00"
     )
@@ -258,17 +263,20 @@ def test_policy_show_prints_the_version_in_force_and_its_digest(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(
-    ("at", "expected"),
+    ("at", "expected", "exit_code"),
     [
-        ("2020-01-01T00:00Z", "NO_POLICY_IN_FORCE"),
-        ("2026-03-02T09:00", "no UTC offset"),
-        ("yesterday", "not an ISO-8601 instant"),
+        ("2020-01-01T00:00Z", "NO_POLICY_IN_FORCE", 1),
+        ("2026-03-02T09:00", "no UTC offset", 2),
+        ("yesterday", "not an ISO-8601 instant", 2),
     ],
 )
 def test_policy_show_at_a_bad_instant_is_a_one_line_error(
-    tmp_path: Path, at: str, expected: str
+    tmp_path: Path, at: str, expected: str, exit_code: int
 ) -> None:
-    line = assert_one_error_line(pdl("policy", "show", "--data-dir", tmp_path / "d", "--at", at))
+    (tmp_path / "d").mkdir()
+    shown = pdl("policy", "show", "--data-dir", tmp_path / "d", "--at", at)
+
+    line = assert_one_error_line(shown, exit_code=exit_code)
 
     assert expected in line
 
@@ -342,6 +350,22 @@ _USAGE_ERRORS = {
         ["policy", "nope"],
         "error: no such command (see 'pdl policy --help')",
     ),
+    "port out of range": (
+        ["serve", "--listen", "127.0.0.1:99999", "--data-dir", "data"],
+        "error: --listen: expected HOST:PORT with a port from 0 to 65535",
+    ),
+    "address without a port": (
+        ["serve", "--listen", "127.0.0.1", "--data-dir", "data"],
+        "error: --listen: expected HOST:PORT",
+    ),
+    "unknown view": (
+        ["project", "--once", "--view", "nosuch", "--data-dir", "data"],
+        "error: --view: unknown view nosuch; known: ",
+    ),
+    "instant without an offset": (
+        ["policy", "show", "--at", "2026-03-02", "--data-dir", "data"],
+        "error: --at: '2026-03-02' has no UTC offset",
+    ),
 }
 
 
@@ -358,6 +382,35 @@ def test_a_usage_error_is_one_error_line_with_exit_code_2_and_touches_no_data(
     assert _BOX_DRAWING.search(result.output) is None
     assert result.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["history", "00000000-0000-0000-0000-000000000000"],
+        ["policy", "show"],
+        ["project", "--once"],
+    ],
+    ids=["history", "policy-show", "project"],
+)
+def test_a_reading_command_on_a_missing_data_directory_makes_nothing(
+    tmp_path: Path, args: list[str]
+) -> None:
+    mistyped = tmp_path / "pdl-dta"
+
+    line = assert_one_error_line(pdl(*args, "--data-dir", mistyped))
+
+    assert line.startswith(f"error: no data directory {mistyped}: give --data-dir")
+    assert not mistyped.exists()
+
+
+def test_a_bad_setting_names_where_it_was_set(tmp_path: Path) -> None:
+    config = tmp_path / "pdl.toml"
+    config.write_text(f"data_dir = '{tmp_path / 'data'}'\nmax_batch_items = 0\n")
+
+    from_file = assert_one_error_line(pdl("demo", "--config", config))
+
+    assert from_file.startswith(f"error: invalid settings: max_batch_items (from {config}): ")
 
 
 def test_a_usage_error_does_not_echo_the_extra_arguments_it_got(tmp_path: Path) -> None:
@@ -446,6 +499,7 @@ def test_project_workers_run_at_the_priority_asked_or_the_settings_default(
     """`pdl project` workers are deferred work too: by default `projection_nice` (10) lower in
     CPU priority than the command, or as `--nice` says; they stop on SIGTERM."""
     mine = os.getpriority(os.PRIO_PROCESS, 0)
+    (tmp_path / "data").mkdir()
     command = [str(PDL), "project", "--data-dir", str(tmp_path / "data"), "--workers", "2"]
     project = subprocess.Popen(  # noqa: S603 (our own entry point, with fixed arguments)
         [*command, *option],
@@ -526,7 +580,7 @@ def test_pdl_token_never_overwrites_a_token_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "exit_code"),
     [
-        (["bad name!", "--scope", "read"], 1),  # not a principal name
+        (["bad name!", "--scope", "read"], 2),  # not a principal name
         (["analytics"], 2),  # no scope
         (["analytics", "--scope", "everything"], 2),  # no such scope
     ],
