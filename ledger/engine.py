@@ -122,9 +122,7 @@ class Engine:
             saved = self._save(accepted)
         except IntegrityError:
             work.evict_all()
-            retry = self._settle_conflicts(items, digests, accepted, outcomes)
-            retry += [i for i, _ in duplicates if i not in outcomes]
-            return sorted(retry)
+            return self._after_conflict(items, digests, pending, accepted, duplicates, outcomes)
         if POLICY_BOOK_ID in work.loaded:  # a new version: read the book afresh
             self.app._book_checked = 0.0
         for item, receipt in zip(accepted, saved, strict=True):
@@ -207,6 +205,36 @@ class Engine:
         recordings = self.app._record(processing)
         self.app._notify(recordings)
         return recordings
+
+    def _after_conflict(
+        self,
+        items: Sequence[tuple[str, cmd._Command]],
+        digests: list[str],
+        pending: list[int],
+        accepted: list[_Accepted],
+        duplicates: list[tuple[int, int]],
+        outcomes: dict[int, ItemOutcome],
+    ) -> list[int]:
+        """After a save failed on a key used meanwhile: the items to run again.
+
+        Accepted items whose key is stored are answered from it (`_settle_conflicts`). A
+        refusal of this attempt may rest on an accepted item's change that was never
+        committed, so it is decided again (a replay answered from a stored receipt keeps its
+        answer). A copy of an item's key answers as that item once it is settled."""
+        retry = self._settle_conflicts(items, digests, accepted, outcomes)
+        taken = {item.index for item in accepted}
+        for i in pending:
+            if i not in taken and i in outcomes and outcomes[i].error is not None:
+                del outcomes[i]
+                retry.append(i)
+        for i, earlier in duplicates:
+            if i in outcomes:
+                continue
+            if earlier in outcomes:
+                outcomes[i] = self._same_key(items[i], digests, i, earlier, outcomes)
+            else:
+                retry.append(i)
+        return sorted(retry)
 
     def _settle_conflicts(
         self,

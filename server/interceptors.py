@@ -19,7 +19,7 @@ import grpc
 from grpc import aio
 
 from server.auth import CURRENT_PRINCIPAL, Principal, PrincipalRegistry, authorize
-from server.errors import StatusParts, status_of
+from server.errors import FieldViolation, InvalidRequest, StatusParts, status_of
 from server.settings import Scope
 
 _access = logging.getLogger("pdl.access")
@@ -63,21 +63,23 @@ class LedgerInterceptor(aio.ServerInterceptor):
     def _wrap(
         self, handler: grpc.RpcMethodHandler[Any, Any], method: str, scope: Scope
     ) -> grpc.RpcMethodHandler[Any, Any]:
+        """The handler behind authentication, scopes, statuses and the log line. Its request
+        arrives as bytes and is parsed inside (`_parser`): malformed bytes are the caller's
+        INVALID_ARGUMENT, after the credential is checked, and the call is logged."""
+        parse = _parser(handler.request_deserializer, method)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(cast("Unary", handler.unary_unary), method, scope),
-                request_deserializer=handler.request_deserializer,
+                self._unary(cast("Unary", handler.unary_unary), method, scope, parse),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._streaming(cast("Streaming", handler.unary_stream), method, scope),
-                request_deserializer=handler.request_deserializer,
+                self._streaming(cast("Streaming", handler.unary_stream), method, scope, parse),
                 response_serializer=handler.response_serializer,
             )
         return handler
 
-    def _unary(self, behaviour: Unary, method: str, scope: Scope) -> Unary:
+    def _unary(self, behaviour: Unary, method: str, scope: Scope, parse: _Parse) -> Unary:
         async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             who, code = "-", grpc.StatusCode.OK
@@ -85,7 +87,7 @@ class LedgerInterceptor(aio.ServerInterceptor):
                 principal = self._authenticate(context)
                 who = principal.name
                 self._admit(principal, scope, method)
-                return await behaviour(request, context)
+                return await behaviour(parse(request), context)
             except (asyncio.CancelledError, aio.AbortError):
                 code = _cancelled_or(context)
                 raise
@@ -98,7 +100,9 @@ class LedgerInterceptor(aio.ServerInterceptor):
 
         return call
 
-    def _streaming(self, behaviour: Streaming, method: str, scope: Scope) -> Streaming:
+    def _streaming(
+        self, behaviour: Streaming, method: str, scope: Scope, parse: _Parse
+    ) -> Streaming:
         async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             started = time.perf_counter()
             who, code = "-", grpc.StatusCode.OK
@@ -106,7 +110,7 @@ class LedgerInterceptor(aio.ServerInterceptor):
                 principal = self._authenticate(context)
                 who = principal.name
                 self._admit(principal, scope, method)
-                async for response in behaviour(request, context):
+                async for response in behaviour(parse(request), context):
                     yield response
             except (asyncio.CancelledError, aio.AbortError, GeneratorExit):
                 code = _cancelled_or(context)
@@ -141,9 +145,35 @@ def _tls_subjects(context: aio.ServicerContext[Any, Any]) -> list[str]:
     return [v.decode() for v in auth.get("x509_common_name", [])]
 
 
+_Parse = Callable[[Any], Any]
+
+
+def _parser(deserializer: Callable[[bytes], Any] | None, method: str) -> _Parse:
+    """The request's parser: the generated deserializer, with malformed bytes refused as an
+    `InvalidRequest` naming the message type (a handler taking bytes gets them as they are)."""
+    if deserializer is None:
+        return lambda request: request
+    name = f"{method.rsplit('/', 1)[-1]}Request"
+
+    def parse(request: bytes) -> Any:
+        try:
+            return deserializer(request)
+        except Exception:  # noqa: BLE001 (protobuf's DecodeError, or bad UTF-8 in a string)
+            raise InvalidRequest([FieldViolation("request", f"not a valid {name}")]) from None
+
+    return parse
+
+
 def _cancelled_or(context: aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+    """The status a call ended with that the handler did not set: its deadline passed, or
+    the client cancelled it."""
     code = context.code()
-    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.CANCELLED
+    if isinstance(code, grpc.StatusCode):
+        return code
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
 
 
 async def _abort(

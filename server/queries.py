@@ -21,6 +21,7 @@ from ledger.clock import Clock
 from ledger.policy_book import PolicyBook
 from ledger.rights import RightsRequest
 from ledger.subject import Subject
+from projections import paging
 from server import convert
 from server._pb.pdl.v1 import query_service_pb2 as qpb
 from server._pb.pdl.v1 import query_service_pb2_grpc as qgrpc
@@ -74,14 +75,19 @@ class QueryServicer(qgrpc.QueryServiceServicer):
     ) -> qpb.ListSubjectHistoryResponse:
         ref = convert.subject_ref(request.subject, "subject")
         size = _page_size(request.page_size, _DEFAULT_HISTORY_PAGE, _MAX_HISTORY_PAGE)
-        after = _page_token(request.page_token)
         types = set(request.event_types)
         unknown = sorted(types - set(EVENT_TOPICS))
         if unknown:
             raise InvalidRequest([FieldViolation("event_types", "unknown event type")])
         start = convert.instant(request, "recorded_from")
         end = convert.instant(request, "recorded_to")
+        if start is not None and end is not None and end < start:
+            raise InvalidRequest([FieldViolation("recorded_to", "before recorded_from")])
         subject_id = await asyncio.to_thread(self._ledger.resolve, ref)
+        # a token names the last version of its page, for this person and these filters only
+        filters = [subject_id, sorted(types), start, end]
+        want = paging.page("history", filters, size, request.page_token, (int,))
+        after = int(want.after[0]) if want.after is not None else 0
         payloads = await asyncio.to_thread(self._ledger.history, subject_id)
         page: list[qpb.HistoryEvent] = []
         next_token = ""
@@ -93,7 +99,7 @@ class QueryServicer(qgrpc.QueryServiceServicer):
             if (start and payload.recorded_at < start) or (end and payload.recorded_at >= end):
                 continue
             if len(page) == size:
-                next_token = str(page[-1].version)
+                next_token = paging.token_for(want, (page[-1].version,))
                 break
             page.append(convert.history_event(version, payload))
         return qpb.ListSubjectHistoryResponse(events=page, next_page_token=next_token)
@@ -151,11 +157,3 @@ def _page_size(asked: int, default: int, most: int) -> int:
     if asked < 0 or asked > most:
         raise InvalidRequest([FieldViolation("page_size", f"give 0 (default) to {most}")])
     return asked or default
-
-
-def _page_token(token: str) -> int:
-    if not token:
-        return 0
-    if not (token.isascii() and token.isdigit()) or len(token) > 12:
-        raise InvalidRequest([FieldViolation("page_token", "not a token this service gave")])
-    return int(token)

@@ -660,12 +660,38 @@ def test_a_bad_history_request_is_invalid_and_names_its_field(client: LedgerClie
         ({"page_size": 1001}, "page_size"),
         ({"page_size": -1}, "page_size"),
         ({"page_token": "not-a-token"}, "page_token"),
+        ({"page_token": "2"}, "page_token"),  # a bare version is not a token
+        (
+            {
+                "recorded_from": timestamp(datetime.now(UTC)),
+                "recorded_to": timestamp(datetime.now(UTC) - timedelta(days=1)),
+            },
+            "recorded_to",
+        ),
     ]:
         with pytest.raises(grpc.RpcError) as invalid:
             client.query.ListSubjectHistory(
                 qpb.ListSubjectHistoryRequest(subject=subject(sid), **fields), **client.options
             )
         assert bad_fields(invalid.value) == [field], fields
+
+
+def test_a_history_page_token_is_refused_by_another_person_or_other_filters(
+    client: LedgerClient,
+) -> None:
+    first, _ = four_events(client)
+    other, _ = four_events(client)
+    token = client.query.ListSubjectHistory(
+        qpb.ListSubjectHistoryRequest(subject=subject(first), page_size=1), **client.options
+    ).next_page_token
+
+    for ref, fields in [(other, {}), (first, {"event_types": ["DataCollected"]})]:
+        with pytest.raises(grpc.RpcError) as invalid:
+            client.query.ListSubjectHistory(
+                qpb.ListSubjectHistoryRequest(subject=subject(ref), page_token=token, **fields),
+                **client.options,
+            )
+        assert bad_fields(invalid.value) == ["page_token"]
 
 
 def test_reading_an_unknown_subject_is_not_found(client: LedgerClient) -> None:

@@ -27,6 +27,7 @@ from uuid import UUID
 
 import grpc
 import pytest
+from conftest import TOKENS
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -35,7 +36,7 @@ from google.protobuf import descriptor_pb2
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from outcomes import reason_of
+from outcomes import bad_fields, reason_of
 from pydantic import ValidationError
 from scenario import secret
 
@@ -405,6 +406,47 @@ def test_each_call_is_logged_once_with_its_principal_method_and_status(
     ]
     assert all(isinstance(c["ms"], float | int) and c["ms"] >= 0 for c in calls)
     assert account not in caplog.text
+
+
+_MALFORMED = b"\xff\xff\xff\xff"  # no valid protobuf message starts so
+_RAW_METHODS = [
+    ("/pdl.v1.LedgerService/RegisterSubject", False),
+    ("/pdl.v1.LedgerService/RecordBatch", False),
+    ("/pdl.v1.QueryService/ListSubjectHistory", False),
+    ("/pdl.v1.LedgerService/RecordCollection", False),  # forwarded to the writer as bytes
+    ("/pdl.v1.QueryService/StreamAuditLog", True),
+]
+
+
+@pytest.mark.parametrize(("method", "streams"), _RAW_METHODS, ids=[m for m, _ in _RAW_METHODS])
+def test_malformed_request_bytes_are_invalid_argument_after_the_credential_and_logged(
+    served: Served, caplog: pytest.LogCaptureFixture, method: str, streams: bool
+) -> None:
+    caplog.set_level(logging.INFO, logger="pdl.access")
+    with grpc.insecure_channel(served.target) as channel:
+        call = channel.unary_stream(method) if streams else channel.unary_unary(method)
+
+        def send(token: str | None) -> grpc.RpcError:
+            metadata = [("authorization", f"Bearer {token}")] if token else []
+
+            def ask() -> object:
+                answer = call(_MALFORMED, metadata=metadata, timeout=10)
+                return list(answer) if streams else answer
+
+            with pytest.raises(grpc.RpcError) as failed:
+                ask()
+            return failed.value
+
+        anonymous, invalid = send(None), send(TOKENS["everything"])
+
+    assert anonymous.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert bad_fields(invalid) == ["request"]
+    assert invalid.details() == "invalid request: request"  # nothing of the parser's own
+    calls = access_log(caplog, 2)
+    assert [(c["method"], c["status"]) for c in calls] == [
+        (method, "UNAUTHENTICATED"),
+        (method, "INVALID_ARGUMENT"),
+    ]
 
 
 def test_a_denied_call_is_logged_with_the_principal_that_was_denied(

@@ -227,3 +227,48 @@ def test_values_erased_through_one_instance_do_not_open_in_another(ledger_factor
         eraser.reveal(collected)
     with pytest.raises(KeyShreddedError):
         reader.reveal(collected)
+
+
+def test_a_batch_item_refused_on_a_change_that_was_never_saved_is_decided_again(
+    ledger_factory,
+) -> None:
+    """The first item reuses a key already recorded, so the save of the first attempt fails;
+    the second was refused on the first's withdrawal, which was never committed."""
+    ledger = ledger_factory()
+    sid = register(ledger).subject_id
+    ledger.execute(PRINCIPAL, consent(sid, at=later(ledger)))
+    reused = collection(sid, at=later(ledger))
+    ledger.execute(PRINCIPAL, reused)
+    withdrawal = c.WithdrawConsent(
+        idempotency_key=reused.idempotency_key,
+        occurred_at=later(ledger),
+        subject=ref(sid),
+        purposes=("customer_service",),
+    )
+
+    first, second = ledger.execute_batch(
+        PRINCIPAL, [withdrawal, gps_collection(sid, at=later(ledger))]
+    )
+
+    assert isinstance(first.error, IdempotencyConflict)
+    assert second.recorded is not None
+    assert second.recorded.event_type == "DataCollected"
+    assert "ConsentWithdrawn" not in [type(p).__name__ for p in ledger.history(sid)]
+
+
+@pytest.mark.parametrize("all_or_nothing", [False, True])
+def test_many_copies_of_a_recorded_command_in_one_batch_all_replay_it(
+    ledger_factory, all_or_nothing: bool
+) -> None:
+    ledger = ledger_factory()
+    sid = register(ledger).subject_id
+    command = collection(sid, at=later(ledger))
+    original = ledger.execute(PRINCIPAL, command)
+
+    outcomes = ledger.execute_batch(PRINCIPAL, [command] * 10, all_or_nothing=all_or_nothing)
+
+    assert [o.error for o in outcomes] == [None] * 10
+    assert {(o.recorded.position, o.recorded.replayed) for o in outcomes if o.recorded} == {
+        (original.position, True)
+    }
+    assert _keys_in_history(ledger, sid)[command.idempotency_key] == 1
