@@ -9,6 +9,7 @@ Payloads are validated as they are built (pydantic's validator is faster here th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -135,7 +136,7 @@ def collect(ctx: Context, c: cmd.RecordCollection) -> Outcome:
             else None
         ),
     )
-    subject.collect(policy, payload, _agreed(ctx, subject))
+    subject.collect(policy, payload, functools.partial(_agreed, ctx, subject))
     return Outcome([subject], subject, sid)
 
 
@@ -149,7 +150,7 @@ def use(ctx: Context, c: cmd.RecordUse) -> Outcome:
         purpose=c.purpose,
         legal_basis=c.legal_basis,
     )
-    subject.use(policy, payload, _agreed(ctx, subject))
+    subject.use(policy, payload, functools.partial(_agreed, ctx, subject))
     return Outcome([subject], subject, subject.id)
 
 
@@ -169,7 +170,8 @@ def share(ctx: Context, c: cmd.RecordShare) -> Outcome:
         cross_border_basis=c.cross_border_basis,
         anonymised=c.anonymised,
     )
-    subject.share(policy, payload, sale=c.sale, agreed=_agreed(ctx, subject))
+    agreed = functools.partial(_agreed, ctx, subject)
+    subject.share(policy, payload, sale=c.sale, agreed=agreed)
     return Outcome([subject], subject, subject.id)
 
 

@@ -346,6 +346,19 @@ class Policy(_Entry):
     def _index_legal_grounds(self) -> dict[str, ErasureGround]:
         return {e.id: e for e in self.legal_grounds}
 
+    @cached_property
+    def _consent_only_purposes(self) -> frozenset[str]:
+        def consent_only(purpose: Purpose) -> bool:
+            bases = [self._index_legal_bases.get(b) for b in purpose.legal_bases]
+            return all(b is None or b.requires_consent for b in bases)
+
+        return frozenset(p.id for p in self.purposes if consent_only(p))
+
+    def rests_on_consent_alone(self, purpose_id: str) -> bool:
+        """Whether every legal basis the purpose allows is the person's consent (an
+        undeclared purpose counts as resting on consent: the protective answer)."""
+        return purpose_id in self._consent_only_purposes or purpose_id not in self._index_purposes
+
     def category(self, category_id: str) -> Category | None:
         return self._index_categories.get(category_id)
 

@@ -7,7 +7,7 @@ recorded and the current instant, and returns `None` when the event may be recor
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,6 +16,10 @@ from ledger.errors import RefusalReason as R
 from ledger.errors import Refused
 from ledger.policy import LegalBasis, Policy, Purpose, RecipientClass, RightKind
 from ledger.subject_state import ConsentStatus, SubjectState, minor_at
+
+Agreed = Callable[[], Policy | None]
+"""Looks up, when a rule needs it, the policy the person agreed to by registering (the version
+in force at their registration), or None if there was none."""
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 """How far ahead of the ledger's clock an occurred-at may be before it is implausible."""
@@ -70,12 +74,12 @@ def check_registration(
 
 
 def check_collection(
-    policy: Policy, state: SubjectState, e: ev.DataCollected, agreed: Policy | None = None
+    policy: Policy, state: SubjectState, e: ev.DataCollected, agreed: Agreed | None = None
 ) -> Refusal | None:
     """Collect only declared categories from declared sources for purposes that need them
     (§1-§3); sensitive categories need consent in force at occurred-at (§1); withdrawn
-    purposes stop (§6.5). `agreed` is the policy the person agreed to by registering: a
-    purpose it lacks needs fresh consent (§8)."""
+    purposes stop (§6.5). `agreed` finds the policy the person agreed to by registering:
+    a purpose it lacks needs fresh consent (§8)."""
     category = policy.category(e.category)
     if category is None:
         return Refusal(R.CATEGORY_NOT_DECLARED, "§1", f"category {e.category!r}")
@@ -98,7 +102,7 @@ def check_collection(
 
 
 def check_use(
-    policy: Policy, state: SubjectState, e: ev.DataUsed, agreed: Policy | None = None
+    policy: Policy, state: SubjectState, e: ev.DataUsed, agreed: Agreed | None = None
 ) -> Refusal | None:
     """Use held data only for a declared purpose that needs it, on a basis it allows (§2),
     within its retention period unless the law requires it (§7), with consent in force for
@@ -136,7 +140,7 @@ def check_share(
     e: ev.DataShared,
     *,
     sale: bool,
-    agreed: Policy | None = None,
+    agreed: Agreed | None = None,
 ) -> Refusal | None:
     """Disclose only to a declared recipient class, for a purpose it may receive, only the
     categories that purpose needs (§4.1-§4.5), within their retention period unless the law
@@ -365,11 +369,7 @@ def _rests_on_consent(policy: Policy, purpose_id: str, basis: LegalBasis | None)
     collection (no basis named), every basis its purpose allows is."""
     if basis is not None:
         return basis.requires_consent
-    purpose = policy.purpose(purpose_id)
-    if purpose is None:
-        return True
-    bases = [policy.legal_basis(b) for b in purpose.legal_bases]
-    return all(b is None or b.requires_consent for b in bases)
+    return policy.rests_on_consent_alone(purpose_id)
 
 
 def _check_consent(
@@ -379,7 +379,7 @@ def _check_consent(
     category_id: str,
     at: datetime,
     basis: LegalBasis | None,
-    agreed: Policy | None = None,
+    agreed: Agreed | None = None,
 ) -> Refusal | None:
     """Sensitive data needs consent in force; a withdrawal stops what rests on consent.
 
@@ -387,7 +387,7 @@ def _check_consent(
     non-sensitive data). A basis independent of consent (a legal duty) is not stopped. The
     default consent by use (§0) is the person's own act, so for a minor it does not stand in
     for the guardian's consent where the processing rests on consent (§5); nor does it
-    reach a purpose that the policy the person agreed to (`agreed`, the one in force at
+    reach a purpose that the policy the person agreed to (what `agreed` finds: the one in force at
     their registration) did not declare (§8: continued use never extends consent to a new
     purpose).
     """
@@ -435,8 +435,9 @@ def _check_consent(
     if (
         status is not ConsentStatus.GIVEN
         and agreed is not None
-        and agreed.purpose(purpose_id) is None
         and _rests_on_consent(policy, purpose_id, basis)
+        and (agreed_to := agreed()) is not None
+        and agreed_to.purpose(purpose_id) is None
     ):
         return Refusal(
             R.NEW_PURPOSE_NEEDS_CONSENT,

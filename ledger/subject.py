@@ -55,7 +55,7 @@ class Subject(Aggregate):
         refuse_if(rules.check_open(self.state))
 
     def collect(
-        self, policy: Policy, payload: ev.DataCollected, agreed: Policy | None = None
+        self, policy: Policy, payload: ev.DataCollected, agreed: rules.Agreed | None = None
     ) -> None:
         refuse_if(
             rules.check_open(self.state)
@@ -63,7 +63,7 @@ class Subject(Aggregate):
         )
         self._emit("DataCollected", payload)
 
-    def use(self, policy: Policy, payload: ev.DataUsed, agreed: Policy | None = None) -> None:
+    def use(self, policy: Policy, payload: ev.DataUsed, agreed: rules.Agreed | None = None) -> None:
         refuse_if(
             rules.check_open(self.state) or rules.check_use(policy, self.state, payload, agreed)
         )
@@ -75,7 +75,7 @@ class Subject(Aggregate):
         payload: ev.DataShared,
         *,
         sale: bool,
-        agreed: Policy | None = None,
+        agreed: rules.Agreed | None = None,
     ) -> None:
         refuse_if(
             rules.check_open(self.state)
