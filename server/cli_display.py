@@ -119,7 +119,9 @@ def progress(runtime: Runtime) -> Iterator[Callable[[int, int], None]]:
     """A progress bar on stderr over the log, fed by the runner after each page."""
     total = runtime.ledger.recorder.max_notification_id() or 0
     columns = (*Progress.get_default_columns(), MofNCompleteColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    console = Console(stderr=True)
+    shown = console.is_terminal  # off a terminal a bar would leave only an empty line behind
+    with Progress(*columns, console=console, transient=True, disable=not shown) as bar:
         task = bar.add_task("folding the log", total=total)
 
         def advance(position: int, _read: int) -> None:

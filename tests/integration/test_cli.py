@@ -603,3 +603,13 @@ def test_pdl_version_prints_the_installed_version_and_exits_0() -> None:
 
     assert result.exit_code == 0, result.output
     assert result.stdout == f"pdl {metadata.version('personal-data-ledger')}\n"
+
+
+def test_catching_up_off_a_terminal_prints_only_its_result(tmp_path: Path) -> None:
+    assert pdl("demo", "--data-dir", tmp_path / "data").exit_code == 0
+
+    result = pdl("project", "--once", "--data-dir", tmp_path / "data")
+
+    assert result.exit_code == 0, result.output
+    [line] = result.stderr.splitlines()  # no empty line a progress bar left behind
+    assert re.fullmatch(r"pdl: views subjects, .*, notices at position \d+", line)
