@@ -266,10 +266,9 @@ class Ledger(Application[UUID]):
         if self.sealer.store.wrapped_key(sid) is None:  # shredded, maybe by another process
             self.sealer.forget(sid)
             raise KeyShreddedError(f"no data key for subject {sid}")
-        category = getattr(payload, "category", None)
-        if isinstance(payload, ev.DataCollected | ev.DataCorrected) and isinstance(category, str):
-            state = self.subject(sid).state
-            if state.value_erased(category, payload.occurred_at):
+        if isinstance(payload, ev.DataCollected | ev.DataCorrected):
+            category = payload.category
+            if self.subject(sid).state.value_erased(category, payload.occurred_at):
                 raise KeyShreddedError(f"the values of {category} of subject {sid} were erased")
         for name in ("account_id", "guardian", "reference"):
             sealed = getattr(payload, name, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
 
@@ -47,6 +48,21 @@ class RefusalReason(StrEnum):
     POLICY_RETROACTIVE = "POLICY_RETROACTIVE"
     POLICY_EFFECTIVE_BEFORE_SCHEDULED = "POLICY_EFFECTIVE_BEFORE_SCHEDULED"
     POLICY_VERSION_NOT_PUBLISHED = "POLICY_VERSION_NOT_PUBLISHED"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a command is refused, and the clause that says so (what a rule returns)."""
+
+    reason: RefusalReason
+    clause: str
+    detail: str = ""
+
+
+def refuse_if(refusal: Refusal | None) -> None:
+    """Raise the refusal a rule returned, if it returned one."""
+    if refusal is not None:
+        raise Refused(refusal.reason, refusal.clause, refusal.detail)
 
 
 class LedgerError(Exception):

@@ -9,7 +9,6 @@ Payloads are validated as they are built (pydantic's validator is faster here th
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,7 +25,7 @@ from ledger.policy import Policy
 from ledger.policy_book import PolicyBook
 from ledger.policy_diff import diff_policies
 from ledger.rights import RightsRequest
-from ledger.rules import check_registration, refuse_if
+from ledger.rules import Agreed, check_registration, refuse_if
 from ledger.sealing import Sealer
 from ledger.subject import Subject
 from ledger.subject_state import minor_at
@@ -136,7 +135,7 @@ def collect(ctx: Context, c: cmd.RecordCollection) -> Outcome:
             else None
         ),
     )
-    subject.collect(policy, payload, functools.partial(_agreed, ctx, subject))
+    subject.collect(policy, payload, _agreement(ctx, subject))
     return Outcome([subject], subject, sid)
 
 
@@ -150,7 +149,7 @@ def use(ctx: Context, c: cmd.RecordUse) -> Outcome:
         purpose=c.purpose,
         legal_basis=c.legal_basis,
     )
-    subject.use(policy, payload, functools.partial(_agreed, ctx, subject))
+    subject.use(policy, payload, _agreement(ctx, subject))
     return Outcome([subject], subject, subject.id)
 
 
@@ -170,18 +169,22 @@ def share(ctx: Context, c: cmd.RecordShare) -> Outcome:
         cross_border_basis=c.cross_border_basis,
         anonymised=c.anonymised,
     )
-    agreed = functools.partial(_agreed, ctx, subject)
-    subject.share(policy, payload, sale=c.sale, agreed=agreed)
+    subject.share(policy, payload, sale=c.sale, agreed=_agreement(ctx, subject))
     return Outcome([subject], subject, subject.id)
 
 
-def _agreed(ctx: Context, subject: Subject) -> Policy | None:
-    """The policy the person agreed to by registering (in force at their registration), or
-    None when none was (a registration dated before the first version)."""
-    try:
-        return ctx.policy_at(subject.state.registered_at)[1]
-    except Refused:
-        return None
+def _agreement(ctx: Context, subject: Subject) -> Agreed:
+    """How the rules find, only if they need it, the policy the person agreed to by
+    registering: the one in force at their registration, or None when none was (a
+    registration dated before the first version)."""
+
+    def agreed() -> Policy | None:
+        try:
+            return ctx.policy_at(subject.state.registered_at)[1]
+        except Refused:
+            return None
+
+    return agreed
 
 
 def give_consent(ctx: Context, c: cmd.GiveConsent) -> Outcome:

@@ -57,8 +57,7 @@ class RequestState(BaseModel):
 def check_in_order(state: RequestState, at: datetime) -> Refusal | None:
     """A request's events follow one another: none is dated before its latest one, nor
     before its receipt (§6.4, whose deadline runs from receipt)."""
-    latest = max(state.received_at, state.last_at or state.received_at)
-    if at < latest:
+    if at < max(state.received_at, state.last_at or state.received_at):
         return Refusal(
             R.REQUEST_OUT_OF_ORDER,
             "§6.4",
@@ -139,8 +138,8 @@ class RightsRequest(Aggregate):
         self, policy: Policy, payload: ev.RightsRequestExtended, latest_due: datetime
     ) -> None:
         refuse_if(
-            check_close_or_order(self.state, payload.occurred_at, closing=False)
-            or check_extend(policy, self.state, payload.days, payload.due_at, latest_due)
+            check_extend(policy, self.state, payload.days, payload.due_at, latest_due)
+            or check_in_order(self.state, payload.occurred_at)
         )
         self._extended(payload)
 
@@ -153,7 +152,7 @@ class RightsRequest(Aggregate):
         self._resumed(payload)
 
     def close(self, payload: ev.RightsRequestClosed) -> None:
-        refuse_if(check_close_or_order(self.state, payload.occurred_at, closing=True))
+        refuse_if(check_close(self.state) or check_in_order(self.state, payload.occurred_at))
         self._closed(payload)
 
     @event("RightsRequestExtended")
@@ -182,13 +181,3 @@ class RightsRequest(Aggregate):
         self.state.closed_at = payload.occurred_at
         self.state.late = payload.late
         self.state.last_at = payload.occurred_at
-
-
-def check_close_or_order(state: RequestState, at: datetime, *, closing: bool) -> Refusal | None:
-    """A closed request refuses first; then the order of its events (`check_in_order`); a
-    close also refuses while paused (`check_close`)."""
-    if closing:
-        return check_close(state) or check_in_order(state, at)
-    if state.status is RequestStatus.CLOSED:
-        return Refusal(R.REQUEST_CLOSED, "§6", "the request is closed")
-    return check_in_order(state, at)

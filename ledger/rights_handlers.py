@@ -21,7 +21,7 @@ from ledger.handlers import (
     _withdrawal,
 )
 from ledger.policy import Policy, RightKind
-from ledger.rights import RightsRequest, check_close_or_order
+from ledger.rights import RightsRequest, check_close, check_in_order
 from ledger.rules import check_open, check_request_opened, refuse_if
 from ledger.subject import Subject
 
@@ -124,8 +124,7 @@ def close_request(ctx: Context, c: cmd.CloseRightsRequest) -> Outcome:
     version, policy = ctx.policy_at(c.occurred_at)
     request = ctx.request(c.request_id)
     s = request.state
-    refusal = check_close_or_order(s, c.occurred_at, closing=True)
-    refuse_if(refusal)
+    refuse_if(check_close(s) or check_in_order(s, c.occurred_at))
     out = Outcome([request], request, s.subject_id)
     if c.outcome is ev.RequestOutcome.FULFILLED:
         subject = ctx.subject(cmd.SubjectRef(subject_id=s.subject_id))

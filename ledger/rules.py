@@ -2,42 +2,42 @@
 
 Each function takes the policy in force, the subject's state (if any), the event about to be
 recorded and the current instant, and returns `None` when the event may be recorded or a
-`Refusal` naming the reason and the clause of the policy that forbids it.
+`Refusal` naming the reason and the clause of the policy that forbids it. What consent
+processing rests on is checked in `ledger.consent_rules`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from ledger import events as ev
+from ledger.consent_rules import Agreed, check_carried_consent, check_consent
+from ledger.errors import Refusal, refuse_if
 from ledger.errors import RefusalReason as R
-from ledger.errors import Refused
 from ledger.policy import LegalBasis, Policy, Purpose, RecipientClass, RightKind
-from ledger.subject_state import ConsentStatus, SubjectState, minor_at
+from ledger.subject_state import SubjectState, minor_at
 
-Agreed = Callable[[], Policy | None]
-"""Looks up, when a rule needs it, the policy the person agreed to by registering (the version
-in force at their registration), or None if there was none."""
+__all__ = [
+    "FUTURE_TOLERANCE",
+    "Agreed",
+    "Refusal",
+    "check_collection",
+    "check_consent_given",
+    "check_consent_withdrawn",
+    "check_correction",
+    "check_erasure",
+    "check_occurred_at",
+    "check_open",
+    "check_registration",
+    "check_request_opened",
+    "check_share",
+    "check_use",
+    "refuse_if",
+]
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 """How far ahead of the ledger's clock an occurred-at may be before it is implausible."""
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a command is refused, and the clause that says so."""
-
-    reason: R
-    clause: str
-    detail: str = ""
-
-
-def refuse_if(refusal: Refusal | None) -> None:
-    """Raise the refusal a rule returned, if it returned one."""
-    if refusal is not None:
-        raise Refused(refusal.reason, refusal.clause, refusal.detail)
 
 
 def check_occurred_at(occurred_at: datetime, now: datetime) -> Refusal | None:
@@ -95,7 +95,7 @@ def check_collection(
                 purpose.clause,
                 f"purpose {purpose_id!r} does not need {e.category!r}",
             )
-        refusal = _check_consent(policy, state, purpose_id, e.category, e.occurred_at, None, agreed)
+        refusal = check_consent(policy, state, purpose_id, e.category, e.occurred_at, None, agreed)
         if refusal is not None:
             return refusal
     return _check_region(policy, e.storage_region, e.cross_border_basis)
@@ -126,9 +126,7 @@ def check_use(
         ) or _check_held_data(policy, state, category_id, e.occurred_at, basis)
         if refusal is not None:
             return refusal
-        refusal = _check_consent(
-            policy, state, e.purpose, category_id, e.occurred_at, basis, agreed
-        )
+        refusal = check_consent(policy, state, e.purpose, category_id, e.occurred_at, basis, agreed)
         if refusal is not None:
             return refusal
     return None
@@ -177,9 +175,7 @@ def check_share(
         ) or _check_held_data(policy, state, category_id, e.occurred_at, basis)
         if refusal is not None:
             return refusal
-        refusal = _check_consent(
-            policy, state, e.purpose, category_id, e.occurred_at, basis, agreed
-        )
+        refusal = check_consent(policy, state, e.purpose, category_id, e.occurred_at, basis, agreed)
         if refusal is not None:
             return refusal
     return _check_region(policy, e.destination_region, e.cross_border_basis)
@@ -319,7 +315,7 @@ def _check_held_data(
 ) -> Refusal | None:
     """What held data may still be used or disclosed for: within its retention (§7), and on
     a basis that moves it as it stands, only what its consent still covers (§4.4)."""
-    return _check_retention(policy, state, category_id, at, basis) or _check_carried_consent(
+    return _check_retention(policy, state, category_id, at, basis) or check_carried_consent(
         policy, state, category_id, at, basis
     )
 
@@ -339,110 +335,6 @@ def _check_retention(
             R.RETENTION_EXPIRED,
             policy.storage.clause,
             f"{category_id!r} was past its {category.retention_days}-day retention at occurred-at",
-        )
-    return None
-
-
-def _check_carried_consent(
-    policy: Policy, state: SubjectState, category_id: str, at: datetime, basis: LegalBasis
-) -> Refusal | None:
-    """On a basis that moves data as it stands (`follows_collection_consent`: a transfer to
-    an acquirer, §4.4), a category goes only while one of the purposes it was collected for
-    still stands: one not resting on consent, or one whose consent was not withdrawn."""
-    held = state.held.get(category_id)
-    if not basis.follows_collection_consent or held is None:
-        return None
-    for purpose_id in held.purposes:
-        if not _rests_on_consent(policy, purpose_id, None):
-            return None
-        if state.consent_status(purpose_id, category_id, at) is not ConsentStatus.WITHDRAWN:
-            return None
-    return Refusal(
-        R.CONSENT_WITHDRAWN,
-        basis.clause,
-        f"consent was withdrawn for every purpose {category_id!r} was collected for",
-    )
-
-
-def _rests_on_consent(policy: Policy, purpose_id: str, basis: LegalBasis | None) -> bool:
-    """Whether the processing rests on the person's consent: its basis is consent, or, for a
-    collection (no basis named), every basis its purpose allows is."""
-    if basis is not None:
-        return basis.requires_consent
-    return policy.rests_on_consent_alone(purpose_id)
-
-
-def _check_consent(
-    policy: Policy,
-    state: SubjectState,
-    purpose_id: str,
-    category_id: str,
-    at: datetime,
-    basis: LegalBasis | None,
-    agreed: Agreed | None = None,
-) -> Refusal | None:
-    """Sensitive data needs consent in force; a withdrawal stops what rests on consent.
-
-    `basis` None means collection, which always rests on consent (given, or by default for
-    non-sensitive data). A basis independent of consent (a legal duty) is not stopped. The
-    default consent by use (§0) is the person's own act, so for a minor it does not stand in
-    for the guardian's consent where the processing rests on consent (§5); nor does it
-    reach a purpose that the policy the person agreed to (what `agreed` finds: the one in force at
-    their registration) did not declare (§8: continued use never extends consent to a new
-    purpose).
-    """
-    if basis is not None and basis.independent_of_consent:
-        return None
-    category = policy.category(category_id)
-    if category is None:
-        return Refusal(R.CATEGORY_NOT_DECLARED, "§1", f"category {category_id!r}")
-    status = state.consent_status(purpose_id, category_id, at)
-    if status is ConsentStatus.WITHDRAWN:
-        withdrawal = policy.right(RightKind.CONSENT_WITHDRAWAL)
-        return Refusal(
-            R.CONSENT_WITHDRAWN,
-            withdrawal.clause if withdrawal is not None else policy.consent.clause,
-            f"consent for {purpose_id!r} / {category_id!r} was withdrawn",
-        )
-    if category.sensitive and status is not ConsentStatus.GIVEN:
-        return Refusal(
-            R.SENSITIVE_CATEGORY_WITHOUT_CONSENT,
-            category.clause,
-            f"{category_id!r} needs consent in force for {purpose_id!r}",
-        )
-    if (
-        not category.sensitive
-        and not policy.consent.default_for_non_sensitive
-        and (status is not ConsentStatus.GIVEN)
-    ):
-        return Refusal(
-            R.SENSITIVE_CATEGORY_WITHOUT_CONSENT,
-            policy.consent.clause,
-            f"{category_id!r} needs consent under this policy",
-        )
-    if (
-        status is not ConsentStatus.GIVEN
-        and policy.minors.guardian_consent_required
-        and minor_at(state.birth_year, state.minor, at, policy.minors.age_of_majority)
-        and _rests_on_consent(policy, purpose_id, basis)
-    ):
-        # agreement by use is the minor's own; a minor's consent comes from the guardian
-        return Refusal(
-            R.MINOR_CONSENT_REQUIRES_GUARDIAN,
-            policy.minors.clause,
-            f"{purpose_id!r} rests on consent, which for a minor the guardian gives",
-        )
-    if (
-        status is not ConsentStatus.GIVEN
-        and agreed is not None
-        and _rests_on_consent(policy, purpose_id, basis)
-        and (agreed_to := agreed()) is not None
-        and agreed_to.purpose(purpose_id) is None
-    ):
-        return Refusal(
-            R.NEW_PURPOSE_NEEDS_CONSENT,
-            policy.change_notice.clause,
-            f"{purpose_id!r} is newer than the policy the person agreed to",
         )
     return None
 

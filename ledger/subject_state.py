@@ -189,9 +189,8 @@ class SubjectState:
         if e.categories:
             for category in e.categories:
                 self.held.pop(category, None)
-                erased_at = self.erased_categories.get(category)
-                if erased_at is None or erased_at < e.occurred_at:
-                    self.erased_categories[category] = e.occurred_at
+                erased_at = self.erased_categories.get(category, e.occurred_at)
+                self.erased_categories[category] = max(erased_at, e.occurred_at)
         else:
             self.held.clear()
             self.erased = True
