@@ -87,6 +87,14 @@ def _close(
     )
 
 
+_LATER_STEPS = [
+    pytest.param(_close, id="close"),
+    pytest.param(lambda rid, at: _extend(rid, at, 1), id="extend"),
+    pytest.param(_pause, id="pause"),
+]
+"""Steps taken on an open request, each made from its id and an instant."""
+
+
 def _types(ledger: Ledger, sid: UUID) -> list[str]:
     return [type(e).__name__ for e in ledger.history(sid)]
 
@@ -284,14 +292,7 @@ def test_an_extension_after_a_long_pause_is_refused_past_30_days__clause_6_4(mem
     memory_ledger.execute(PRINCIPAL, _extend(rid, later(memory_ledger), 5))  # what is left
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        pytest.param(_close, id="close"),
-        pytest.param(lambda rid, at: _extend(rid, at, 1), id="extend"),
-        pytest.param(_pause, id="pause"),
-    ],
-)
+@pytest.mark.parametrize("make", _LATER_STEPS)
 def test_a_request_event_dated_before_its_receipt_is_refused__clause_6_4(memory_ledger, make):
     rid = _request(memory_ledger, subject(memory_ledger))
     received = memory_ledger.rights_request(rid).received_at
@@ -331,14 +332,7 @@ def test_closing_a_paused_request_is_refused__clause_6(memory_ledger):
     assert (refusal.reason, refusal.clause) == (R.REQUEST_PAUSED, "§6")
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        pytest.param(_close, id="close"),
-        pytest.param(lambda rid, at: _extend(rid, at, 1), id="extend"),
-        pytest.param(_pause, id="pause"),
-    ],
-)
+@pytest.mark.parametrize("make", _LATER_STEPS)
 def test_a_closed_request_cannot_be_closed_extended_or_paused__clause_6(memory_ledger, make):
     rid = _request(memory_ledger, subject(memory_ledger))
     memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))

@@ -36,6 +36,19 @@ from ledger.policy import load_seed_policy, parse_policy
 
 _DAY = 24 * 3600
 
+
+def _usage(ledger: Ledger, sid: UUID, *purposes: str) -> c.RecordCollection:
+    """A collection of the person's usage log (non-sensitive, 180 days) for the purposes."""
+    return collection(
+        sid,
+        at=later(ledger),
+        category="network_log.usage",
+        source="sdk",
+        purposes=purposes,
+        values={"page": SecretStr(secret("page"))},
+    )
+
+
 # --- §7: no use or disclosure after the retention period ------------------------------------
 
 
@@ -71,15 +84,7 @@ def test_retention_runs_from_the_last_collection__clause_7(memory_ledger):
 
 def test_held_data_past_its_retention_is_not_disclosed__clause_7(memory_ledger):
     sid = subject(memory_ledger)
-    usage = collection(
-        sid,
-        at=later(memory_ledger),
-        category="network_log.usage",
-        source="sdk",
-        purposes=("advertising",),
-        values={"page": SecretStr(secret("page"))},
-    )
-    memory_ledger.execute(PRINCIPAL, usage)
+    memory_ledger.execute(PRINCIPAL, _usage(memory_ledger, sid, "advertising"))
 
     refusal = refused(memory_ledger, share(sid, at=later(memory_ledger, 181 * _DAY)))
 
@@ -111,23 +116,12 @@ def _minor(ledger: Ledger) -> UUID:
     return subject(ledger, birth_year=2015, guardian_account_id=SecretStr(secret("guardian")))
 
 
-def _promotions_usage(sid: UUID, ledger: Ledger) -> c.RecordCollection:
-    return collection(
-        sid,
-        at=later(ledger),
-        category="network_log.usage",
-        source="app",
-        purposes=("promotions",),
-        values={"page": SecretStr(secret("page"))},
-    )
-
-
 def test_a_minors_data_for_a_consent_purpose_needs_the_guardians_consent__clauses_0_5(
     memory_ledger,
 ):
     sid = _minor(memory_ledger)
 
-    refusal = refused(memory_ledger, _promotions_usage(sid, memory_ledger))
+    refusal = refused(memory_ledger, _usage(memory_ledger, sid, "promotions"))
 
     assert (refusal.reason, refusal.clause) == (R.MINOR_CONSENT_REQUIRES_GUARDIAN, "§5")
 
@@ -144,7 +138,7 @@ def test_a_minors_data_is_collected_and_used_on_the_guardians_consent__clause_5(
     )
     memory_ledger.execute(PRINCIPAL, by_guardian)
 
-    memory_ledger.execute(PRINCIPAL, _promotions_usage(sid, memory_ledger))
+    memory_ledger.execute(PRINCIPAL, _usage(memory_ledger, sid, "promotions"))
     used = use(
         sid,
         at=later(memory_ledger),
@@ -167,7 +161,7 @@ def test_a_minors_data_for_the_service_they_use_needs_no_consent__clauses_2_5(me
 def test_an_adults_data_for_a_consent_purpose_is_collected_by_default__clause_0(memory_ledger):
     sid = subject(memory_ledger, birth_year=1980)
 
-    recorded = memory_ledger.execute(PRINCIPAL, _promotions_usage(sid, memory_ledger))
+    recorded = memory_ledger.execute(PRINCIPAL, _usage(memory_ledger, sid, "promotions"))
 
     assert recorded.event_type == "DataCollected"
 
@@ -241,22 +235,11 @@ def _publish_credit_scoring(ledger: Ledger) -> None:
     )
 
 
-def _scoring_collection(sid: UUID, ledger: Ledger) -> c.RecordCollection:
-    return collection(
-        sid,
-        at=later(ledger),
-        category="network_log.usage",
-        source="app",
-        purposes=("credit_scoring",),
-        values={"page": SecretStr(secret("page"))},
-    )
-
-
 def test_a_purpose_added_after_registration_needs_fresh_consent__clause_8(memory_ledger):
     sid = subject(memory_ledger)
     _publish_credit_scoring(memory_ledger)
 
-    refusal = refused(memory_ledger, _scoring_collection(sid, memory_ledger))
+    refusal = refused(memory_ledger, _usage(memory_ledger, sid, "credit_scoring"))
 
     assert (refusal.reason, refusal.clause) == (R.NEW_PURPOSE_NEEDS_CONSENT, "§8")
 
@@ -273,7 +256,7 @@ def test_a_new_purpose_is_served_once_the_person_consents_to_it__clause_8(memory
     )
     memory_ledger.execute(PRINCIPAL, fresh)
 
-    recorded = memory_ledger.execute(PRINCIPAL, _scoring_collection(sid, memory_ledger))
+    recorded = memory_ledger.execute(PRINCIPAL, _usage(memory_ledger, sid, "credit_scoring"))
 
     assert recorded.event_type == "DataCollected"
 
@@ -285,7 +268,7 @@ def test_a_person_registered_under_the_new_version_agreed_to_its_purposes__claus
     later(memory_ledger)
     sid = subject(memory_ledger)
 
-    recorded = memory_ledger.execute(PRINCIPAL, _scoring_collection(sid, memory_ledger))
+    recorded = memory_ledger.execute(PRINCIPAL, _usage(memory_ledger, sid, "credit_scoring"))
 
     assert recorded.event_type == "DataCollected"
 
@@ -304,23 +287,11 @@ def _to_acquirer(sid: UUID, ledger: Ledger) -> c.RecordShare:
     )
 
 
-def _usage_for(sid: UUID, ledger: Ledger, *purposes: str) -> None:
-    usage = collection(
-        sid,
-        at=later(ledger),
-        category="network_log.usage",
-        source="sdk",
-        purposes=purposes,
-        values={"page": SecretStr(secret("page"))},
-    )
-    ledger.execute(PRINCIPAL, usage)
-
-
 def test_data_whose_only_consent_was_withdrawn_stays_behind_in_a_transfer__clause_4_4(
     memory_ledger,
 ):
     sid = subject(memory_ledger)
-    _usage_for(sid, memory_ledger, "product_analysis")
+    memory_ledger.execute(PRINCIPAL, _usage(memory_ledger, sid, "product_analysis"))
     memory_ledger.execute(
         PRINCIPAL, withdrawal(sid, at=later(memory_ledger), purposes=("product_analysis",))
     )
@@ -332,7 +303,8 @@ def test_data_whose_only_consent_was_withdrawn_stays_behind_in_a_transfer__claus
 
 def test_data_still_resting_on_another_purpose_passes_in_a_transfer__clause_4_4(memory_ledger):
     sid = subject(memory_ledger)
-    _usage_for(sid, memory_ledger, "product_analysis", "performance_optimisation")
+    both = _usage(memory_ledger, sid, "product_analysis", "performance_optimisation")
+    memory_ledger.execute(PRINCIPAL, both)
     memory_ledger.execute(
         PRINCIPAL, withdrawal(sid, at=later(memory_ledger), purposes=("product_analysis",))
     )
