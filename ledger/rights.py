@@ -66,6 +66,19 @@ def check_in_order(state: RequestState, at: datetime) -> Refusal | None:
     return None
 
 
+def check_not_overdue(state: RequestState, at: datetime) -> Refusal | None:
+    """A request is extended or paused before it falls due: once its due instant has passed
+    it can only be closed, and closing it then records it as late (§6.4: every delay is an
+    extension, given with its reason, so a delay recorded afterwards would hide the lateness)."""
+    if at > state.due_at:
+        return Refusal(
+            R.REQUEST_OVERDUE,
+            "§6.4",
+            "the request fell due before this; it can only be closed, and is then late",
+        )
+    return None
+
+
 def check_extend(
     policy: Policy, state: RequestState, days: int, due_at: datetime, latest_due: datetime
 ) -> Refusal | None:
@@ -140,11 +153,16 @@ class RightsRequest(Aggregate):
         refuse_if(
             check_extend(policy, self.state, payload.days, payload.due_at, latest_due)
             or check_in_order(self.state, payload.occurred_at)
+            or check_not_overdue(self.state, payload.occurred_at)
         )
         self._extended(payload)
 
     def pause(self, payload: ev.RightsRequestPaused) -> None:
-        refuse_if(check_pause(self.state) or check_in_order(self.state, payload.occurred_at))
+        refuse_if(
+            check_pause(self.state)
+            or check_in_order(self.state, payload.occurred_at)
+            or check_not_overdue(self.state, payload.occurred_at)
+        )
         self._paused(payload)
 
     def resume(self, payload: ev.RightsRequestResumed) -> None:

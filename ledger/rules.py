@@ -22,6 +22,7 @@ __all__ = [
     "FUTURE_TOLERANCE",
     "Agreed",
     "Refusal",
+    "check_after_registration",
     "check_collection",
     "check_consent_given",
     "check_consent_withdrawn",
@@ -37,13 +38,26 @@ __all__ = [
 ]
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
-"""How far ahead of the ledger's clock an occurred-at may be before it is implausible."""
+"""How far ahead of the ledger's clock an occurred-at may be before it is implausible; also
+how far before a person's registration an event of theirs may be dated (the services' clocks
+differ by that much)."""
 
 
 def check_occurred_at(occurred_at: datetime, now: datetime) -> Refusal | None:
     """An event cannot be recorded as having happened in the future (clock skew allowed)."""
     if occurred_at > now + FUTURE_TOLERANCE:
         return Refusal(R.OCCURRED_IN_FUTURE, "§0", "occurred-at is ahead of the ledger's clock")
+    return None
+
+
+def check_after_registration(state: SubjectState, occurred_at: datetime) -> Refusal | None:
+    """A person's events are dated from their registration on, give or take the clocks' skew:
+    the policy that applies to them, and what the agreement by use covers (§8), are those in
+    force from then."""
+    if occurred_at < state.registered_at - FUTURE_TOLERANCE:
+        return Refusal(
+            R.OCCURRED_BEFORE_REGISTRATION, "§0", "occurred-at is before the person's registration"
+        )
     return None
 
 

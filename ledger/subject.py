@@ -58,14 +58,14 @@ class Subject(Aggregate):
         self, policy: Policy, payload: ev.DataCollected, agreed: rules.Agreed | None = None
     ) -> None:
         refuse_if(
-            rules.check_open(self.state)
+            self._check_open_at(payload)
             or rules.check_collection(policy, self.state, payload, agreed)
         )
         self._emit("DataCollected", payload)
 
     def use(self, policy: Policy, payload: ev.DataUsed, agreed: rules.Agreed | None = None) -> None:
         refuse_if(
-            rules.check_open(self.state) or rules.check_use(policy, self.state, payload, agreed)
+            self._check_open_at(payload) or rules.check_use(policy, self.state, payload, agreed)
         )
         self._emit("DataUsed", payload)
 
@@ -78,30 +78,33 @@ class Subject(Aggregate):
         agreed: rules.Agreed | None = None,
     ) -> None:
         refuse_if(
-            rules.check_open(self.state)
+            self._check_open_at(payload)
             or rules.check_share(policy, self.state, payload, sale=sale, agreed=agreed)
         )
         self._emit("DataShared", payload)
 
     def give_consent(self, policy: Policy, payload: ev.ConsentGiven) -> None:
         refuse_if(
-            rules.check_open(self.state) or rules.check_consent_given(policy, self.state, payload)
+            self._check_open_at(payload) or rules.check_consent_given(policy, self.state, payload)
         )
         self._emit("ConsentGiven", payload)
 
     def withdraw_consent(self, policy: Policy, payload: ev.ConsentWithdrawn) -> None:
-        refuse_if(rules.check_open(self.state) or rules.check_consent_withdrawn(policy, payload))
+        refuse_if(self._check_open_at(payload) or rules.check_consent_withdrawn(policy, payload))
         self._emit("ConsentWithdrawn", payload)
 
     def correct(self, policy: Policy, payload: ev.DataCorrected) -> None:
         refuse_if(
-            rules.check_open(self.state) or rules.check_correction(policy, self.state, payload)
+            self._check_open_at(payload) or rules.check_correction(policy, self.state, payload)
         )
         self._emit("DataCorrected", payload)
 
     def erase(self, policy: Policy, erased: ev.DataErased, shredded: ev.KeyShredded | None) -> None:
         """Erase (a closing event, allowed after cancellation); a full erasure shreds the key."""
-        refuse_if(rules.check_erasure(policy, self.state, erased))
+        refuse_if(
+            rules.check_after_registration(self.state, erased.occurred_at)
+            or rules.check_erasure(policy, self.state, erased)
+        )
         self._erased(erased)
         if shredded is not None:
             self._key_shredded(shredded)
@@ -114,10 +117,16 @@ class Subject(Aggregate):
         shredded: ev.KeyShredded,
     ) -> None:
         """Cancel the account and erase its data (§6.3(5), §6.4): all rules first, then events."""
-        refuse_if(rules.check_open(self.state) or rules.check_erasure(policy, self.state, erased))
+        refuse_if(self._check_open_at(payload) or rules.check_erasure(policy, self.state, erased))
         self._cancelled(payload)
         self._erased(erased)
         self._key_shredded(shredded)
+
+    def _check_open_at(self, payload: ev.SubjectEnvelope) -> rules.Refusal | None:
+        """The subject is open, and the event is not dated before its registration."""
+        return rules.check_open(self.state) or rules.check_after_registration(
+            self.state, payload.occurred_at
+        )
 
     def record_notified(self, payload: ev.PolicyNotified) -> None:
         refuse_if(rules.check_open(self.state))

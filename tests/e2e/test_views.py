@@ -37,8 +37,12 @@ _GPS = "location.gps"
 _NO_SUCH_SUBJECT = "00000000-0000-4000-8000-000000000000"
 
 
-def register(client: LedgerClient, account: str | None = None) -> str:
-    return client.register_subject("app", account or secret("account")).subject_id
+def register(client: LedgerClient, account: str | None = None, days_ago: float = 0) -> str:
+    request = lpb.RegisterSubjectRequest(
+        meta=meta(occurred_at=datetime.now(UTC) - timedelta(days=days_ago)),
+        account=cpb.AccountRef(namespace="app", account_id=account or secret("account")),
+    )
+    return client.ledger.RegisterSubject(request, **client.options).recorded.subject_id
 
 
 def collect_ip(client: LedgerClient, sid: str, ip: str, days_ago: float = 0) -> cpb.Recorded:
@@ -337,7 +341,7 @@ def test_deadlines_show_an_overdue_request_and_the_summary(client: LedgerClient)
 def test_data_collected_past_its_retention_period_is_listed_as_due(
     client: LedgerClient,
 ) -> None:
-    sid = register(client)
+    sid = register(client, days_ago=101)
     written = collect_ip(client, sid, secret("ip"), days_ago=100)
 
     due = client.retention_due(_IP, min_position=written.position)

@@ -43,7 +43,7 @@ def _record_history(data_dir: Path) -> int:
                 PRINCIPAL,
                 c.RegisterSubject(
                     idempotency_key=key("reg"),
-                    occurred_at=now,
+                    occurred_at=now - timedelta(minutes=_PER_PERSON),
                     namespace="app",
                     account_id=SecretStr(secret("account")),
                 ),

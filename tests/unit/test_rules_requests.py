@@ -119,6 +119,7 @@ def test_each_declared_right_can_be_requested_and_is_due_in_15_calendar_days__cl
 ):
     """§6.4/§9: 'within 15 days', read as 15 calendar days from receipt (protective)."""
     sid = subject(memory_ledger)
+    later(memory_ledger, 7 * 3600)
     received = memory_ledger.clock.now() - timedelta(hours=6)
 
     rid = memory_ledger.execute(
@@ -340,6 +341,35 @@ def test_a_closed_request_cannot_be_closed_extended_or_paused__clause_6(memory_l
     refusal = refused(memory_ledger, make(rid, later(memory_ledger)))
 
     assert (refusal.reason, refusal.clause) == (R.REQUEST_CLOSED, "§6")
+
+
+@pytest.mark.parametrize(
+    "make", [pytest.param(lambda rid, at: _extend(rid, at, 5), id="extend"), _LATER_STEPS[2]]
+)
+def test_an_overdue_request_can_no_longer_be_extended_or_paused__clause_6_4(memory_ledger, make):
+    """A delay recorded after the due instant would hide that the request is already late."""
+    rid = _request(memory_ledger, subject(memory_ledger))
+    due = memory_ledger.rights_request(rid).due_at
+    memory_ledger.clock.advance(timedelta(days=16))
+
+    refusal = refused(memory_ledger, make(rid, memory_ledger.clock.now()))
+
+    assert (refusal.reason, refusal.clause) == (R.REQUEST_OVERDUE, "§6.4")
+    state = memory_ledger.rights_request(rid)
+    assert (state.status, state.due_at) == (RequestStatus.OPEN, due)
+    memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
+    assert memory_ledger.rights_request(rid).late is True
+
+
+@pytest.mark.parametrize("make", [_LATER_STEPS[1], _LATER_STEPS[2]])
+def test_a_request_can_be_extended_or_paused_up_to_its_due_instant__clause_6_4(memory_ledger, make):
+    rid = _request(memory_ledger, subject(memory_ledger))
+    due = memory_ledger.rights_request(rid).due_at
+    memory_ledger.clock.advance(due - memory_ledger.clock.now())
+
+    memory_ledger.execute(PRINCIPAL, make(rid, due))
+
+    assert memory_ledger.rights_request(rid).last_at == due
 
 
 @pytest.mark.parametrize(("days_later", "late"), [(14, False), (16, True)])

@@ -304,6 +304,51 @@ def test_erasure_on_an_undeclared_ground_or_category_is_refused__clause_6_3(
     assert memory_ledger.subject(sid).state.erased is False
 
 
+# --- §0: a person's events are dated from their registration -------------------------------
+
+_DATED_COMMANDS = {
+    "collection": lambda sid, at: collection(sid, at=at),
+    "use": lambda sid, at: use(sid, at=at),
+    "share": lambda sid, at: share(sid, at=at),
+    "consent": lambda sid, at: consent(sid, at=at),
+    "withdrawal": lambda sid, at: withdrawal(sid, at=at),
+    "correction": _correct,
+    "erasure": _erase,
+    "cancellation": _cancel,
+}
+
+
+@pytest.mark.parametrize("kind", list(_DATED_COMMANDS))
+def test_an_event_dated_before_the_persons_registration_is_refused__clause_0(memory_ledger, kind):
+    """An erasure or a collection dated before the person existed in the ledger would be
+    judged by a policy and an agreement by use that never applied to them (§0, §8)."""
+    sid = subject(memory_ledger)
+    registered = memory_ledger.subject(sid).state.registered_at
+    later(memory_ledger)
+
+    refusal = refused(
+        memory_ledger,
+        _DATED_COMMANDS[kind](sid, registered - timedelta(minutes=5, seconds=1)),
+    )
+
+    assert (refusal.reason, refusal.clause) == (R.OCCURRED_BEFORE_REGISTRATION, "§0")
+
+
+@pytest.mark.parametrize("kind", ["collection", "erasure"])
+def test_an_event_4_minutes_before_registration_is_accepted_as_clock_skew__clause_0(
+    memory_ledger, kind
+):
+    sid = subject(memory_ledger)
+    registered = memory_ledger.subject(sid).state.registered_at
+    later(memory_ledger)
+
+    recorded = memory_ledger.execute(
+        PRINCIPAL, _DATED_COMMANDS[kind](sid, registered - timedelta(minutes=4))
+    )
+
+    assert recorded.position > 0
+
+
 # --- unknown and duplicate subjects -------------------------------------------------------
 
 
