@@ -97,6 +97,8 @@ def check_collection(
     category = policy.category(e.category)
     if category is None:
         return Refusal(R.CATEGORY_NOT_DECLARED, "§1", f"category {e.category!r}")
+    if state.value_erased(e.category, e.occurred_at):
+        return _erased_since(e.category)
     if policy.source(e.source) is None:
         return Refusal(R.SOURCE_NOT_DECLARED, "§3", f"source {e.source!r}")
     for purpose_id in e.purposes:
@@ -262,7 +264,16 @@ def check_correction(policy: Policy, state: SubjectState, e: ev.DataCorrected) -
         return Refusal(R.CATEGORY_NOT_DECLARED, "§1", f"category {e.category!r}")
     if e.category not in state.held:
         return Refusal(R.DATA_NOT_HELD, "§6.2", f"{e.category!r} is not held")
+    if state.value_erased(e.category, e.occurred_at):
+        return _erased_since(e.category)
     return None
+
+
+def _erased_since(category: str) -> Refusal:
+    """A value dated at or before its category's erasure was erased by it (§6.3): recorded
+    now, it would make the category held again, so it is refused, and the service that
+    reports it still has data to erase."""
+    return Refusal(R.CATEGORY_ERASED, "§6.3", f"{category!r} was erased after this is dated")
 
 
 def check_erasure(policy: Policy, state: SubjectState, e: ev.DataErased) -> Refusal | None:

@@ -18,8 +18,8 @@ from ledger import events as ev
 
 @dataclass(slots=True)
 class HeldCategory:
-    """A category of data held about the person: first and latest collection or correction
-    (occurred-at), the sources, purposes and regions, and how many collections."""
+    """A category of data held about the person: first and latest collection (occurred-at;
+    a correction moves neither), the sources, purposes and regions, and how many collections."""
 
     first_at: datetime
     last_at: datetime
@@ -179,10 +179,9 @@ class SubjectState:
         )
         self.events += 1
 
-    def on_corrected(self, e: ev.DataCorrected) -> None:
-        held = self.held.get(e.category)
-        if held is not None:
-            held.last_at = max(held.last_at, e.occurred_at)
+    def on_corrected(self, _: ev.DataCorrected) -> None:
+        """A correction replaces values; it is not a collection, from the last of which the
+        category's retention runs (§7), so `last_at` stays."""
         self.events += 1
 
     def on_erased(self, e: ev.DataErased) -> None:

@@ -3,10 +3,15 @@ the exact-match filters the queries share.
 
 A page is read with `WHERE key > last key ORDER BY key LIMIT size + 1`, so a page costs the same
 wherever it is in the list, and rows recorded meanwhile neither repeat nor shift the next page.
+The one exception is a row whose key itself moves between two pages: the deadlines and the
+retention lists are in order of when each row falls due, and a request extended or resumed, or a
+category collected again, falls due later. Such a row is listed again at its new place; since
+those keys only ever move later, no row is skipped.
 The token carries the last key of a page and a fingerprint of the query and its filters: a token
 given for one query or set of filters is refused by another, rather than silently skipping rows.
 Tokens are URL-safe base64 of JSON; they are opaque to callers and checked strictly on the way
-back in, since they come from outside.
+back in, since they come from outside. The key in them is not signed: a caller who edits it only
+moves their own cursor within the same query, over rows that query would list them anyway.
 """
 
 from __future__ import annotations

@@ -42,10 +42,12 @@ TRACKING = sa.Table(
     sa.Column("position", sa.BigInteger, nullable=False),
 )
 
-SHAPE = 2
+SHAPE = 3
 """The shape of the views' rows. Raise it when a view's rows come to mean something else (2:
-a recipient is kept with its class), so that a views database folded by an earlier version
-is emptied and every view folded again from the log when it is next opened."""
+a recipient is kept with its class; 3: a person's value is the latest by occurred-at, and
+their count of events leaves out their rights requests'), so that a views database folded by
+an earlier version is emptied and every view folded again from the log when it is next
+opened."""
 
 SHAPES = sa.Table(
     "view_shape",
@@ -243,11 +245,14 @@ class ViewStore:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """One read transaction: a consistent snapshot of every view."""
+        """One read transaction: a consistent snapshot of every view (on PostgreSQL at
+        REPEATABLE READ: at its default, READ COMMITTED, each statement sees what was
+        committed before it, so a view and its tracking position could come from two commits)."""
         with self.engine.connect() as conn:
             if self.dialect == "sqlite":
                 conn.exec_driver_sql("BEGIN")
             else:
+                conn.execution_options(isolation_level="REPEATABLE READ")
                 conn.begin()
             try:
                 yield conn
@@ -325,16 +330,18 @@ def upsert(
     replace: Sequence[str] = (),
     *,
     set_: dict[str, Any] | None = None,
+    where: Any = None,
 ) -> Any:
     """An INSERT that, on a key conflict, replaces `replace` columns with the new values and
-    applies `set_` expressions (which may use ``excluded``); nothing to do means DO NOTHING."""
+    applies `set_` expressions (which may use ``excluded``), for the stored rows `where` holds
+    of (all, without it); nothing to do means DO NOTHING."""
     insert: Any = sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
     updates: dict[str, Any] = {name: insert.excluded[name] for name in replace}
     if set_ is not None:
         updates.update(set_)
     if not updates:
         return insert.on_conflict_do_nothing(index_elements=list(keys))
-    return insert.on_conflict_do_update(index_elements=list(keys), set_=updates)
+    return insert.on_conflict_do_update(index_elements=list(keys), set_=updates, where=where)
 
 
 def greatest(dialect: str, a: Any, b: Any) -> Any:

@@ -74,7 +74,8 @@ VALUES = sa.Table(
     sa.Column("at", sa.BigInteger, nullable=False),
     sa.Column("position", sa.BigInteger, nullable=False),
 )
-"""The latest sealed value of each field of a held category."""
+"""The sealed value of each field of a held category of the latest occurred-at, whatever order
+the values were recorded in."""
 
 REFERENCE_FIELD = "@reference"
 """The field name under which a collection's sealed reference (instead of values) is kept."""
@@ -147,7 +148,13 @@ class SubjectView(View):
         )
         self._upsert_value = ManyRows(
             d,
-            upsert(d, VALUES, ("subject_id", "category", "field"), ("sealed", "at", "position")),
+            upsert(
+                d,
+                VALUES,
+                ("subject_id", "category", "field"),
+                ("sealed", "at", "position"),
+                where=VALUES.c.at <= excluded("excluded.at"),  # a value recorded late is older
+            ),
             ("subject_id", "category", "field", "sealed", "at", "position"),
         )
         self._count = ManyRows(
@@ -287,9 +294,21 @@ def _collected(person: _Person, position: int, p: ev.DataCollected) -> None:
         facets.add((category, "purpose", purpose))
     values = person.values
     for name, sealed in p.values.items():
-        values[(category, name)] = (sealed, at, position)
+        _keep_latest(values, (category, name), (sealed, at, position))
     if p.reference is not None:
-        values[(category, REFERENCE_FIELD)] = (p.reference, at, position)
+        _keep_latest(values, (category, REFERENCE_FIELD), (p.reference, at, position))
+
+
+def _keep_latest(
+    values: dict[tuple[str, str], tuple[str, int, int]],
+    key: tuple[str, str],
+    value: tuple[str, int, int],
+) -> None:
+    """A field's value is the one of the latest occurred-at (of two at the same instant, the
+    one recorded later), whatever order they were recorded in."""
+    held = values.get(key)
+    if held is None or held[1] <= value[1]:
+        values[key] = value
 
 
 def _used(person: _Person, _position: int, p: ev.DataUsed) -> None:
@@ -316,7 +335,7 @@ def _registered(person: _Person, _position: int, p: ev.SubjectRegistered) -> Non
 def _corrected(person: _Person, position: int, p: ev.DataCorrected) -> None:
     at = to_us(p.occurred_at)
     for name, sealed in p.values.items():
-        person.values[(p.category, name)] = (sealed, at, position)
+        _keep_latest(person.values, (p.category, name), (sealed, at, position))
 
 
 def _counted(_person: _Person, _position: int, _p: ev.SubjectEnvelope) -> None:
@@ -333,7 +352,18 @@ _FOLDS: dict[type, _Fold] = {
 _UNSEEN: Any = object()
 
 
+_REQUESTS = (
+    ev.RightsRequestOpened,
+    ev.RightsRequestExtended,
+    ev.RightsRequestPaused,
+    ev.RightsRequestResumed,
+    ev.RightsRequestClosed,
+)
+"""Events of a person's rights requests: the deadlines view's, not the person's own (the
+ledger's `SubjectState.events` does not count them either)."""
+
+
 def _fold_of(kind: type) -> _Fold | None:
-    if not issubclass(kind, ev.SubjectEnvelope):
+    if not issubclass(kind, ev.SubjectEnvelope) or issubclass(kind, _REQUESTS):
         return None
     return _FOLDS.get(kind, _counted)

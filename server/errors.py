@@ -100,6 +100,23 @@ class ViewBehind(LedgerError):
         return self._reached
 
 
+class PositionNotWritten(LedgerError):
+    """A read asked to wait for a log position that no write has reached."""
+
+    def __init__(self, position: int, written: int) -> None:
+        self._position = position
+        self._written = written
+        super().__init__(f"the log ends at position {written}; {position} was never written")
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+
 def violations_of(exc: ValidationError, prefix: str = "") -> list[FieldViolation]:
     """Field violations of a pydantic error, without the offending values."""
     found = []
@@ -156,6 +173,15 @@ def status_of(error: BaseException) -> StatusParts:
             metadata={"position": str(error.position), "reached": str(error.reached)},
         )
         return StatusParts(grpc.StatusCode.UNAVAILABLE, str(error), "VIEW_BEHIND", (_pack(info),))
+    if isinstance(error, PositionNotWritten):
+        info = error_details_pb2.ErrorInfo(
+            reason="POSITION_NOT_WRITTEN",
+            domain=DOMAIN,
+            metadata={"position": str(error.position), "written": str(error.written)},
+        )
+        return StatusParts(
+            grpc.StatusCode.OUT_OF_RANGE, str(error), "POSITION_NOT_WRITTEN", (_pack(info),)
+        )
     simple: list[tuple[type[BaseException], grpc.StatusCode, str]] = [
         (SubjectNotFound, grpc.StatusCode.NOT_FOUND, "SUBJECT_NOT_FOUND"),
         (RightsRequestNotFound, grpc.StatusCode.NOT_FOUND, "RIGHTS_REQUEST_NOT_FOUND"),

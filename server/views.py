@@ -35,7 +35,7 @@ from server._pb.pdl.v1 import view_service_pb2 as vpb
 from server._pb.pdl.v1 import view_service_pb2_grpc as vgrpc
 from server.auth import CURRENT_PRINCIPAL, authorize
 from server.convert_results import recorded, timestamp
-from server.errors import FieldViolation, InvalidRequest, ViewBehind
+from server.errors import FieldViolation, InvalidRequest, PositionNotWritten, ViewBehind
 from server.projection_process import ProjectionProcess
 from server.queries import EVENT_TOPICS
 from server.request_reader import subject_ref
@@ -95,6 +95,9 @@ class ViewWaiter:
         reached = await self.reached()
         if reached >= position:
             return
+        written = await asyncio.to_thread(self._runtime.ledger.recorder.max_notification_id)
+        if position > (written or 0):  # nothing would ever wake this wait but a stranger's write
+            raise PositionNotWritten(position, written or 0)
         budget = self._most
         remaining = context.time_remaining()
         if remaining is not None:

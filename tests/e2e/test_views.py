@@ -2,7 +2,8 @@
 after the write it must see (read-your-writes), revealing values only with the `reveal` scope,
 the notification stream and acknowledgements, and every refusal: UNAUTHENTICATED,
 PERMISSION_DENIED, INVALID_ARGUMENT with field violations, NOT_FOUND, and UNAVAILABLE
-VIEW_BEHIND when the views cannot reach the asked position in time.
+VIEW_BEHIND when the views cannot reach the asked position in time (OUT_OF_RANGE when no write
+reached it).
 """
 
 from __future__ import annotations
@@ -123,40 +124,70 @@ def test_get_subject_view_answers_the_position_the_views_had_reached(
 
 
 def test_a_position_the_views_cannot_reach_in_time_is_unavailable_view_behind(
-    client: LedgerClient,
+    serve_with: Callable[..., Served],
 ) -> None:
-    sid = register(client)
-    beyond = log_end(client) + 1_000_000
-    started = time.monotonic()
+    served = serve_with(projections="external")  # and no worker: the views stay where they are
+    with served.client() as client:
+        sid = register(client)
+        written = collect_ip(client, sid, secret("ip")).position
+        started = time.monotonic()
 
-    with pytest.raises(grpc.RpcError) as behind:
-        view_call(
-            client,
-            "GetSubjectView",
-            vpb.GetSubjectViewRequest(subject=subject(sid), min_position=beyond),
-            timeout=1.0,
-        )
+        with pytest.raises(grpc.RpcError) as behind:
+            view_call(
+                client,
+                "GetSubjectView",
+                vpb.GetSubjectViewRequest(subject=subject(sid), min_position=written),
+                timeout=1.0,
+            )
 
     assert behind.value.code() is grpc.StatusCode.UNAVAILABLE
     info = refusal_of(behind.value)
     assert info is not None
     assert (info.reason, info.domain) == ("VIEW_BEHIND", "pdl")
-    assert int(info.metadata["position"]) == beyond
-    assert 0 < int(info.metadata["reached"]) < beyond
+    assert int(info.metadata["position"]) == written
+    assert 0 <= int(info.metadata["reached"]) < written
     assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("past_the_end", [1, 2**63 - 1])
+def test_a_position_no_write_reached_is_out_of_range_at_once(
+    client: LedgerClient, past_the_end: int
+) -> None:
+    """Waiting for it could only end in VIEW_BEHIND, which says "retry"."""
+    sid = register(client)
+    end = log_end(client)
+    position = min(end + past_the_end, 2**63 - 1)
+    started = time.monotonic()
+
+    with pytest.raises(grpc.RpcError) as beyond:
+        view_call(
+            client,
+            "GetSubjectView",
+            vpb.GetSubjectViewRequest(subject=subject(sid), min_position=position),
+            timeout=30,
+        )
+
+    assert beyond.value.code() is grpc.StatusCode.OUT_OF_RANGE
+    info = refusal_of(beyond.value)
+    assert info is not None
+    assert (info.reason, info.domain) == ("POSITION_NOT_WRITTEN", "pdl")
+    assert int(info.metadata["position"]) == position
+    assert int(info.metadata["written"]) >= end
+    assert time.monotonic() - started < 5
 
 
 def test_the_server_bounds_the_wait_for_views_by_view_wait_seconds(
     serve_with: Callable[..., Served],
 ) -> None:
-    served = serve_with(view_wait_seconds=0.3)
+    served = serve_with(view_wait_seconds=0.3, projections="external")
     with served.client() as client:
+        written = collect_ip(client, register(client), secret("ip")).position
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as behind:
             view_call(
                 client,
                 "ListPolicyVersions",
-                vpb.ListPolicyVersionsRequest(min_position=log_end(client) + 10),
+                vpb.ListPolicyVersionsRequest(min_position=written),
                 timeout=30,
             )
         assert behind.value.code() is grpc.StatusCode.UNAVAILABLE

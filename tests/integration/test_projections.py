@@ -160,6 +160,70 @@ def test_erasure_drops_the_persons_sealed_values_from_every_view_but_keeps_the_c
     assert sealed == []
 
 
+@pytest.mark.parametrize("page_size", [1, 500])
+def test_a_persons_value_is_the_latest_by_occurred_at_whatever_order_it_was_recorded(
+    ledger, view_store_factory, page_size
+):
+    """A collection reported late (dated before a correction) does not replace the newer
+    value: on one page and across pages alike."""
+    sid = subject(ledger)
+    first = later(ledger)
+    ledger.execute(PRINCIPAL, collection(sid, at=first))
+    ledger.execute(
+        PRINCIPAL,
+        c.CorrectData(
+            idempotency_key="cor-1",
+            occurred_at=later(ledger, 60),
+            subject=c.SubjectRef(subject_id=sid),
+            category="network_log.ip_address",
+            values={"ip": SecretStr(secret("ip"))},
+        ),
+    )
+    ledger.execute(PRINCIPAL, collection(sid, at=first + timedelta(seconds=30)))
+    store = view_store_factory()
+
+    _runner(ledger, store, page_size=page_size).catch_up()
+
+    corrected = next(p for p in ledger.history(sid) if isinstance(p, ev.DataCorrected))
+    with store.read() as conn:
+        row = conn.execute(sa.select(VALUES).where(VALUES.c.subject_id == sid)).one()
+    assert row.sealed == corrected.values["ip"]
+
+
+def test_a_persons_count_of_events_leaves_out_their_rights_requests(ledger, view_store_factory):
+    sid = subject(ledger)
+    ledger.execute(PRINCIPAL, collection(sid, at=later(ledger)))
+    ledger.execute(
+        PRINCIPAL,
+        c.OpenRightsRequest(
+            idempotency_key="req-1",
+            occurred_at=later(ledger),
+            subject=c.SubjectRef(subject_id=sid),
+            kind="access",
+        ),
+    )
+    store = view_store_factory()
+
+    _runner(ledger, store).catch_up()
+
+    with store.read() as conn:
+        row = conn.execute(sa.select(SUBJECTS).where(SUBJECTS.c.subject_id == sid)).one()
+    assert row.events == ledger.subject(sid).state.events == 2
+
+
+def test_one_read_sees_one_snapshot_while_the_views_move_on(ledger, view_store_factory):
+    """A view and the tracking position answered with it come from the same commit."""
+    store = view_store_factory()
+    runner = _runner(ledger, store)
+    runner.catch_up()
+    with store.read() as conn:
+        before = store.positions(conn)
+        ledger.execute(PRINCIPAL, collection(subject(ledger), at=later(ledger)))
+        runner.catch_up()  # commits on another connection meanwhile
+        assert store.positions(conn) == before
+    assert store.positions() != before
+
+
 # --- policy-change notifications (§8) ------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from server.errors import (
     FieldViolation,
     InvalidRequest,
     PermissionDenied,
+    PositionNotWritten,
     Unauthenticated,
     ViewBehind,
     WriterFailed,
@@ -60,6 +61,7 @@ EXAMPLES: list[tuple[LedgerError, dict[str, object]]] = [
     (Unauthenticated("no credential"), {}),
     (PermissionDenied("needs record"), {}),
     (ViewBehind(10, 7), {"position": 10, "reached": 7}),
+    (PositionNotWritten(10, 7), {"position": 10, "written": 7}),
     (WriterUnavailable(), {}),
     (WriterFailed("OperationalError"), {"kind": "OperationalError"}),
 ]

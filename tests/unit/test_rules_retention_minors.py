@@ -82,6 +82,25 @@ def test_retention_runs_from_the_last_collection__clause_7(memory_ledger):
     assert recorded.event_type == "DataUsed"
 
 
+def test_a_correction_does_not_restart_retention__clause_7(memory_ledger):
+    """§7's reading counts from the last collection; the views count the same way."""
+    sid = _ip_collected(memory_ledger)
+    memory_ledger.execute(
+        PRINCIPAL,
+        c.CorrectData(
+            idempotency_key=key("cor"),
+            occurred_at=later(memory_ledger, 80 * _DAY),
+            subject=ref(sid),
+            category="network_log.ip_address",
+            values={"ip": SecretStr(secret("ip"))},
+        ),
+    )
+
+    refusal = refused(memory_ledger, use(sid, at=later(memory_ledger, 20 * _DAY)))
+
+    assert (refusal.reason, refusal.clause) == (R.RETENTION_EXPIRED, "§7")
+
+
 def test_held_data_past_its_retention_is_not_disclosed__clause_7(memory_ledger):
     sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, _usage(memory_ledger, sid, "advertising"))
@@ -205,6 +224,54 @@ def test_values_of_an_erased_category_are_not_revealed_but_later_ones_are__claus
     assert memory_ledger.subject(sid).state.erased_categories == {
         "network_log.ip_address": before.occurred_at + timedelta(seconds=1)
     }
+
+
+def _erase_ip(ledger: Ledger, sid: UUID) -> None:
+    ledger.execute(
+        PRINCIPAL,
+        c.EraseSubject(
+            idempotency_key=key("era"),
+            occurred_at=later(ledger),
+            subject=ref(sid),
+            ground="retention_expired",
+            categories=("network_log.ip_address",),
+        ),
+    )
+
+
+def test_a_collection_dated_before_its_categorys_erasure_is_refused__clause_6_3(memory_ledger):
+    """Reported after the erasure, it would make the erased category held again."""
+    sid = _ip_collected(memory_ledger)
+    _erase_ip(memory_ledger, sid)
+    erased_at = memory_ledger.subject(sid).state.erased_categories["network_log.ip_address"]
+    later(memory_ledger)
+
+    refusal = refused(memory_ledger, collection(sid, at=erased_at))
+
+    assert (refusal.reason, refusal.clause) == (R.CATEGORY_ERASED, "§6.3")
+    assert "network_log.ip_address" not in memory_ledger.subject(sid).state.held
+    after = memory_ledger.execute(PRINCIPAL, collection(sid, at=erased_at + timedelta(seconds=1)))
+    assert after.event_type == "DataCollected"
+
+
+def test_a_correction_dated_before_its_categorys_erasure_is_refused__clause_6_3(memory_ledger):
+    sid = _ip_collected(memory_ledger)
+    _erase_ip(memory_ledger, sid)
+    erased_at = memory_ledger.subject(sid).state.erased_categories["network_log.ip_address"]
+    memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
+
+    refusal = refused(
+        memory_ledger,
+        c.CorrectData(
+            idempotency_key=key("cor"),
+            occurred_at=erased_at,
+            subject=ref(sid),
+            category="network_log.ip_address",
+            values={"ip": SecretStr(secret("ip"))},
+        ),
+    )
+
+    assert (refusal.reason, refusal.clause) == (R.CATEGORY_ERASED, "§6.3")
 
 
 # --- §8: continued use never extends consent to a new purpose ---------------------------------

@@ -36,7 +36,9 @@ class ViewServiceStub:
     from an earlier write). The server waits until every view has folded that position, bounded
     by the call's deadline and the server's `view_wait_seconds`; if they have not,
     the call fails UNAVAILABLE with google.rpc.ErrorInfo(reason "VIEW_BEHIND", metadata
-    {position, reached}) and can be retried. Lists are paged: `page_size` 1-1000 (0 means 100)
+    {position, reached}) and can be retried. A position past the log's end (one no write has
+    answered) fails OUT_OF_RANGE at once, with ErrorInfo(reason "POSITION_NOT_WRITTEN", metadata
+    {position, written}). Lists are paged: `page_size` 1-1000 (0 means 100)
     and an opaque `page_token` from the previous page, valid only with the same filters. Bad
     filters, sizes or tokens are INVALID_ARGUMENT with google.rpc.BadRequest field violations.
     """
@@ -74,7 +76,9 @@ class ViewServiceAsyncStub(ViewServiceStub):
     from an earlier write). The server waits until every view has folded that position, bounded
     by the call's deadline and the server's `view_wait_seconds`; if they have not,
     the call fails UNAVAILABLE with google.rpc.ErrorInfo(reason "VIEW_BEHIND", metadata
-    {position, reached}) and can be retried. Lists are paged: `page_size` 1-1000 (0 means 100)
+    {position, reached}) and can be retried. A position past the log's end (one no write has
+    answered) fails OUT_OF_RANGE at once, with ErrorInfo(reason "POSITION_NOT_WRITTEN", metadata
+    {position, written}). Lists are paged: `page_size` 1-1000 (0 means 100)
     and an opaque `page_token` from the previous page, valid only with the same filters. Bad
     filters, sizes or tokens are INVALID_ARGUMENT with google.rpc.BadRequest field violations.
     """
@@ -108,7 +112,9 @@ class ViewServiceServicer(metaclass=_abc_1.ABCMeta):
     from an earlier write). The server waits until every view has folded that position, bounded
     by the call's deadline and the server's `view_wait_seconds`; if they have not,
     the call fails UNAVAILABLE with google.rpc.ErrorInfo(reason "VIEW_BEHIND", metadata
-    {position, reached}) and can be retried. Lists are paged: `page_size` 1-1000 (0 means 100)
+    {position, reached}) and can be retried. A position past the log's end (one no write has
+    answered) fails OUT_OF_RANGE at once, with ErrorInfo(reason "POSITION_NOT_WRITTEN", metadata
+    {position, written}). Lists are paged: `page_size` 1-1000 (0 means 100)
     and an opaque `page_token` from the previous page, valid only with the same filters. Bad
     filters, sizes or tokens are INVALID_ARGUMENT with google.rpc.BadRequest field violations.
     """
