@@ -146,7 +146,7 @@ class IdempotencyConflict(LedgerError):
     def __init__(self, principal: str, key: str) -> None:
         self._principal = principal
         self._key = key
-        super().__init__(f"idempotency key {key!r} of {principal!r} was used for another command")
+        super().__init__(f"this idempotency key of {principal!r} was used for another command")
 
     @property
     def principal(self) -> str:

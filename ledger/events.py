@@ -209,6 +209,19 @@ class RightsRequestOpened(SubjectEnvelope):
         "at receipt (§6.5: a withdrawal takes effect at once); closing it withdraws nothing "
         "more. False on requests opened before withdrawals took effect at receipt.",
     )
+    latest_due_at: UtcDatetime | None = Field(
+        default=None,
+        description="The latest it may ever be due: extensions and pauses together never move "
+        "its due instant past this (§6.4), so once it has passed the request is late whatever "
+        "happens next, paused or not. None on requests opened before it was recorded.",
+    )
+
+
+_CLEAR_REASON = "Why, in clear: only in events recorded before reasons were sealed (empty since)."
+_SEALED_REASON = (
+    "Why, sealed with the person's data key: staff write it, and free text may name the "
+    "person. None in older events, or when the person's key was already shredded."
+)
 
 
 class RightsRequestExtended(SubjectEnvelope):
@@ -216,7 +229,8 @@ class RightsRequestExtended(SubjectEnvelope):
 
     request_id: UUID = Field(description="Id of the request.")
     days: int = Field(gt=0, description="Days added.")
-    reason: str = Field(description="Why it was extended.")
+    reason: str = Field(default="", description=_CLEAR_REASON)
+    sealed_reason: Sealed | None = Field(default=None, description=_SEALED_REASON)
     due_at: UtcDatetime = Field(description="The new due instant.")
 
 
@@ -224,7 +238,8 @@ class RightsRequestPaused(SubjectEnvelope):
     """A request was paused (e.g. awaiting identity verification), with a reason."""
 
     request_id: UUID = Field(description="Id of the request.")
-    reason: str = Field(description="Why it was paused.")
+    reason: str = Field(default="", description=_CLEAR_REASON)
+    sealed_reason: Sealed | None = Field(default=None, description=_SEALED_REASON)
 
 
 class RightsRequestResumed(SubjectEnvelope):
@@ -239,7 +254,8 @@ class RightsRequestClosed(SubjectEnvelope):
 
     request_id: UUID = Field(description="Id of the request.")
     outcome: RequestOutcome = Field(description="Fulfilled or refused.")
-    reason: str = Field(description="Why, in a few words.")
+    reason: str = Field(default="", description=_CLEAR_REASON)
+    sealed_reason: Sealed | None = Field(default=None, description=_SEALED_REASON)
     late: bool = Field(description="True when closed after its due instant.")
 
 

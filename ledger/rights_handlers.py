@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from ledger import commands as cmd
 from ledger import deadlines
 from ledger import events as ev
-from ledger.errors import InvalidCommand
+from ledger.errors import InvalidCommand, KeyShreddedError
 from ledger.handlers import (
     Context,
     Outcome,
@@ -52,6 +52,7 @@ def open_request(ctx: Context, c: cmd.OpenRightsRequest) -> Outcome:
         deadline_kind=deadline.kind,
         deadline_clause=deadline.clause,
         withdrew_at_receipt=c.kind is RightKind.CONSENT_WITHDRAWAL,
+        latest_due_at=deadlines.latest_due(received, deadline),
     )
     refusal = check_request_opened(policy, payload)
     refuse_if(refusal)
@@ -76,7 +77,7 @@ def extend_request(ctx: Context, c: cmd.ExtendRightsRequest) -> Outcome:
             subject_id=s.subject_id,
             request_id=request.id,
             days=c.days,
-            reason=c.reason,
+            sealed_reason=_sealed_reason(ctx, s.subject_id, c.reason),
             due_at=deadlines.extend(s.due_at, c.days, deadline),
         ),
         deadlines.latest_due(s.received_at, deadline),
@@ -92,7 +93,7 @@ def pause_request(ctx: Context, c: cmd.PauseRightsRequest) -> Outcome:
             **_envelope(ctx, c, version),
             subject_id=request.state.subject_id,
             request_id=request.id,
-            reason=c.reason,
+            sealed_reason=_sealed_reason(ctx, request.state.subject_id, c.reason),
         )
     )
     return Outcome([request], request, request.state.subject_id)
@@ -135,11 +136,20 @@ def close_request(ctx: Context, c: cmd.CloseRightsRequest) -> Outcome:
             subject_id=s.subject_id,
             request_id=request.id,
             outcome=c.outcome,
-            reason=c.reason,
+            sealed_reason=_sealed_reason(ctx, s.subject_id, c.reason),
             late=c.occurred_at > s.due_at,
         )
     )
     return out
+
+
+def _sealed_reason(ctx: Context, subject_id: UUID, reason: str) -> str | None:
+    """A staff member's reason, sealed with the person's data key; None once that key is
+    shredded (a request of an erased person is still closed, without its free text)."""
+    try:
+        return ctx.sealer.seal(subject_id, "reason", reason)
+    except KeyShreddedError:
+        return None
 
 
 def _fulfil(

@@ -95,6 +95,7 @@ class MasterKey:
         self._wrap = _derive(secret, b"pdl wrap v1")
         self._lookup = _derive(secret, b"pdl lookup v1")
         self._digest = hmac.new(_derive(secret, b"pdl digest v1"), digestmod=hashlib.sha256)
+        self._check = _derive(secret, b"pdl key check v1")
 
     @classmethod
     def generate(cls) -> MasterKey:
@@ -114,6 +115,11 @@ class MasterKey:
         ns = namespace.encode()
         message = len(ns).to_bytes(4, "big") + ns + account_id.encode()
         return hmac.new(self._lookup, message, hashlib.sha256).digest()
+
+    def check_value(self) -> bytes:
+        """A value that names this key without revealing it (nor any key derived from it): a
+        store keeps it to tell, when it is opened again, whether it is given the same key."""
+        return self._check
 
     def digest(self, data: bytes) -> str:
         """Keyed digest of a command's canonical bytes, for idempotency comparisons."""

@@ -9,12 +9,19 @@ footprint meets what the change touches, and records `PolicyNotified` for each t
 ledger's own command, with an idempotency key derived from version and person, so a crash
 between recording and committing the view records nothing twice. The `PolicyNotified` and
 `PolicyAcknowledged` events then come back through the log into the notices table.
+
+People whose data meets the change only after it was published are told too, when it does,
+if they registered before it took effect (so they agreed to an earlier version): the view keeps
+each person's registration instant and what each notified version touches, and checks the
+people of every page against those versions.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
@@ -77,10 +84,28 @@ FOOTPRINT = sa.Table(
 )
 """Kinds: category, purpose, recipient_class, region, and `closed` (item empty)."""
 
+REGISTRATIONS = sa.Table(
+    "view_policy_registrations",
+    METADATA,
+    sa.Column("subject_id", sa.Uuid, primary_key=True),
+    sa.Column("registered_at", sa.BigInteger, nullable=False),
+)
+"""When each person registered: one who registered before a version took effect agreed to an
+earlier one, and is told of it when their data comes to meet what it changed."""
+
+TOUCHES = sa.Table(
+    "view_policy_touches",
+    METADATA,
+    sa.Column("version", sa.String(32), primary_key=True),
+    sa.Column("touched", sa.Text, nullable=False, comment="JSON of `policy_diff.Touched`."),
+)
+"""What each major version that is notified touches."""
+
 _NOTICE_COLUMNS = tuple(c.name for c in NOTICES.c)
 
-Notifier = Callable[[ev.PolicyPublished, Sequence[UUID]], int]
-"""Records that each of these people is to be told of this version; returns how many were."""
+Notifier = Callable[[str, Sequence[tuple[UUID, datetime]]], int]
+"""Records that each of these people is to be told of this version, each notice dated as
+given; returns how many were."""
 
 
 ExecuteMany = Callable[[Sequence[tuple[str, cmd._Command]]], list[ItemOutcome]]
@@ -97,7 +122,7 @@ class LedgerNotifier:
         self.method = method
         self._execute_many = execute_many or ledger.execute_many
 
-    def __call__(self, published: ev.PolicyPublished, subjects: Sequence[UUID]) -> int:
+    def __call__(self, version: str, subjects: Sequence[tuple[UUID, datetime]]) -> int:
         recorded = 0
         for start in range(0, len(subjects), _CHUNK):
             chunk = subjects[start : start + _CHUNK]
@@ -106,17 +131,17 @@ class LedgerNotifier:
                     (
                         NOTIFIER_PRINCIPAL,
                         cmd.NotifyPolicy(
-                            idempotency_key=f"policy-notice:{published.version}:{subject_id}",
-                            occurred_at=published.recorded_at,
+                            idempotency_key=f"policy-notice:{version}:{subject_id}",
+                            occurred_at=at,
                             subject=cmd.SubjectRef(subject_id=subject_id),
-                            version=published.version,
+                            version=version,
                             method=self.method,
                         ),
                     )
-                    for subject_id in chunk
+                    for subject_id, at in chunk
                 ]
             )
-            for subject_id, outcome in zip(chunk, outcomes, strict=True):
+            for (subject_id, _), outcome in zip(chunk, outcomes, strict=True):
                 if outcome.error is None:
                     recorded += 1
                 else:  # closed since the publication: nothing may be recorded for them
@@ -131,7 +156,7 @@ class NoticeView(View):
     """Versions published, people to be told, told and acknowledged; and their footprints."""
 
     name = "notices"
-    tables = (VERSIONS, NOTICES, FOOTPRINT)
+    tables = (VERSIONS, NOTICES, FOOTPRINT, REGISTRATIONS, TOUCHES)
 
     def __init__(self, dialect: str, notifier: Notifier | None = None) -> None:
         super().__init__(dialect)
@@ -152,6 +177,15 @@ class NoticeView(View):
             ),
             _NOTICE_COLUMNS,
         )
+        self._registration = ManyRows(
+            dialect,
+            upsert(dialect, REGISTRATIONS, ("subject_id",)),
+            ("subject_id", "registered_at"),
+        )
+        self._watched: list[_Watched] | None = None
+        """The notified major versions, loaded on first need (None: not yet)."""
+        self._told: set[tuple[str, int]] = set()
+        """(version, person) notices asked for by this view, not yet seen come back."""
         self._acknowledged = ManyRows(
             dialect,
             upsert(
@@ -164,7 +198,7 @@ class NoticeView(View):
         )
 
     def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
-        people: dict[int, tuple[UUID, dict[tuple[str, str], int]]] = {}
+        people: dict[int, _Page] = {}
         # A person's latest notice and latest acknowledgement of a version: they set columns
         # of their own, so they are written after the page's other rows, the last of each kind
         # winning as it would row by row.
@@ -179,8 +213,11 @@ class NoticeView(View):
                 sid = p.subject_id
                 person = people.get(sid.int)
                 if person is None:
-                    person = people[sid.int] = (sid, {})
-                marks(person[1], position, p)
+                    person = people[sid.int] = _Page(sid)
+                marks(person.marks, position, p)
+                person.last_at = max(person.last_at or p.occurred_at, p.occurred_at)
+                if kind is ev.SubjectRegistered:
+                    person.registered_at = to_us(p.occurred_at)
             elif kind is ev.PolicyNotified:
                 n = cast("ev.PolicyNotified", payload)
                 notified[(n.version, n.subject_id.int)] = (
@@ -210,17 +247,100 @@ class NoticeView(View):
         self._notified.run(conn, list(notified.values()))
         self._acknowledged.run(conn, list(acknowledged.values()))
 
-    def _flush(
-        self, conn: Connection, people: dict[int, tuple[UUID, dict[tuple[str, str], int]]]
-    ) -> None:
-        """Write the footprints' new items, then forget them (the dict is emptied in place)."""
+    def _flush(self, conn: Connection, people: dict[int, _Page]) -> None:
+        """Write the footprints' new items and the registrations, tell of the versions they
+        come to meet, then forget them (the dict is emptied in place)."""
         fresh, uuid = self.known.fresh_of, self._uuid
         rows: list[tuple[object, ...]] = []
-        for key, (sid, mine) in people.items():
-            h = uuid(sid)
+        registered: list[tuple[object, ...]] = []
+        for key, person in people.items():
+            h = uuid(person.sid)
+            mine = person.marks
             rows.extend([(h, k, i, mine[(k, i)]) for k, i in fresh(key, mine)])
-        people.clear()
+            if person.registered_at is not None:
+                registered.append((h, person.registered_at))
         self._footprint.run(conn, rows)
+        self._registration.run(conn, registered)
+        late = self._late(conn, list(people.values()))
+        people.clear()
+        for version, told in late.items():
+            if self.notifier is not None:
+                self.notifier(version, told)
+
+    def _late(
+        self, conn: Connection, people: list[_Page]
+    ) -> dict[str, list[tuple[UUID, datetime]]]:
+        """Of these people, by version, those to be told of a major version they agreed to
+        none of (they registered before it took effect) now that their data meets what it
+        changes, where it did not when it was published (§8: a person who joins, or whose
+        data comes to be involved, while a major change is pending or in force under the
+        agreement they gave to the version before)."""
+        watched = self._versions(conn)
+        if not watched or not people:
+            return {}
+        late: dict[str, list[tuple[UUID, datetime]]] = {}
+        for w in watched:
+            meeting = [
+                person
+                for person in people
+                if (w.version, person.sid.int) not in self._told
+                and any(
+                    position > w.position and _meets(w.touched, kind, item)
+                    for (kind, item), position in person.marks.items()
+                )
+            ]
+            if not meeting:
+                continue
+            ids = [person.sid for person in meeting]
+            f, r, n = FOOTPRINT, REGISTRATIONS, NOTICES
+            closed = sa.select(f.c.subject_id).where(f.c.kind == "closed", f.c.subject_id.in_(ids))
+            told = sa.select(n.c.subject_id).where(
+                n.c.version == w.version, n.c.subject_id.in_(ids)
+            )
+            under_older = set(
+                conn.execute(
+                    sa.select(r.c.subject_id).where(
+                        r.c.subject_id.in_(ids),
+                        r.c.registered_at < w.effective_at,
+                        r.c.subject_id.not_in(closed),
+                        r.c.subject_id.not_in(told),
+                    )
+                ).scalars()
+            )
+            for person in meeting:
+                if person.sid in under_older and person.last_at is not None:
+                    self._told.add((w.version, person.sid.int))
+                    late.setdefault(w.version, []).append((person.sid, person.last_at))
+        if len(self._told) > _MOST_TOLD:
+            self._told.clear()  # the ledger's idempotency keys still record each notice once
+        return late
+
+    def _versions(self, conn: Connection) -> list[_Watched]:
+        """The major versions that are notified, with what they touch."""
+        if self._watched is None:
+            query = sa.select(
+                VERSIONS.c.version, VERSIONS.c.position, VERSIONS.c.effective_at, TOUCHES.c.touched
+            ).join(TOUCHES, TOUCHES.c.version == VERSIONS.c.version)
+            self._watched = [
+                _Watched(
+                    row.version,
+                    row.position,
+                    row.effective_at,
+                    Touched.model_validate_json(row.touched),
+                )
+                for row in conn.execute(query)
+            ]
+        return self._watched
+
+    def discarded(self) -> None:
+        super().discarded()
+        self._watched = None  # a version folded in the page rolled back is not there
+        self._told.clear()
+
+    def emptied(self) -> None:
+        super().emptied()
+        self._watched = None
+        self._told.clear()
 
     def _published(self, conn: Connection, position: int, p: ev.PolicyPublished) -> None:
         previous = p.previous_version
@@ -232,9 +352,17 @@ class NoticeView(View):
             new = parse_policy(p.document)
             if row is not None and new.change_notice.notify_on_major_change:
                 old = parse_policy(orjson.loads(row.document))
-                affected = affected_subjects(conn, diff_policies(old, new).touched(), position)
+                touched = diff_policies(old, new).touched()
+                affected = affected_subjects(conn, touched, position)
+                conn.execute(
+                    TOUCHES.insert(), {"version": p.version, "touched": touched.model_dump_json()}
+                )
+                self._versions(conn).append(
+                    _Watched(p.version, position, to_us(p.effective_at), touched)
+                )
         if affected and self.notifier is not None:
-            self.notifier(p, affected)
+            self._told.update((p.version, sid.int) for sid in affected)
+            self.notifier(p.version, [(sid, p.recorded_at) for sid in affected])
         conn.execute(
             VERSIONS.insert(),
             {
@@ -249,6 +377,45 @@ class NoticeView(View):
                 "position": position,
             },
         )
+
+
+_MOST_TOLD = 200_000
+
+
+class _Page:
+    """One person's part of a page: their footprint's items, when the latest of their events
+    in it happened, and their registration's instant if it is in it."""
+
+    __slots__ = ("last_at", "marks", "registered_at", "sid")
+
+    def __init__(self, sid: UUID) -> None:
+        self.sid = sid
+        self.marks: dict[tuple[str, str], int] = {}
+        self.last_at: datetime | None = None
+        self.registered_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Watched:
+    """A notified major version: its position, when it takes effect (µs), what it touches."""
+
+    version: str
+    position: int
+    effective_at: int
+    touched: Touched
+
+
+def _meets(touched: Touched, kind: str, item: str) -> bool:
+    """Whether one footprint item meets what a version touches."""
+    if touched.everyone:
+        return kind != "closed"
+    found = {
+        "category": touched.categories,
+        "purpose": touched.purposes,
+        "recipient_class": touched.recipient_classes,
+        "region": touched.regions,
+    }.get(kind)
+    return found is not None and item in found
 
 
 _Marks = Callable[[dict[tuple[str, str], int], int, Any], None]

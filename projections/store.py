@@ -149,13 +149,41 @@ class ViewStore:
                     {"key": _lock_key(self._lock_space + "create tables")},
                 )
             METADATA.create_all(conn)
-            widened = self._widen_columns(conn) if self.dialect == "postgresql" else []
-            self._reshape(conn, widened)
+            changed = [f"added {name}" for name in self._add_columns(conn)]
+            if self.dialect == "postgresql":
+                changed += [f"widened {name}" for name in self._widen_columns(conn)]
+            self._reshape(conn, changed)
             conn.commit()
 
-    def _reshape(self, conn: Connection, widened: list[str]) -> None:
+    def _add_columns(self, conn: Connection) -> list[str]:
+        """Add the columns an earlier version's tables lack (`create_all` makes only missing
+        tables); the names of those added. They are all nullable, and their views are folded
+        again, so the rows folded before have them filled."""
+        inspector = sa.inspect(conn)
+        schema = None
+        if self.dialect == "postgresql":
+            schema = self._schema or conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+        quote = conn.dialect.identifier_preparer.quote
+        added = []
+        for table in METADATA.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name, schema=schema)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                if not column.nullable:
+                    msg = f"views {self.shown_url}: {table.name} lacks {column.name}; rebuild"
+                    raise ConfigurationError(msg)
+                kind = column.type.compile(dialect=conn.dialect)
+                name = (
+                    quote(table.name) if schema is None else f"{quote(schema)}.{quote(table.name)}"
+                )
+                conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {quote(column.name)} {kind}")
+                added.append(f"{table.name}.{column.name}")
+        return added
+
+    def _reshape(self, conn: Connection, changed: list[str]) -> None:
         """Empty every view, to be folded again from the log, when its rows were folded in
-        another shape or into columns since widened."""
+        another shape or into columns since added or widened."""
         stored = conn.execute(sa.select(SHAPES.c.shape)).scalar()
         if stored is not None and stored > SHAPE:
             msg = (
@@ -163,14 +191,14 @@ class ViewStore:
                 f"{stored}, this one folds {SHAPE}); run that version, or rebuild the views"
             )
             raise ConfigurationError(msg)
-        if stored == SHAPE and not widened:
+        if stored == SHAPE and not changed:
             return
         folded = conn.execute(sa.select(sa.func.count()).select_from(TRACKING)).scalar_one()
         for table in reversed(METADATA.sorted_tables):  # the tracking rows and shape too
             conn.execute(table.delete())
         conn.execute(SHAPES.insert().values(id=1, shape=SHAPE))
         if folded:
-            why = f"widened {', '.join(widened)}" if widened else f"view shape {stored or 1}"
+            why = ", ".join(changed) if changed else f"view shape {stored or 1}"
             _log.warning(
                 "views database %s: %s; every view is folded again from the log (shape %d)",
                 self.shown_url,

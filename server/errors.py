@@ -5,12 +5,16 @@ refusal enum's name, domain "pdl", metadata clause and rule); bad input is INVAL
 with `google.rpc.BadRequest` field violations; a view read whose views have not reached the
 asked position in time is UNAVAILABLE with ErrorInfo reason VIEW_BEHIND (metadata position and
 reached), and a call whose writer process died before answering is UNAVAILABLE with reason
-WRITER_UNAVAILABLE (retry with the same idempotency key). Messages never carry personal values,
-and anything unexpected is INTERNAL with no internals.
+WRITER_UNAVAILABLE (retry with the same idempotency key). A write that found no room left in
+storage is RESOURCE_EXHAUSTED with reason STORAGE_FULL (nothing of it was written; retry once
+there is room), and a sealed value that does not open is DATA_LOSS. Messages never carry
+personal values, and anything unexpected is INTERNAL with no internals.
 """
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from dataclasses import dataclass
 
 import grpc
@@ -27,6 +31,7 @@ from ledger.errors import (
     LedgerError,
     Refused,
     RightsRequestNotFound,
+    SealingError,
     SubjectNotFound,
 )
 from projections.errors import BadQuery, PolicyVersionNotFound
@@ -81,6 +86,42 @@ class WriterFailed(LedgerError):
     @property
     def kind(self) -> str:
         return self._kind
+
+
+class StorageFull(LedgerError):
+    """A write found no room left in storage (the disk, a quota, the database's own limit);
+    it was rolled back."""
+
+    def __init__(self) -> None:
+        super().__init__("no room left in storage; nothing was written, retry once there is")
+
+
+_SQLSTATE_DISK_FULL = "53100"
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def storage_full(error: BaseException) -> bool:
+    """Whether `error`, or one it was raised from or wraps, says storage has no room left:
+    SQLite's SQLITE_FULL, PostgreSQL's disk_full, or the system's ENOSPC / EDQUOT."""
+    current: BaseException | None = error
+    for _ in range(8):  # a chain of wrappers (the library's, SQLAlchemy's) is short
+        if current is None:
+            return False
+        if isinstance(current, StorageFull):
+            return True
+        if isinstance(current, OSError) and current.errno in _FULL_ERRNOS:
+            return True
+        if isinstance(current, sqlite3.Error):
+            code = getattr(current, "sqlite_errorcode", None)
+            if code == sqlite3.SQLITE_FULL or "database or disk is full" in str(current):
+                return True
+        if getattr(current, "sqlstate", None) == _SQLSTATE_DISK_FULL:
+            return True
+        wrapped = getattr(current, "orig", None)
+        if wrapped is None and current.args and isinstance(current.args[0], BaseException):
+            wrapped = current.args[0]
+        current = wrapped or current.__cause__ or current.__context__
+    return False
 
 
 class ViewBehind(LedgerError):
@@ -182,6 +223,11 @@ def status_of(error: BaseException) -> StatusParts:
         return StatusParts(
             grpc.StatusCode.OUT_OF_RANGE, str(error), "POSITION_NOT_WRITTEN", (_pack(info),)
         )
+    if storage_full(error):
+        info = error_details_pb2.ErrorInfo(reason="STORAGE_FULL", domain=DOMAIN)
+        return StatusParts(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, str(StorageFull()), "STORAGE_FULL", (_pack(info),)
+        )
     simple: list[tuple[type[BaseException], grpc.StatusCode, str]] = [
         (SubjectNotFound, grpc.StatusCode.NOT_FOUND, "SUBJECT_NOT_FOUND"),
         (RightsRequestNotFound, grpc.StatusCode.NOT_FOUND, "RIGHTS_REQUEST_NOT_FOUND"),
@@ -193,6 +239,7 @@ def status_of(error: BaseException) -> StatusParts:
         (WriterUnavailable, grpc.StatusCode.UNAVAILABLE, "WRITER_UNAVAILABLE"),
         (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
         (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
+        (SealingError, grpc.StatusCode.DATA_LOSS, "SEALED_VALUE_UNREADABLE"),
     ]
     for kind, code, reason in simple:
         if isinstance(error, kind):

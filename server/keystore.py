@@ -95,7 +95,47 @@ class SqlKeyStore:
                 f"length(lookup) = {_LOOKUP_BYTES}", name=f"ck_{prefix}subject_lookups_length"
             ),
         )
+        self._check = sa.Table(
+            f"{prefix}master_key_check",
+            metadata,
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("check_value", sa.LargeBinary(), nullable=False),
+        )
+        """One row: `MasterKey.check_value` of the key the store's data is sealed under."""
         self._create_tables(metadata)
+
+    def key_check(self) -> bytes | None:
+        """The check value of the master key this store was first opened with, if recorded."""
+        with self._engine.connect() as conn:
+            found: bytes | None = conn.execute(
+                sa.select(self._check.c.check_value).where(self._check.c.id == 1)
+            ).scalar_one_or_none()
+            return found
+
+    def record_key_check(self, value: bytes) -> bytes:
+        """Record the master key's check value unless one is; the one recorded."""
+        with self._writer.begin() as conn:
+            conn.execute(self._insert_ignoring(self._check, "id").values(id=1, check_value=value))
+            recorded: bytes = conn.execute(
+                sa.select(self._check.c.check_value).where(self._check.c.id == 1)
+            ).scalar_one()
+            return recorded
+
+    def any_wrapped_key(self) -> bytes | None:
+        """Some subject's wrapped data key (None when there is none), to try a key on."""
+        with self._engine.connect() as conn:
+            key: bytes | None = conn.execute(
+                sa.select(self._keys.c.wrapped_key).limit(1)
+            ).scalar_one_or_none()
+            return key
+
+    def holds_data(self) -> bool:
+        """Whether anything here was made under a master key: a check value, a key, a look-up."""
+        with self._engine.connect() as conn:
+            return any(
+                conn.execute(sa.select(table.c[0]).limit(1)).first() is not None
+                for table in (self._check, self._keys, self._lookups)
+            )
 
     def register(self, lookup: bytes, subject_id: UUID, wrapped_key: bytes) -> UUID:
         """Store the look-up and key unless the look-up exists; return the subject it names.

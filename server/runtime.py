@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hmac
 import multiprocessing
 import os
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 from ledger.application import Ledger
 from ledger.clock import Clock, SystemClock
-from ledger.errors import ConfigurationError
+from ledger.errors import ConfigurationError, SealingError
 from ledger.policy import SEED_EFFECTIVE_AT, load_policy_file, load_seed_policy
 from ledger.sealing import MasterKey, Sealer
 from ledger.storage import PostgresConfig, StorageConfig, ledger_env
@@ -89,6 +90,40 @@ def master_key(settings: Settings) -> MasterKey:
     return load_or_create_master_key(settings.master_key_path)
 
 
+def checked_master_key(settings: Settings, keystore: SqlKeyStore) -> MasterKey:
+    """The master key, made on first run only, and refused when it is not the key the stored
+    data was sealed under: a new or another key would leave every sealed value unreadable,
+    register known people again under new pseudonyms and match no earlier idempotency key."""
+    where = "" if settings.master_key is not None else f" ({settings.master_key_path})"
+    missing = settings.master_key is None and not settings.master_key_path.exists()
+    if missing and keystore.holds_data():
+        msg = (
+            f"the master key file {settings.master_key_path} is missing, but the key store "
+            "holds data sealed under a master key: restore that file (a new key would "
+            "leave all of it unreadable)"
+        )
+        raise ConfigurationError(msg)
+    master = master_key(settings)
+    check = master.check_value()
+    recorded = keystore.key_check()
+    if recorded is None:  # a store from before check values: try the key on a data key
+        sample = keystore.any_wrapped_key()
+        if sample is not None:
+            try:
+                master.unwrap(sample)
+            except SealingError:
+                recorded = b""
+        if recorded is None:
+            recorded = keystore.record_key_check(check)
+    if not hmac.compare_digest(recorded, check):
+        msg = (
+            f"the master key{where} is not the one the key store's data was sealed under: "
+            "give the original key"
+        )
+        raise ConfigurationError(msg)
+    return master
+
+
 def open_ledger(settings: Settings, clock: Clock | None = None) -> tuple[Ledger, SqlKeyStore]:
     """Open the event store and the key store the settings describe, creating the embedded
     default on first run, with the first policy version published and any erasure a crash
@@ -107,7 +142,7 @@ def _open_ledger(
     try:
         ledger = Ledger(
             ledger_env(storage),
-            sealer=Sealer(master_key(settings), keystore),
+            sealer=Sealer(checked_master_key(settings, keystore), keystore),
             clock=clock or SystemClock(),
         )
     except ConfigurationError:

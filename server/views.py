@@ -162,8 +162,12 @@ class ViewServicer(vgrpc.ViewServiceServicer):
         opened = None
         if request.reveal:
             opened = await asyncio.to_thread(_open, self._ledger, view)
+            # A JSON line as the access log's (principal names are JSON-safe): who opened
+            # whose values, by pseudonym; the fields stay in `extra` for structured handlers.
             _reveals.info(
-                "revealed",
+                '{"event":"revealed","principal":"%s","subject":"%s"}',
+                principal.name,
+                view.subject_id,
                 extra={"principal": principal.name, "subject": str(view.subject_id)},
             )
         return vpb.GetSubjectViewResponse(view=cv.subject_view(view, opened), position=position)

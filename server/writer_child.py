@@ -21,7 +21,7 @@ from ledger.application import Ledger
 from ledger.deferred_commits import CommitFailed, DeferredCommits
 from ledger.errors import ConfigurationError
 from ledger.recorders import LedgerSQLiteRecorder
-from server.errors import WriterFailed
+from server.errors import StorageFull, WriterFailed, storage_full
 from server.forwarding import ROUTES, Route
 from server.runtime import collect_young_less_often, open_ledger, settle_heap
 from server.settings import Settings
@@ -273,7 +273,7 @@ class _Writer:
         return self._ledger.execute_many(items)
 
     def _message(self, answers: list[tuple[int, bool, Any]]) -> tuple[Any, ...]:
-        return ("answers", answers, self._groups, self._items)
+        return ("answers", with_storage_full(answers), self._groups, self._items)
 
     @staticmethod
     def _frame(message: tuple[Any, ...]) -> bytes:
@@ -293,6 +293,17 @@ class _Writer:
                 self._sock.sendall(frame)
             except OSError:
                 self._closed = True
+
+
+def with_storage_full(answers: list[tuple[int, bool, Any]]) -> list[tuple[int, bool, Any]]:
+    """The answers, each failure for want of room in storage sent as `StorageFull` (the
+    driver's error does not keep what says so across pickling)."""
+    if all(ok for _number, ok, _value in answers):
+        return answers
+    return [
+        (number, False, StorageFull()) if not ok and storage_full(value) else (number, ok, value)
+        for number, ok, value in answers
+    ]
 
 
 def _sendable(answer: tuple[int, bool, Any]) -> tuple[int, bool, Any]:

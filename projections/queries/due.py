@@ -43,7 +43,8 @@ class DeadlineStatus(StrEnum):
     DUE_SOON = "due_soon"
     """Running and due within the asked number of days from now."""
     OVERDUE = "overdue"
-    """Running and past its due instant; a paused request is not overdue while paused."""
+    """Running and past its due instant, or paused past the latest it may ever be due (a
+    pause then can only end late)."""
     CLOSED = "closed"
     CLOSED_LATE = "closed_late"
 
@@ -73,11 +74,15 @@ def deadlines(
     soon_us = now_us + days * _DAY_US
     running = r.c.status == RequestStatus.OPEN.value
     closed = r.c.status == RequestStatus.CLOSED.value
+    paused = r.c.status == RequestStatus.PAUSED.value
     conditions: dict[DeadlineStatus, sa.ColumnElement[bool]] = {
         DeadlineStatus.OPEN: sa.not_(closed),
-        DeadlineStatus.PAUSED: r.c.status == RequestStatus.PAUSED.value,
+        DeadlineStatus.PAUSED: paused,
         DeadlineStatus.DUE_SOON: sa.and_(running, r.c.due_at >= now_us, r.c.due_at < soon_us),
-        DeadlineStatus.OVERDUE: sa.and_(running, r.c.due_at < now_us),
+        DeadlineStatus.OVERDUE: sa.or_(
+            sa.and_(running, r.c.due_at < now_us),
+            sa.and_(paused, r.c.latest_due_at < now_us),
+        ),
         DeadlineStatus.CLOSED: closed,
         DeadlineStatus.CLOSED_LATE: sa.and_(closed, r.c.late),
     }
@@ -136,7 +141,12 @@ def _deadline(r: Row[Any], now_us: int, soon_us: int) -> DeadlineRow:
         closed_at=from_us_or_none(r.closed_at),
         outcome=r.outcome,
         late=r.late,
-        overdue=running and r.due_at < now_us,
+        overdue=(running and r.due_at < now_us)
+        or (
+            r.status == RequestStatus.PAUSED.value
+            and r.latest_due_at is not None
+            and r.latest_due_at < now_us
+        ),
         due_soon=running and now_us <= r.due_at < soon_us,
     )
 

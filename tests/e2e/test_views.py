@@ -307,7 +307,9 @@ def test_no_revealed_value_reaches_the_logs(
     logged = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
     assert ip not in logged
     assert account not in logged
-    assert any(r.name == "pdl.reveal" for r in caplog.records)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "pdl.reveal"]
+    assert f'"subject":"{sid}"' in line  # who opened whose values, in the line itself
+    assert '"principal":"' in line
 
 
 # --- consents, register, deadlines, retention -----------------------------------------------

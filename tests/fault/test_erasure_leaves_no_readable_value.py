@@ -151,7 +151,7 @@ def _erase(ledger: Ledger, person: _Person, how: str) -> None:
             occurred_at=later(ledger),
             request_id=opened.aggregate_id,
             outcome=ev.RequestOutcome.FULFILLED,
-            reason="erased at the person's request",
+            reason=f"erased at the request of {person.account}",  # staff text naming them
         ),
     )
 

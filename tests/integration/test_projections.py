@@ -297,6 +297,55 @@ def test_a_major_change_notifies_exactly_the_people_whose_data_it_touches(
     assert all(n.acknowledged_at is None for n in notices)
 
 
+def _collect_for_security(ledger: Ledger, sid: UUID) -> None:
+    """A collection for `security_detection`, the purpose `_widened` changes."""
+    ledger.execute(PRINCIPAL, collection(sid, at=later(ledger)))
+
+
+@pytest.mark.parametrize("page_size", [1, 500])
+def test_people_whose_data_meets_a_major_change_after_it_was_published_are_told_too__clause_8(
+    ledger, view_store_factory, page_size
+):
+    """Those who join while the change is pending, or whose data comes to meet it later,
+    agreed to the version before: they are told once, when their data meets it; those who
+    join once it is in force agreed to it, and are not."""
+    untouched_then = subject(ledger)
+    ledger.execute(
+        PRINCIPAL,
+        collection(
+            untouched_then,
+            at=later(ledger),
+            category="network_log.time_zone",
+            source="app",
+            purposes=("notifications",),
+        ),
+    )
+    later(ledger)
+    _publish(ledger, _widened(load_seed_policy(), "2"))  # in force 30 days from now
+    joiner = subject(ledger)
+    _collect_for_security(ledger, joiner)
+    _collect_for_security(ledger, joiner)
+    _collect_for_security(ledger, untouched_then)
+    bystander = subject(ledger)  # holds nothing the change touches
+    later(ledger, 31 * 24 * 3600)
+    under_v2 = subject(ledger)
+    _collect_for_security(ledger, under_v2)
+    store = view_store_factory()
+
+    _runner(ledger, store, page_size=page_size).catch_up()
+    _runner(ledger, store, page_size=page_size).catch_up()  # the notices come back folded
+
+    assert _notified(ledger, "2") == {joiner, untouched_then}
+    assert bystander not in _notified(ledger, "2")
+    with store.read() as conn:
+        notices = conn.execute(sa.select(NOTICES).where(NOTICES.c.version == "2")).all()
+    assert sorted(str(n.subject_id) for n in notices) == sorted(map(str, {joiner, untouched_then}))
+    events = ledger.recorder.select_notifications(1, 100_000)
+    payloads = [getattr(ledger.mapper.to_domain_event(n), "payload", None) for n in events]
+    notified = [p for p in payloads if isinstance(p, ev.PolicyNotified)]
+    assert len(notified) == 2  # each once, whatever the page size
+
+
 def test_a_minor_change_notifies_no_one(ledger, view_store_factory):
     sid = subject(ledger)
     ledger.execute(PRINCIPAL, collection(sid, at=later(ledger)))
@@ -597,6 +646,30 @@ def test_a_views_column_created_narrower_is_widened_and_every_view_folded_again(
     caplog.clear()
     view_store_factory().close()  # opened again: nothing to widen, nothing emptied
     assert "widened" not in caplog.text
+
+
+@_ONE_VIEWS_DATABASE
+def test_a_column_an_earlier_version_lacked_is_added_and_every_view_folded_again(
+    ledger: Ledger, view_store_factory: MakeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    _history(ledger, people=1)
+    store = view_store_factory()
+    folded = _runner(ledger, store).catch_up()
+    schema = getattr(store, "_schema", None)
+    table = "view_requests" if schema is None else f'"{schema}".view_requests'
+    with store.write() as conn:  # as the version before latest_due_at left it
+        conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN latest_due_at")
+    store.close()
+
+    with caplog.at_level(logging.WARNING, logger="projections.store"):
+        reopened = view_store_factory()
+
+    assert reopened.positions() == {}
+    assert "added view_requests.latest_due_at" in caplog.text
+    assert _runner(ledger, reopened).catch_up() == folded
+    caplog.clear()
+    view_store_factory().close()  # opened again: nothing to add, nothing emptied
+    assert "folded again" not in caplog.text
 
 
 @_ONE_VIEWS_DATABASE

@@ -28,6 +28,7 @@ from server.errors import (
     InvalidRequest,
     PermissionDenied,
     PositionNotWritten,
+    StorageFull,
     Unauthenticated,
     ViewBehind,
     WriterFailed,
@@ -62,6 +63,7 @@ EXAMPLES: list[tuple[LedgerError, dict[str, object]]] = [
     (PermissionDenied("needs record"), {}),
     (ViewBehind(10, 7), {"position": 10, "reached": 7}),
     (PositionNotWritten(10, 7), {"position": 10, "written": 7}),
+    (StorageFull(), {}),
     (WriterUnavailable(), {}),
     (WriterFailed("OperationalError"), {"kind": "OperationalError"}),
 ]

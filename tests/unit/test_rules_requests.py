@@ -372,6 +372,53 @@ def test_a_request_can_be_extended_or_paused_up_to_its_due_instant__clause_6_4(m
     assert memory_ledger.rights_request(rid).last_at == due
 
 
+def _request_payloads(ledger: Ledger, rid: UUID) -> list[Any]:
+    events = ledger.recorder.select_notifications(1, 100_000)
+    payloads = [getattr(ledger.mapper.to_domain_event(n), "payload", None) for n in events]
+    return [p for p in payloads if getattr(p, "request_id", None) == rid]
+
+
+def test_staff_reasons_are_sealed_with_the_persons_key_and_go_with_it__clause_6_3(
+    memory_ledger,
+):
+    """Free text written about a request may name the person: it is sealed, never in clear,
+    and unreadable once the person is erased."""
+    sid = subject(memory_ledger)
+    rid = _request(memory_ledger, sid)
+    other = _request(memory_ledger, sid)
+    memory_ledger.execute(PRINCIPAL, _pause(rid, later(memory_ledger)))
+    memory_ledger.execute(PRINCIPAL, _resume(rid, later(memory_ledger)))
+    memory_ledger.execute(PRINCIPAL, _extend(rid, later(memory_ledger), 3))
+    memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger), RequestOutcome.REFUSED))
+
+    written = [p for p in _request_payloads(memory_ledger, rid) if hasattr(p, "sealed_reason")]
+    assert [type(p).__name__ for p in written] == [
+        "RightsRequestPaused",
+        "RightsRequestExtended",
+        "RightsRequestClosed",
+    ]
+    assert all(p.reason == "" and p.sealed_reason.startswith("s1:") for p in written)
+    opened = [memory_ledger.sealer.open(sid, "reason", p.sealed_reason) for p in written]
+    assert opened == ["verifying identity", "backlog", "answered"]
+
+    memory_ledger.execute(
+        PRINCIPAL,
+        c.EraseSubject(
+            idempotency_key=key("era"),
+            occurred_at=later(memory_ledger),
+            subject=c.SubjectRef(subject_id=sid),
+            ground="no_consent",
+        ),
+    )
+    with pytest.raises(KeyShreddedError):
+        memory_ledger.sealer.open(sid, "reason", written[0].sealed_reason)
+    memory_ledger.execute(PRINCIPAL, _close(other, later(memory_ledger), RequestOutcome.REFUSED))
+    (closed,) = [
+        p for p in _request_payloads(memory_ledger, other) if type(p).__name__.endswith("Closed")
+    ]
+    assert (closed.reason, closed.sealed_reason) == ("", None)
+
+
 @pytest.mark.parametrize(("days_later", "late"), [(14, False), (16, True)])
 def test_closing_after_the_due_instant_marks_the_request_late__clause_6_4(
     memory_ledger, days_later, late

@@ -438,7 +438,7 @@ def test_deadlines_by_status_and_their_summary_per_kind(views: Views) -> None:
     overdue = _open(ledger, sid, 20)
     soon = _open(ledger, sid, 13)
     running = _open(ledger, sid, 0, kind=RightKind.CORRECTION, categories=(_IP,))
-    paused = _open(ledger, sid, 20)
+    paused = _open(ledger, sid, 10)  # paused before it fell due (§6.4)
     ledger.execute(
         PRINCIPAL,
         c.PauseRightsRequest(
@@ -482,6 +482,31 @@ def test_deadlines_by_status_and_their_summary_per_kind(views: Views) -> None:
     assert (correction.total, correction.open, correction.due_soon) == (1, 1, 0)
     only = views.read(q.deadlines, now=at, kind=RightKind.CORRECTION).summary
     assert [s.kind for s in only] == [RightKind.CORRECTION]
+
+
+@pytest.mark.parametrize(("days_paused", "overdue"), [(19, False), (21, True)])
+def test_a_request_paused_past_the_latest_it_may_be_due_is_overdue__clause_6_4(
+    views: Views, days_paused: int, overdue: bool
+) -> None:
+    """Received 10 days ago and paused: 15 days of deadline and 15 of extension run out 20
+    days from now, after which it can only end late, resumed or not."""
+    ledger = views.ledger
+    request = _open(ledger, subject(ledger), 10)
+    ledger.execute(
+        PRINCIPAL,
+        c.PauseRightsRequest(
+            idempotency_key=key("p"), occurred_at=later(ledger), request_id=request, reason="id"
+        ),
+    )
+    at = later(ledger, days_paused * 24 * 3600)
+
+    page = views.read(q.deadlines, now=at)
+    listed = views.read(q.deadlines, now=at, status=q.DeadlineStatus.OVERDUE)
+
+    (row,) = page.items
+    assert (row.status, row.overdue) == (RequestStatus.PAUSED, overdue)
+    assert [r.request_id for r in listed.items] == ([request] if overdue else [])
+    assert page.summary[0].overdue == int(overdue)
 
 
 def test_deadline_pages_keep_their_token_while_time_moves_on(views: Views) -> None:

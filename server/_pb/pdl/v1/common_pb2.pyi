@@ -144,7 +144,9 @@ class CommandMeta(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
-    """Caller's key, 1-128 characters: a retry with the same key and payload is recorded once."""
+    """Caller's key, 1-128 characters: a retry with the same key and payload is recorded once.
+    It is kept in the log as given, so it must not carry a personal value (use a random id).
+    """
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
         """When it happened in the source system. Unset means "now" at the ledger."""

@@ -74,7 +74,7 @@ class HeldCategory(_message.Message):
 
     @_builtins.property
     def last_at(self) -> _timestamp_pb2.Timestamp:
-        """Latest collection or correction."""
+        """Latest collection (a correction is not one: retention runs from this, §7)."""
 
     @_builtins.property
     def sources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

@@ -175,7 +175,7 @@ class ExtendRightsRequestRequest(_message.Message):
     days: _builtins.int
     """Days to add (within the policy's total extension)."""
     reason: _builtins.str
-    """Why."""
+    """Why; sealed with the person's data key in the log, and gone with it on erasure."""
     @_builtins.property
     def meta(self) -> _common_pb2.CommandMeta:
         """Idempotency key and occurred-at."""
@@ -238,7 +238,7 @@ class PauseRightsRequestRequest(_message.Message):
     request_id: _builtins.str
     """The request id."""
     reason: _builtins.str
-    """Why (e.g. awaiting identity verification)."""
+    """Why (e.g. awaiting identity verification); sealed with the person's data key in the log."""
     @_builtins.property
     def meta(self) -> _common_pb2.CommandMeta:
         """Idempotency key and occurred-at."""
@@ -383,7 +383,7 @@ class CloseRightsRequestRequest(_message.Message):
     outcome: Global___RequestOutcome.ValueType
     """Fulfilled or refused."""
     reason: _builtins.str
-    """Why."""
+    """Why; sealed with the person's data key in the log (not kept once that key is shredded)."""
     correction_category: _builtins.str
     """For a fulfilled correction request: the category corrected."""
     @_builtins.property

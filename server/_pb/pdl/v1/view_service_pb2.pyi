@@ -67,7 +67,9 @@ class _DeadlineStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Deadli
     DEADLINE_STATUS_DUE_SOON: _DeadlineStatus.ValueType  # 3
     """Running and due within `due_within_days` from now."""
     DEADLINE_STATUS_OVERDUE: _DeadlineStatus.ValueType  # 4
-    """Running and past its due instant (a paused request is not overdue while paused)."""
+    """Running and past its due instant, or paused past the latest it may ever be due
+    (received plus the deadline and every day of extension: a pause then can only end late).
+    """
     DEADLINE_STATUS_CLOSED: _DeadlineStatus.ValueType  # 5
     """Closed."""
     DEADLINE_STATUS_CLOSED_LATE: _DeadlineStatus.ValueType  # 6
@@ -85,7 +87,9 @@ DEADLINE_STATUS_PAUSED: DeadlineStatus.ValueType  # 2
 DEADLINE_STATUS_DUE_SOON: DeadlineStatus.ValueType  # 3
 """Running and due within `due_within_days` from now."""
 DEADLINE_STATUS_OVERDUE: DeadlineStatus.ValueType  # 4
-"""Running and past its due instant (a paused request is not overdue while paused)."""
+"""Running and past its due instant, or paused past the latest it may ever be due
+(received plus the deadline and every day of extension: a pause then can only end late).
+"""
 DEADLINE_STATUS_CLOSED: DeadlineStatus.ValueType  # 5
 """Closed."""
 DEADLINE_STATUS_CLOSED_LATE: DeadlineStatus.ValueType  # 6
@@ -321,7 +325,9 @@ class SubjectView(_message.Message):
     key_shredded: _builtins.bool
     """The person's data key is destroyed: no value can be revealed any more."""
     events: _builtins.int
-    """Number of the person's events folded into the view."""
+    """Number of the person's own events folded into the view (their rights requests' events
+    are in the deadlines, not counted here).
+    """
     last_position: _builtins.int
     """Log position of the person's last event folded."""
     revealed: _builtins.bool
@@ -770,7 +776,7 @@ class RequestDeadline(_message.Message):
     late: _builtins.bool
     """Closed after its due instant."""
     overdue: _builtins.bool
-    """Running and past its due instant now."""
+    """Running and past its due instant now, or paused past the latest it may ever be due."""
     due_soon: _builtins.bool
     """Running and due within the asked number of days."""
     @_builtins.property
@@ -839,7 +845,7 @@ class DeadlineSummary(_message.Message):
     due_soon: _builtins.int
     """Running and due soon."""
     overdue: _builtins.int
-    """Running and overdue."""
+    """Overdue (running past its due instant, or paused past the latest it may be due)."""
     closed: _builtins.int
     """Closed."""
     closed_late: _builtins.int
