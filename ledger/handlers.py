@@ -392,7 +392,7 @@ def publish_policy(ctx: Context, c: cmd.PublishPolicy) -> Outcome:
     payload = ev.PolicyPublished(
         **_envelope(ctx, c, c.policy.version),
         version=c.policy.version,
-        effective_at=c.effective_at,
+        effective_at=book.effective_instant(c.effective_at, ctx.now),
         digest=c.policy.digest(),
         text_sha256=c.policy.text_sha256,
         major=diff.major or bool(c.major),

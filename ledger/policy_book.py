@@ -33,7 +33,12 @@ class PublishedVersion(BaseModel):
 
 
 def version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
+    """A version number's order: its parts as numbers, trailing zeros left out ("4.0" is
+    "4", not a newer version)."""
+    parts = [int(part) for part in version.split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
 
 
 class PolicyBook(Aggregate):
@@ -51,6 +56,15 @@ class PolicyBook(Aggregate):
         self.versions = []
         self.documents = {}
 
+    def effective_instant(self, requested: datetime, now: datetime) -> datetime:
+        """When a version asked to take effect at `requested` takes effect: an instant within
+        the clocks' skew before now is taken as now, so no version ever reaches back over
+        events already recorded under the one before (the first version may reach into the
+        past: it is the policy already in use)."""
+        if self.versions and now - _RETROACTIVE_TOLERANCE <= requested < now:
+            return now
+        return requested
+
     def publish(self, payload: ev.PolicyPublished, now: datetime) -> None:
         """Publish a version newer than all others, taking effect no earlier than now nor than
         any version already published (§8), so that versions take effect in the order of their
@@ -62,19 +76,24 @@ class PolicyBook(Aggregate):
                 raise Refused(
                     R.POLICY_VERSION_NOT_NEWER, "§8", f"version must be newer than {latest.version}"
                 )
+            first_id = next(iter(self.documents.values())).get("policy_id")
+            if payload.document.get("policy_id") != first_id:
+                raise Refused(
+                    R.POLICY_ID_CHANGED, "§8", f"this book holds versions of policy {first_id!r}"
+                )
             if payload.effective_at < now - _RETROACTIVE_TOLERANCE:
                 raise Refused(
                     R.POLICY_RETROACTIVE, "§8", "a new version cannot take effect in the past"
                 )
             scheduled = self.taking_effect_last()
-            if scheduled is not None and payload.effective_at < scheduled.effective_at:
+            if scheduled is not None and payload.effective_at <= scheduled.effective_at:
                 # It would be replaced by an older version when that one takes effect: a change
                 # never classified against it, and nobody told (§8).
                 raise Refused(
                     R.POLICY_EFFECTIVE_BEFORE_SCHEDULED,
                     "§8",
-                    f"version {scheduled.version} takes effect later; a newer version must take "
-                    "effect at the same time or after it",
+                    f"version {scheduled.version} takes effect then or later; a newer version "
+                    "must take effect after it",
                 )
         self._published(payload)
 

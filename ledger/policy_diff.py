@@ -69,6 +69,8 @@ class ChangeKind(StrEnum):
     MINORS_WEAKENED = "minors_weakened"
     SALE_ALLOWED = "sale_allowed"
     CONSENT_DEFAULT_ENABLED = "consent_default_enabled"
+    SOURCE_ADDED = "source_added"
+    CONSENT_METHOD_ADDED = "consent_method_added"
     CHANGE_NOTICE_DROPPED = "change_notice_dropped"
     TEXT_REVISED = "text_revised"
 
@@ -348,7 +350,8 @@ def _grounds_and_rights(old: Policy, new: Policy) -> Iterator[PolicyChange]:
 
 
 def _deadline(d: ResponseDeadline) -> str:
-    return f"{d.days} {d.kind} days (extendable by {d.max_extension_days})"
+    calendar = f" of {d.holiday_calendar}" if d.kind == "working" else ""
+    return f"{d.days} {d.kind} days{calendar} (extendable by {d.max_extension_days})"
 
 
 def _safeguards(old: Policy, new: Policy) -> Iterator[PolicyChange]:
@@ -357,6 +360,8 @@ def _safeguards(old: Policy, new: Policy) -> Iterator[PolicyChange]:
         now.days > was.days
         or (was.kind, now.kind) == ("calendar", "working")
         or now.max_extension_days > was.max_extension_days
+        # another country's public holidays can put more days off within the deadline
+        or (now.kind == "working" and now.holiday_calendar != was.holiday_calendar)
     ):
         what = f"response deadline lengthened from {_deadline(was)} to {_deadline(now)}"
         yield _change(_K.DEADLINE_LENGTHENED, "response_deadline", now.clause, what, _EVERYONE)
@@ -377,6 +382,13 @@ def _safeguards(old: Policy, new: Policy) -> Iterator[PolicyChange]:
     if old.sale.prohibited and not new.sale.prohibited:
         what = "sale of personal data no longer prohibited"
         yield _change(_K.SALE_ALLOWED, "sale", new.sale.clause, what, _EVERYONE)
+    for source in new.sources:
+        if old.source(source.id) is None:
+            what = f"data collected through a new source '{source.id}'"
+            yield _change(_K.SOURCE_ADDED, source.id, source.clause, what, _EVERYONE)
+    if methods := _new(old.consent.methods, new.consent.methods):
+        what = f"consent may be given in new ways: {', '.join(repr(m) for m in methods)}"
+        yield _change(_K.CONSENT_METHOD_ADDED, "consent", new.consent.clause, what, _EVERYONE)
     if new.consent.default_for_non_sensitive and not old.consent.default_for_non_sensitive:
         what = "non-sensitive data processed by default, without express consent"
         yield _change(_K.CONSENT_DEFAULT_ENABLED, "consent", new.consent.clause, what, _EVERYONE)

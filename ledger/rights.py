@@ -66,11 +66,18 @@ def check_in_order(state: RequestState, at: datetime) -> Refusal | None:
     return None
 
 
-def check_not_overdue(state: RequestState, at: datetime) -> Refusal | None:
+def check_not_overdue(
+    state: RequestState, at: datetime, latest_due: datetime | None = None
+) -> Refusal | None:
     """A request is extended or paused before it falls due: once its due instant has passed
     it can only be closed, and closing it then records it as late (§6.4: every delay is an
-    extension, given with its reason, so a delay recorded afterwards would hide the lateness)."""
-    if at > state.due_at:
+    extension, given with its reason, so a delay recorded afterwards would hide the lateness).
+    A paused request's clock is stopped, so it falls due only past `latest_due`, the latest any
+    resumption could leave it due."""
+    due = state.due_at
+    if state.status is RequestStatus.PAUSED and latest_due is not None:
+        due = latest_due
+    if at > due:
         return Refusal(
             R.REQUEST_OVERDUE,
             "§6.4",
@@ -153,7 +160,7 @@ class RightsRequest(Aggregate):
         refuse_if(
             check_extend(policy, self.state, payload.days, payload.due_at, latest_due)
             or check_in_order(self.state, payload.occurred_at)
-            or check_not_overdue(self.state, payload.occurred_at)
+            or check_not_overdue(self.state, payload.occurred_at, latest_due)
         )
         self._extended(payload)
 

@@ -22,7 +22,7 @@ from ledger.handlers import (
 )
 from ledger.policy import Policy, RightKind
 from ledger.rights import RightsRequest, check_close, check_in_order
-from ledger.rules import check_open, check_request_opened, refuse_if
+from ledger.rules import check_after_registration, check_open, check_request_opened, refuse_if
 from ledger.subject import Subject
 
 
@@ -38,6 +38,7 @@ def open_request(ctx: Context, c: cmd.OpenRightsRequest) -> Outcome:
     received = c.received_at or c.occurred_at
     if received > c.occurred_at:
         raise InvalidCommand("received_at", "a request cannot be received after it is opened")
+    refuse_if(check_after_registration(subject.state, received))
     deadline = policy.response_deadline
     payload = ev.RightsRequestOpened(
         **_envelope(ctx, c, version),

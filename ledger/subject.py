@@ -129,11 +129,11 @@ class Subject(Aggregate):
         )
 
     def record_notified(self, payload: ev.PolicyNotified) -> None:
-        refuse_if(rules.check_open(self.state))
+        refuse_if(self._check_open_at(payload))
         self._notified(payload)
 
     def acknowledge_policy(self, payload: ev.PolicyAcknowledged) -> None:
-        refuse_if(rules.check_open(self.state))
+        refuse_if(self._check_open_at(payload))
         self._acknowledged(payload)
 
     # --- events --------------------------------------------------------------------------------

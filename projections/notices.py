@@ -35,7 +35,7 @@ from ledger.application import ItemOutcome, Ledger
 from ledger.policy import parse_policy
 from ledger.policy_diff import Touched, diff_policies
 from projections.batch import ManyRows, uuid_param
-from projections.store import METADATA, to_us, upsert
+from projections.store import METADATA, from_us, to_us, upsert
 from projections.view import Entry, View
 
 __all__ = ["NOTIFIER_PRINCIPAL", "LedgerNotifier", "NoticeView", "Notifier"]
@@ -310,7 +310,9 @@ class NoticeView(View):
             for person in meeting:
                 if person.sid in under_older and person.last_at is not None:
                     self._told.add((w.version, person.sid.int))
-                    late.setdefault(w.version, []).append((person.sid, person.last_at))
+                    # Not before the version was published, whatever their events are dated.
+                    at = max(person.last_at, w.published_at)
+                    late.setdefault(w.version, []).append((person.sid, at))
         if len(self._told) > _MOST_TOLD:
             self._told.clear()  # the ledger's idempotency keys still record each notice once
         return late
@@ -318,14 +320,16 @@ class NoticeView(View):
     def _versions(self, conn: Connection) -> list[_Watched]:
         """The major versions that are notified, with what they touch."""
         if self._watched is None:
+            v = VERSIONS
             query = sa.select(
-                VERSIONS.c.version, VERSIONS.c.position, VERSIONS.c.effective_at, TOUCHES.c.touched
-            ).join(TOUCHES, TOUCHES.c.version == VERSIONS.c.version)
+                v.c.version, v.c.position, v.c.effective_at, v.c.published_at, TOUCHES.c.touched
+            ).join(TOUCHES, TOUCHES.c.version == v.c.version)
             self._watched = [
                 _Watched(
                     row.version,
                     row.position,
                     row.effective_at,
+                    from_us(row.published_at),
                     Touched.model_validate_json(row.touched),
                 )
                 for row in conn.execute(query)
@@ -350,15 +354,19 @@ class NoticeView(View):
                 sa.select(VERSIONS.c.document).where(VERSIONS.c.version == previous)
             ).first()
             new = parse_policy(p.document)
-            if row is not None and new.change_notice.notify_on_major_change:
-                old = parse_policy(orjson.loads(row.document))
+            old = None if row is None else parse_policy(orjson.loads(row.document))
+            # The change is made under the version it replaces: if that one promises notice of
+            # major changes, a version that stops promising it is itself notified (§8).
+            if old is not None and (
+                old.change_notice.notify_on_major_change or new.change_notice.notify_on_major_change
+            ):
                 touched = diff_policies(old, new).touched()
                 affected = affected_subjects(conn, touched, position)
                 conn.execute(
                     TOUCHES.insert(), {"version": p.version, "touched": touched.model_dump_json()}
                 )
                 self._versions(conn).append(
-                    _Watched(p.version, position, to_us(p.effective_at), touched)
+                    _Watched(p.version, position, to_us(p.effective_at), p.recorded_at, touched)
                 )
         if affected and self.notifier is not None:
             self._told.update((p.version, sid.int) for sid in affected)
@@ -397,11 +405,13 @@ class _Page:
 
 @dataclass(frozen=True, slots=True)
 class _Watched:
-    """A notified major version: its position, when it takes effect (µs), what it touches."""
+    """A notified major version: its position, when it takes effect (µs), when it was
+    published, what it touches."""
 
     version: str
     position: int
     effective_at: int
+    published_at: datetime
     touched: Touched
 
 

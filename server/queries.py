@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from eventsourcing.domain import Aggregate
@@ -37,10 +38,10 @@ _FOLLOW_POLL_SECONDS = 0.05
 _MESSAGE_BUDGET = 4 * 1024 * 1024  # stored bytes per audit message, well under the send limit
 
 
-def _event_topics() -> dict[str, str]:
-    """Event type name to stored topic, for every event the ledger records."""
+def _event_topics(*aggregates: type[Aggregate]) -> dict[str, str]:
+    """Event type name to stored topic, for every event of these aggregates."""
     topics: dict[str, str] = {}
-    for aggregate in (Subject, RightsRequest, PolicyBook):
+    for aggregate in aggregates:
         for name in dir(aggregate):
             kind = getattr(aggregate, name)
             if (
@@ -52,7 +53,23 @@ def _event_topics() -> dict[str, str]:
     return topics
 
 
-EVENT_TOPICS = _event_topics()
+_LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
+
+
+def _bound(request: qpb.ListSubjectHistoryRequest, name: str) -> datetime | None:
+    """A time bound of the history, rounded up to the microsecond (events are recorded to the
+    microsecond): an event recorded before an instant between two microseconds is before it."""
+    instant = convert.instant(request, name)
+    if instant is not None and getattr(request, name).nanos % 1_000 and instant < _LAST_INSTANT:
+        instant += timedelta(microseconds=1)
+    return instant
+
+
+EVENT_TOPICS = _event_topics(Subject, RightsRequest, PolicyBook)
+"""Every event the ledger records (the audit stream's filter)."""
+SUBJECT_EVENT_TYPES = frozenset(_event_topics(Subject))
+"""The events of a person's own stream, which is what their history holds (their rights
+requests are their own aggregates: the audit stream and the deadlines show them)."""
 
 
 class QueryServicer(qgrpc.QueryServiceServicer):
@@ -76,11 +93,14 @@ class QueryServicer(qgrpc.QueryServiceServicer):
         ref = convert.subject_ref(request.subject, "subject")
         size = _page_size(request.page_size, _DEFAULT_HISTORY_PAGE, _MAX_HISTORY_PAGE)
         types = set(request.event_types)
-        unknown = sorted(types - set(EVENT_TOPICS))
-        if unknown:
+        if types - set(EVENT_TOPICS):
             raise InvalidRequest([FieldViolation("event_types", "unknown event type")])
-        start = convert.instant(request, "recorded_from")
-        end = convert.instant(request, "recorded_to")
+        if types - SUBJECT_EVENT_TYPES:
+            raise InvalidRequest(
+                [FieldViolation("event_types", "not an event of a person's history")]
+            )
+        start = _bound(request, "recorded_from")
+        end = _bound(request, "recorded_to")
         if start is not None and end is not None and end < start:
             raise InvalidRequest([FieldViolation("recorded_to", "before recorded_from")])
         subject_id = await asyncio.to_thread(self._ledger.resolve, ref)

@@ -90,17 +90,19 @@ def master_key(settings: Settings) -> MasterKey:
     return load_or_create_master_key(settings.master_key_path)
 
 
-def checked_master_key(settings: Settings, keystore: SqlKeyStore) -> MasterKey:
+def checked_master_key(
+    settings: Settings, keystore: SqlKeyStore, *, events_exist: bool = False
+) -> MasterKey:
     """The master key, made on first run only, and refused when it is not the key the stored
     data was sealed under: a new or another key would leave every sealed value unreadable,
     register known people again under new pseudonyms and match no earlier idempotency key."""
     where = "" if settings.master_key is not None else f" ({settings.master_key_path})"
     missing = settings.master_key is None and not settings.master_key_path.exists()
-    if missing and keystore.holds_data():
+    if missing and (events_exist or keystore.holds_data()):
         msg = (
-            f"the master key file {settings.master_key_path} is missing, but the key store "
-            "holds data sealed under a master key: restore that file (a new key would "
-            "leave all of it unreadable)"
+            f"the master key file {settings.master_key_path} is missing, but the event store "
+            "or the key store holds data made under a master key: restore that file (a new "
+            "key would leave all of it unreadable and match no earlier idempotency key)"
         )
         raise ConfigurationError(msg)
     master = master_key(settings)
@@ -135,6 +137,8 @@ def _open_ledger(
     settings: Settings, clock: Clock | None, storage: StorageConfig, keys_url: str
 ) -> tuple[Ledger, SqlKeyStore]:
     _ensure_private_dir(settings.data_dir)
+    path = storage.sqlite_path
+    events_exist = path is not None and path.exists() and path.stat().st_size > 0
     if storage.sqlite_path is not None and not storage.sqlite_path.exists():
         _create_private_file(storage.sqlite_path)
     schema = settings.postgres_schema if storage.backend == "postgres" else None
@@ -142,7 +146,9 @@ def _open_ledger(
     try:
         ledger = Ledger(
             ledger_env(storage),
-            sealer=Sealer(checked_master_key(settings, keystore), keystore),
+            sealer=Sealer(
+                checked_master_key(settings, keystore, events_exist=events_exist), keystore
+            ),
             clock=clock or SystemClock(),
         )
     except ConfigurationError:

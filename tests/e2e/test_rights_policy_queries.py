@@ -38,8 +38,12 @@ def instant(stamp: timestamp_pb2.Timestamp) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
-def register(client: LedgerClient) -> str:
-    return client.register_subject("app", secret("account")).subject_id
+def register(client: LedgerClient, days_ago: float = 0) -> str:
+    at = datetime.now(UTC) - timedelta(days=days_ago)
+    request = lpb.RegisterSubjectRequest(
+        meta=meta(occurred_at=at), account=cpb.AccountRef(namespace="app", account_id=secret("a"))
+    )
+    return client.ledger.RegisterSubject(request, **client.options).recorded.subject_id
 
 
 def collect_ip(client: LedgerClient, subject_id: str, value: str | None = None) -> cpb.Recorded:
@@ -84,7 +88,7 @@ def open_request(
 def test_opening_a_request_makes_it_due_15_calendar_days_after_receipt(
     client: LedgerClient,
 ) -> None:
-    sid = register(client)
+    sid = register(client, days_ago=3)
     received = (datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0)
 
     opened = open_request(client, sid, received_at=timestamp(received))
@@ -652,11 +656,32 @@ def test_history_is_filtered_by_event_type_and_by_recording_time(client: LedgerC
     assert [[e.version for e in p] for p in from_third] == [[3, 4]]
 
 
+def test_history_bounds_between_two_microseconds_round_up(client: LedgerClient) -> None:
+    """Events are recorded to the microsecond: one recorded at t is before t + 500 ns."""
+    sid, events = four_events(client)
+
+    def half_past(event: qpb.HistoryEvent) -> Any:
+        bound = type(event.recorded_at)()
+        bound.CopyFrom(event.recorded_at)
+        bound.nanos += 500
+        return bound
+
+    window = history_pages(
+        client, sid, recorded_from=half_past(events[0]), recorded_to=half_past(events[2])
+    )
+    last = timestamp_pb2.Timestamp(seconds=253_402_300_799, nanos=999_999_500)  # 9999-12-31
+
+    assert [[e.version for e in p] for p in window] == [[2, 3]]
+    assert [len(p) for p in history_pages(client, sid, recorded_to=last)] == [4]
+
+
 def test_a_bad_history_request_is_invalid_and_names_its_field(client: LedgerClient) -> None:
     sid = register(client)
 
     for fields, field in [
         ({"event_types": ["DataCollected", "DataStolen"]}, "event_types"),
+        ({"event_types": ["RightsRequestOpened"]}, "event_types"),  # the request's own stream
+        ({"event_types": ["PolicyPublished"]}, "event_types"),
         ({"page_size": 1001}, "page_size"),
         ({"page_size": -1}, "page_size"),
         ({"page_token": "not-a-token"}, "page_token"),

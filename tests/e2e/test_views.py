@@ -336,7 +336,7 @@ def test_consents_list_withdrawn_ones_only_when_asked(client: LedgerClient) -> N
 
 
 def test_deadlines_show_an_overdue_request_and_the_summary(client: LedgerClient) -> None:
-    sid = register(client)
+    sid = register(client, days_ago=21)
     received = datetime.now(UTC) - timedelta(days=20)
     opened = client.rights.OpenRightsRequest(
         rpb.OpenRightsRequestRequest(

@@ -124,3 +124,21 @@ def test_a_store_from_before_check_values_is_checked_by_its_data_keys(
     finally:
         ledger.close()
         keystore.close()
+
+
+def test_a_missing_key_file_is_refused_over_events_even_with_no_key_left(tmp_path: Path) -> None:
+    """An old store whose people were all erased holds no data key and no check value, but
+    its events still hold receipts made under the master key (SQLite: the events file)."""
+    settings = load_settings(environ={}, data_dir=tmp_path / "data")
+    _open_and_register(settings)
+    ledger, keystore = open_ledger(settings)
+    with keystore._writer.begin() as conn:  # as an earlier version left it, everyone erased
+        for table in (keystore._check, keystore._keys, keystore._lookups):
+            conn.execute(sa.delete(table))
+    ledger.close()
+    keystore.close()
+    settings.master_key_path.unlink()
+
+    with pytest.raises(ConfigurationError, match="master key file"):
+        _opens(settings)
+    assert not settings.master_key_path.exists()

@@ -346,6 +346,42 @@ def test_people_whose_data_meets_a_major_change_after_it_was_published_are_told_
     assert len(notified) == 2  # each once, whatever the page size
 
 
+def test_a_version_that_stops_promising_notices_is_itself_notified__clause_8(
+    ledger, view_store_factory
+):
+    """It is published under the promise of the version it replaces."""
+    holder = subject(ledger)
+    _collect_for_security(ledger, holder)
+    widened = _widened(load_seed_policy(), "2")
+    silent = widened.change_notice.model_copy(update={"notify_on_major_change": False})
+    _publish(ledger, widened.model_copy(update={"change_notice": silent}))
+    store = view_store_factory()
+
+    _runner(ledger, store).catch_up()
+
+    assert _notified(ledger, "2") == {holder}
+
+
+def test_a_late_notice_is_not_dated_before_its_version_was_published__clause_8(
+    ledger, view_store_factory
+):
+    person = subject(ledger)
+    later(ledger, 3600)
+    _publish(ledger, _widened(load_seed_policy(), "2"))
+    published = ledger.clock.now()
+    later(ledger)
+    ledger.execute(PRINCIPAL, collection(person, at=published - timedelta(minutes=30)))
+    store = view_store_factory()
+
+    _runner(ledger, store).catch_up()
+
+    events = ledger.recorder.select_notifications(1, 100_000)
+    payloads = [getattr(ledger.mapper.to_domain_event(n), "payload", None) for n in events]
+    (notice,) = [p for p in payloads if isinstance(p, ev.PolicyNotified)]
+    assert notice.subject_id == person
+    assert notice.occurred_at >= published
+
+
 def test_a_minor_change_notifies_no_one(ledger, view_store_factory):
     sid = subject(ledger)
     ledger.execute(PRINCIPAL, collection(sid, at=later(ledger)))

@@ -435,7 +435,7 @@ def test_a_right_added_is_minor__clause_6_4() -> None:
     ("change", "after"),
     [
         ({"days": 20}, "20 calendar days (extendable by 15)"),
-        ({"kind": "working"}, "15 working days (extendable by 15)"),
+        ({"kind": "working"}, "15 working days of CN (extendable by 15)"),
         ({"max_extension_days": 30}, "15 calendar days (extendable by 30)"),
     ],
     ids=["more_days", "working_days", "longer_extension"],
@@ -449,6 +449,43 @@ def test_a_longer_response_deadline_is_major_for_everyone__clause_6_4(
         f"response deadline lengthened from 15 calendar days (extendable by 15) to {after} (§6.4)"
     )
     _assert(_only(diff), K.DEADLINE_LENGTHENED, "response_deadline", reason, major=True)
+    assert diff.touched() == _EVERYONE
+
+
+def test_another_holiday_calendar_for_working_days_is_major_for_everyone__clause_6_4() -> None:
+    """Another country's public holidays can put more days off within the deadline."""
+    working = _edited(_section("response_deadline", kind="working"))
+
+    diff = diff_policies(
+        working, _edited(_section("response_deadline", holiday_calendar="JP"), working)
+    )
+
+    reason = (
+        "response deadline lengthened from 15 working days of CN (extendable by 15)"
+        " to 15 working days of JP (extendable by 15) (§6.4)"
+    )
+    _assert(_only(diff), K.DEADLINE_LENGTHENED, "response_deadline", reason, major=True)
+
+
+def test_a_new_collection_source_is_major_for_everyone__clause_3() -> None:
+    broker = {"id": "data_broker", "name": "A broker", "clause": "§3"}
+    diff = _diff(lambda data: data["sources"].append(broker))
+
+    reason = "data collected through a new source 'data_broker' (§3)"
+    _assert(_only(diff), K.SOURCE_ADDED, "data_broker", reason, major=True)
+    assert diff.touched() == _EVERYONE
+
+
+def test_a_new_way_of_giving_consent_is_major_for_everyone__clause_1() -> None:
+    diff = _diff(lambda data: data["consent"]["methods"].append("implied"))
+
+    _assert(
+        _only(diff),
+        K.CONSENT_METHOD_ADDED,
+        "consent",
+        "consent may be given in new ways: 'implied' (§1)",
+        major=True,
+    )
     assert diff.touched() == _EVERYONE
 
 

@@ -667,14 +667,43 @@ def test_a_new_version_taking_effect_before_a_scheduled_one_is_refused__clause_8
     memory_ledger.execute(PRINCIPAL, _publish(memory_ledger, "2", in_a_month))
     before = written(memory_ledger)
 
-    refusal = refused(memory_ledger, _publish(memory_ledger, "3", in_a_month - timedelta(days=1)))
-
-    assert (refusal.reason, refusal.clause) == (R.POLICY_EFFECTIVE_BEFORE_SCHEDULED, "§8")
+    for effective in (in_a_month - timedelta(days=1), in_a_month):
+        # At the same instant, v2 would never be in force, yet its notices would have gone out.
+        refusal = refused(memory_ledger, _publish(memory_ledger, "3", effective))
+        assert (refusal.reason, refusal.clause) == (R.POLICY_EFFECTIVE_BEFORE_SCHEDULED, "§8")
     assert written(memory_ledger) == before
-    for effective in (in_a_month, in_a_month + timedelta(days=1)):  # with it or after it: fine
-        version = "3" if effective == in_a_month else "4"
-        memory_ledger.execute(PRINCIPAL, _publish(memory_ledger, version, effective))
-    assert memory_ledger.policy_in_force(in_a_month)[0].version == "3"
+    after = in_a_month + timedelta(days=1)
+    memory_ledger.execute(PRINCIPAL, _publish(memory_ledger, "3", after))
+    assert memory_ledger.policy_in_force(in_a_month)[0].version == "2"
+    assert memory_ledger.policy_in_force(after)[0].version == "3"
+
+
+@pytest.mark.parametrize("same", ["1.0", "1.0.0"])
+def test_a_version_number_equal_to_a_published_one_is_not_newer__clause_8(memory_ledger, same):
+    refusal = refused(memory_ledger, _publish(memory_ledger, same, memory_ledger.clock.now()))
+
+    assert (refusal.reason, refusal.clause) == (R.POLICY_VERSION_NOT_NEWER, "§8")
+
+
+def test_a_document_of_another_policy_is_not_a_version_of_this_one__clause_8(memory_ledger):
+    command = _publish(memory_ledger, "2", memory_ledger.clock.now() + timedelta(days=1))
+    other = command.model_copy(
+        update={"policy": command.policy.model_copy(update={"policy_id": "another-policy"})}
+    )
+
+    refusal = refused(memory_ledger, other)
+
+    assert (refusal.reason, refusal.clause) == (R.POLICY_ID_CHANGED, "§8")
+
+
+def test_a_version_due_within_the_clock_skew_before_now_takes_effect_now__clause_8(memory_ledger):
+    """Events recorded under version 1 up to now stay under it: no version reaches back."""
+    now = memory_ledger.clock.now()
+    memory_ledger.execute(PRINCIPAL, _publish(memory_ledger, "2", now - timedelta(minutes=4)))
+
+    assert memory_ledger.policy_in_force(now - timedelta(seconds=1))[0].version == "1"
+    assert memory_ledger.policy_in_force(now)[0].version == "2"
+    assert [v.effective_at for v in memory_ledger.policy_versions()][-1] == now
 
 
 def test_events_record_the_policy_version_in_force_at_their_occurred_at__clause_8(memory_ledger):

@@ -361,6 +361,24 @@ def test_an_overdue_request_can_no_longer_be_extended_or_paused__clause_6_4(memo
     assert memory_ledger.rights_request(rid).late is True
 
 
+def test_a_paused_request_past_its_first_due_instant_can_still_be_extended__clause_6_4(
+    memory_ledger,
+):
+    """Its clock stopped when it was paused: it is not overdue while a resumption could
+    still leave it due later."""
+    rid = _request(memory_ledger, subject(memory_ledger))
+    memory_ledger.clock.advance(timedelta(days=5))
+    memory_ledger.execute(PRINCIPAL, _pause(rid, memory_ledger.clock.now()))
+    memory_ledger.clock.advance(timedelta(days=12))
+
+    memory_ledger.execute(PRINCIPAL, _extend(rid, memory_ledger.clock.now(), 5))
+
+    assert memory_ledger.rights_request(rid).extended_days == 5
+    memory_ledger.clock.advance(timedelta(days=14))  # past received + 30 days: late whatever
+    refusal = refused(memory_ledger, _extend(rid, memory_ledger.clock.now(), 1))
+    assert (refusal.reason, refusal.clause) == (R.REQUEST_OVERDUE, "§6.4")
+
+
 @pytest.mark.parametrize("make", [_LATER_STEPS[1], _LATER_STEPS[2]])
 def test_a_request_can_be_extended_or_paused_up_to_its_due_instant__clause_6_4(memory_ledger, make):
     rid = _request(memory_ledger, subject(memory_ledger))

@@ -83,7 +83,7 @@ def test_retention_runs_from_the_last_collection__clause_7(memory_ledger):
 
 
 def test_a_correction_does_not_restart_retention__clause_7(memory_ledger):
-    """§7's reading counts from the last collection; the views count the same way."""
+    """§7's reading counts from the last collection, not from a correction."""
     sid = _ip_collected(memory_ledger)
     memory_ledger.execute(
         PRINCIPAL,

@@ -315,6 +315,12 @@ _DATED_COMMANDS = {
     "correction": _correct,
     "erasure": _erase,
     "cancellation": _cancel,
+    "rights request": lambda sid, at: c.OpenRightsRequest(
+        idempotency_key=key("req"), occurred_at=at, subject=_ref(sid), kind="access"
+    ),
+    "policy acknowledgement": lambda sid, at: c.AcknowledgePolicy(
+        idempotency_key=key("ack"), occurred_at=at, subject=_ref(sid), version="1"
+    ),
 }
 
 

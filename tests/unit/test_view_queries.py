@@ -404,6 +404,11 @@ def test_an_unknown_register_activity_is_a_bad_query(views: Views) -> None:
 # --- rights-request deadlines ---------------------------------------------------------------
 
 
+def _long_registered(ledger: Ledger) -> UUID:
+    """A person registered 30 days ago, so requests received since are theirs to make."""
+    return subject(ledger, at=now(ledger) - 30 * _DAY)
+
+
 def _open(ledger: Ledger, sid: UUID, received_days_ago: int, **fields: Any) -> UUID:
     at = later(ledger)
     return ledger.execute(
@@ -434,7 +439,7 @@ def _close(ledger: Ledger, request_id: UUID) -> None:
 
 def test_deadlines_by_status_and_their_summary_per_kind(views: Views) -> None:
     ledger = views.ledger
-    sid = subject(ledger)
+    sid = _long_registered(ledger)
     overdue = _open(ledger, sid, 20)
     soon = _open(ledger, sid, 13)
     running = _open(ledger, sid, 0, kind=RightKind.CORRECTION, categories=(_IP,))
@@ -491,7 +496,7 @@ def test_a_request_paused_past_the_latest_it_may_be_due_is_overdue__clause_6_4(
     """Received 10 days ago and paused: 15 days of deadline and 15 of extension run out 20
     days from now, after which it can only end late, resumed or not."""
     ledger = views.ledger
-    request = _open(ledger, subject(ledger), 10)
+    request = _open(ledger, _long_registered(ledger), 10)
     ledger.execute(
         PRINCIPAL,
         c.PauseRightsRequest(
@@ -511,7 +516,7 @@ def test_a_request_paused_past_the_latest_it_may_be_due_is_overdue__clause_6_4(
 
 def test_deadline_pages_keep_their_token_while_time_moves_on(views: Views) -> None:
     ledger = views.ledger
-    sid = subject(ledger)
+    sid = _long_registered(ledger)
     opened = {_open(ledger, sid, days) for days in (1, 2, 3)}
     first = views.read(q.deadlines, now=now(ledger), page_size=2)
     rest = views.read(

@@ -379,7 +379,9 @@ class ListSubjectHistoryRequest(_message.Message):
 
     @_builtins.property
     def event_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Only these event types, e.g. "DataShared"; empty means all."""
+        """Only these event types of a person's own, e.g. "DataShared"; empty means all. Another
+        type (a rights request's, the policy's, an unknown one) is INVALID_ARGUMENT.
+        """
 
     @_builtins.property
     def recorded_from(self) -> _timestamp_pb2.Timestamp:

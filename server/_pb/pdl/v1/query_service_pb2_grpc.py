@@ -28,7 +28,8 @@ if _version_not_supported:
 
 class QueryServiceStub:
     """Reads of the log: a person's state and history (`read` scope) and the audit stream of the
-    whole log (`audit` scope). Sealed values are never returned here.
+    whole log (`audit` scope). Sealed values are never opened here: payloads carry them as the
+    ciphertext stored in the log.
     """
 
     def __init__(self, channel):
@@ -56,7 +57,8 @@ class QueryServiceStub:
 
 class QueryServiceServicer:
     """Reads of the log: a person's state and history (`read` scope) and the audit stream of the
-    whole log (`audit` scope). Sealed values are never returned here.
+    whole log (`audit` scope). Sealed values are never opened here: payloads carry them as the
+    ciphertext stored in the log.
     """
 
     def GetSubjectState(self, request, context):
@@ -67,7 +69,8 @@ class QueryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSubjectHistory(self, request, context):
-        """A person's events, paged, filtered by type and time.
+        """A person's own events, paged, filtered by type and time (their rights requests are
+        aggregates of their own, in the audit stream and the deadlines view).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,7 +111,8 @@ def add_QueryServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class QueryService:
     """Reads of the log: a person's state and history (`read` scope) and the audit stream of the
-    whole log (`audit` scope). Sealed values are never returned here.
+    whole log (`audit` scope). Sealed values are never opened here: payloads carry them as the
+    ciphertext stored in the log.
     """
 
     @staticmethod

@@ -29,7 +29,8 @@ GRPC_VERSION: str
 
 class QueryServiceStub:
     """Reads of the log: a person's state and history (`read` scope) and the audit stream of the
-    whole log (`audit` scope). Sealed values are never returned here.
+    whole log (`audit` scope). Sealed values are never opened here: payloads carry them as the
+    ciphertext stored in the log.
     """
 
     @_typing.overload
@@ -39,27 +40,33 @@ class QueryServiceStub:
     GetSubjectState: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.GetSubjectStateRequest, _query_service_pb2.GetSubjectStateResponse]
     """A person's state now, or as the ledger held it at an instant."""
     ListSubjectHistory: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.ListSubjectHistoryRequest, _query_service_pb2.ListSubjectHistoryResponse]
-    """A person's events, paged, filtered by type and time."""
+    """A person's own events, paged, filtered by type and time (their rights requests are
+    aggregates of their own, in the audit stream and the deadlines view).
+    """
     StreamAuditLog: _grpc.UnaryStreamMultiCallable[_query_service_pb2.StreamAuditLogRequest, _query_service_pb2.StreamAuditLogResponse]
     """The whole log from a position, in pages of events per message; `follow` tails new events."""
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
     """Reads of the log: a person's state and history (`read` scope) and the audit stream of the
-    whole log (`audit` scope). Sealed values are never returned here.
+    whole log (`audit` scope). Sealed values are never opened here: payloads carry them as the
+    ciphertext stored in the log.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetSubjectState: _aio.UnaryUnaryMultiCallable[_query_service_pb2.GetSubjectStateRequest, _query_service_pb2.GetSubjectStateResponse]  # type: ignore[assignment]
     """A person's state now, or as the ledger held it at an instant."""
     ListSubjectHistory: _aio.UnaryUnaryMultiCallable[_query_service_pb2.ListSubjectHistoryRequest, _query_service_pb2.ListSubjectHistoryResponse]  # type: ignore[assignment]
-    """A person's events, paged, filtered by type and time."""
+    """A person's own events, paged, filtered by type and time (their rights requests are
+    aggregates of their own, in the audit stream and the deadlines view).
+    """
     StreamAuditLog: _aio.UnaryStreamMultiCallable[_query_service_pb2.StreamAuditLogRequest, _query_service_pb2.StreamAuditLogResponse]  # type: ignore[assignment]
     """The whole log from a position, in pages of events per message; `follow` tails new events."""
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Reads of the log: a person's state and history (`read` scope) and the audit stream of the
-    whole log (`audit` scope). Sealed values are never returned here.
+    whole log (`audit` scope). Sealed values are never opened here: payloads carry them as the
+    ciphertext stored in the log.
     """
 
     @_abc_1.abstractmethod
@@ -76,7 +83,9 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _query_service_pb2.ListSubjectHistoryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_query_service_pb2.ListSubjectHistoryResponse, _abc.Awaitable[_query_service_pb2.ListSubjectHistoryResponse]]:
-        """A person's events, paged, filtered by type and time."""
+        """A person's own events, paged, filtered by type and time (their rights requests are
+        aggregates of their own, in the audit stream and the deadlines view).
+        """
 
     @_abc_1.abstractmethod
     def StreamAuditLog(
