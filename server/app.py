@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -244,8 +246,38 @@ def check_listen(address: str, tls: TlsConfig | None) -> None:
         if not loopback:
             msg = f"without TLS the server listens on loopback only, not {host!r}; configure [tls]"
             raise ConfigurationError(msg)
+    else:
+        check_tls(tls)
     if not _bindable(address):
         raise ConfigurationError(_cannot_listen(address))
+
+
+def check_tls(tls: TlsConfig) -> None:
+    """Refuse TLS files gRPC could not use, naming the file: a certificate chain, a private
+    key that matches its first certificate, and a client CA bundle, each in PEM. (gRPC itself
+    only fails to bind, which reads as a port problem.)"""
+    try:
+        chain = x509.load_pem_x509_certificates(_read_bytes(tls.cert_file))
+    except ValueError:
+        raise ConfigurationError(f"{tls.cert_file} is not a PEM certificate chain") from None
+    try:
+        key = serialization.load_pem_private_key(_read_bytes(tls.key_file), password=None)
+    except (ValueError, TypeError):
+        msg = f"{tls.key_file} is not an unencrypted PEM private key"
+        raise ConfigurationError(msg) from None
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    encoding = serialization.Encoding.DER
+    if key.public_key().public_bytes(encoding, public) != chain[0].public_key().public_bytes(
+        encoding, public
+    ):
+        msg = f"{tls.key_file} is not the key of the certificate in {tls.cert_file}"
+        raise ConfigurationError(msg)
+    if tls.client_ca_file is not None:
+        try:
+            x509.load_pem_x509_certificates(_read_bytes(tls.client_ca_file))
+        except ValueError:
+            msg = f"{tls.client_ca_file} is not a PEM bundle of CA certificates"
+            raise ConfigurationError(msg) from None
 
 
 def _cannot_listen(address: str) -> str:

@@ -53,9 +53,14 @@ class PrincipalRegistry:
 
     def __init__(self, credentials: Iterable[_Credential]) -> None:
         self._credentials = tuple(credentials)
-        names = [c.principal.name for c in self._credentials]
-        if len(names) != len(set(names)):
-            raise ConfigurationError("principal names must be unique")
+        _refuse_repeats("name", [c.principal.name for c in self._credentials])
+        hashes = [c.token_sha256 for c in self._credentials if c.token_sha256 is not None]
+        if len(hashes) != len(set(hashes)):
+            # the token would name whichever came first or last: refuse, naming none of it
+            raise ConfigurationError("two principals share one bearer token; give each its own")
+        _refuse_repeats(
+            "tls_client_subject", [c.tls_subject for c in self._credentials if c.tls_subject]
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, admin_token: str | None) -> PrincipalRegistry:
@@ -76,13 +81,22 @@ class PrincipalRegistry:
         return found
 
     def by_tls_subject(self, subject: str) -> Principal | None:
+        presented = subject.encode()  # compare_digest takes ASCII text only: compare bytes
         for cred in self._credentials:
-            if cred.tls_subject is not None and hmac.compare_digest(cred.tls_subject, subject):
+            if cred.tls_subject is not None and hmac.compare_digest(
+                cred.tls_subject.encode(), presented
+            ):
                 return cred.principal
         return None
 
-    def authenticate(self, metadata: Mapping[str, str], tls_subjects: Iterable[str]) -> Principal:
-        """The caller, from its bearer token or else its client certificate."""
+    def authenticate(
+        self, metadata: Mapping[str, str], tls_subjects: Iterable[str], *, headers: int = 1
+    ) -> Principal:
+        """The caller, from its bearer token or else its client certificate; `headers` is how
+        many `authorization` headers the call carried (more than one is refused: a proxy and
+        this server could each read another)."""
+        if headers > 1:
+            raise Unauthenticated("more than one authorization header")
         header = metadata.get("authorization")
         if header is not None:
             scheme, _, token = header.partition(" ")
@@ -92,10 +106,13 @@ class PrincipalRegistry:
             if principal is None:
                 raise Unauthenticated("unknown bearer token")
             return principal
-        for subject in tls_subjects:
+        presented = list(tls_subjects)
+        for subject in presented:
             principal = self.by_tls_subject(subject)
             if principal is not None:
                 return principal
+        if presented:
+            raise Unauthenticated("the client certificate names no principal; send a bearer token")
         raise Unauthenticated("missing credentials: send 'authorization: Bearer <token>'")
 
 
@@ -104,11 +121,30 @@ def authorize(principal: Principal, scope: Scope, method: str) -> None:
         raise PermissionDenied(f"{method} needs the {scope.value!r} scope")
 
 
+def _refuse_repeats(what: str, values: list[str]) -> None:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        shown = ", ".join(repr(v) for v in repeated)
+        reserved = f" ({ADMIN!r} is the server's own)" if ADMIN in repeated else ""
+        raise ConfigurationError(f"principal {what}s must be unique: {shown}{reserved}")
+
+
 def _credential(p: PrincipalConfig) -> _Credential:
     digest = bytes.fromhex(p.token_sha256) if p.token_sha256 is not None else None
     if p.token_file is not None:
+        _refuse_loose(p.token_file)
         digest = token_hash(read_secret_file(p.token_file))
     return _Credential(Principal(p.name, frozenset(p.scopes)), digest, p.tls_client_subject)
+
+
+def _refuse_loose(path: Path) -> None:
+    """A file holding a token must be readable by its owner only."""
+    try:
+        loose = path.stat().st_mode & 0o077
+    except OSError:
+        return  # reading it says what is wrong
+    if loose:
+        raise ConfigurationError(f"{path} is readable by others: run chmod 600 {path}")
 
 
 def read_secret_file(path: Path) -> str:
@@ -116,6 +152,8 @@ def read_secret_file(path: Path) -> str:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{path} is not UTF-8 text") from None
     if not text:
         raise ConfigurationError(f"{path} is empty")
     return text
@@ -124,8 +162,7 @@ def read_secret_file(path: Path) -> str:
 def load_or_create_admin_token(path: Path) -> tuple[str, bool]:
     """The admin's bearer token from its owner-only file, made on first run; True if made."""
     if path.exists():
-        if path.stat().st_mode & 0o077:
-            raise ConfigurationError(f"{path} is readable by others: run chmod 600 {path}")
+        _refuse_loose(path)
         return read_secret_file(path), False
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     token = new_token()

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from server.auth import new_token, token_hash, write_token_file
+from server.auth import ADMIN, new_token, token_hash, write_token_file
 from server.cli_errors import fail, one_line_errors
 from server.settings import PrincipalConfig, Scope
 
@@ -50,6 +50,8 @@ def token(
     """
     made = new_token()
     with one_line_errors():
+        if name == ADMIN:
+            fail(f"NAME: {ADMIN!r} is the server's own principal; choose another name", 2)
         try:
             entry = PrincipalConfig(
                 name=name, scopes=tuple(dict.fromkeys(scopes)), token_sha256=token_hash(made).hex()

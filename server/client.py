@@ -77,20 +77,30 @@ def refusal_of(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
 
 
 class LedgerClient:
-    """A blocking client: one channel, the bearer token on every call."""
+    """A blocking client: one channel, the bearer token on every call (when given: under
+    mutual TLS a client certificate, `certificate_chain` with its `private_key`, may name the
+    principal instead)."""
 
     def __init__(
         self,
         target: str,
-        token: str,
+        token: str | None,
         *,
         root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
         timeout: float = 30.0,
     ) -> None:
-        if root_certificates is None:
+        if (certificate_chain is None) != (private_key is None):
+            raise ValueError("certificate_chain and private_key go together")
+        if root_certificates is None and certificate_chain is None:
             self.channel = grpc.insecure_channel(target)
         else:
-            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=root_certificates,
+                private_key=private_key,
+                certificate_chain=certificate_chain,
+            )
             self.channel = grpc.secure_channel(target, credentials)
         self.ledger = lgrpc.LedgerServiceStub(self.channel)
         self.rights = rgrpc.RightsRequestServiceStub(self.channel)
@@ -99,7 +109,7 @@ class LedgerClient:
         self.views = vgrpc.ViewServiceStub(self.channel)
         self.notices = ngrpc.PolicyNoticeServiceStub(self.channel)
         self.options: dict[str, Any] = {
-            "metadata": (("authorization", f"Bearer {token}"),),
+            "metadata": () if token is None else (("authorization", f"Bearer {token}"),),
             "timeout": timeout,
         }
 

@@ -125,11 +125,16 @@ class LedgerInterceptor(aio.ServerInterceptor):
         return call
 
     def _authenticate(self, context: aio.ServicerContext[Any, Any]) -> Principal:
-        metadata = {
-            k.lower(): v for k, v in context.invocation_metadata() or () if isinstance(v, str)
-        }
+        metadata: dict[str, str] = {}
+        headers = 0
+        for k, v in context.invocation_metadata() or ():
+            key = k.lower()
+            if key == "authorization":
+                headers += 1
+            if isinstance(v, str):
+                metadata[key] = v
         subjects = _tls_subjects(context) if self._tls else []
-        return self._registry.authenticate(metadata, subjects)
+        return self._registry.authenticate(metadata, subjects, headers=headers)
 
     @staticmethod
     def _admit(principal: Principal, scope: Scope, method: str) -> None:

@@ -70,6 +70,9 @@ class PrincipalConfig(BaseModel):
         if self.token_sha256 is None and self.token_file is None and not self.tls_client_subject:
             msg = f"principal {self.name!r} needs token_sha256, token_file or tls_client_subject"
             raise ValueError(msg)
+        if self.token_sha256 is not None and self.token_file is not None:
+            msg = f"principal {self.name!r}: give token_sha256 or token_file, not both"
+            raise ValueError(msg)
         return self
 
 
@@ -205,6 +208,21 @@ class Settings(BaseModel):
         default=10.0, ge=0, description="How long SIGTERM waits for in-flight calls."
     )
 
+    @model_validator(mode="after")
+    def _certificates_can_name(self) -> Self:
+        """A principal named by its client certificate needs mutual TLS, or it could never
+        authenticate."""
+        mutual = self.tls is not None and self.tls.client_ca_file is not None
+        if not mutual:
+            named = [p.name for p in self.principals if p.tls_client_subject]
+            if named:
+                msg = (
+                    f"principals {', '.join(map(repr, named))} are named by a client "
+                    "certificate, but mutual TLS is not configured (tls.client_ca_file)"
+                )
+                raise ValueError(msg)
+        return self
+
     @property
     def master_key_path(self) -> Path:
         return self.master_key_file or self.data_dir / "master.key"
@@ -228,6 +246,8 @@ def load_settings(
             raise ConfigurationError(f"cannot read {config_file}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{config_file} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigurationError(f"{config_file} is not UTF-8 text") from None
     origins = dict.fromkeys(data, str(config_file))
     env = os.environ if environ is None else environ
     for name in Settings.model_fields:
@@ -253,4 +273,6 @@ def _problem(error: Any, origins: dict[str, str]) -> str:
     where = ".".join(str(p) for p in error["loc"])
     origin = origins.get(str(error["loc"][0])) if error["loc"] else None
     message = str(error["msg"]).removeprefix("Value error, ")
+    if not where:  # a check of the settings as a whole
+        return message
     return f"{where} (from {origin}): {message}" if origin else f"{where}: {message}"

@@ -757,6 +757,20 @@ def test_a_call_with_a_malformed_authorization_header_is_unauthenticated(
         assert reason_of(denied.value) == "UNAUTHENTICATED"
 
 
+def test_two_authorization_headers_are_unauthenticated_whichever_is_good(
+    client: LedgerClient,
+) -> None:
+    """A proxy in front could read the first while the server read the last."""
+    sid = register(client)
+    (good,) = client.options["metadata"]
+
+    for headers in [(("authorization", "Basic zzz"), good), (good, ("authorization", "Bearer x"))]:
+        with nothing_written(client), pytest.raises(grpc.RpcError) as denied:
+            client.ledger.RecordCollection(ip_collection(sid), metadata=headers, timeout=10)
+        assert denied.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert "more than one" in (denied.value.details() or "")
+
+
 def test_a_principal_without_the_record_scope_cannot_record(served: Served) -> None:
     with served.client() as client:
         sid = register(client)

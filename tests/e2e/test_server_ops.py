@@ -643,7 +643,9 @@ def tls_server(
             PrincipalConfig(
                 name="tls-service", scopes=(Scope.READ,), tls_client_subject="tls-service"
             ),
-        ),
+        )
+        if require_client_cert  # a certificate can name a principal only under mutual TLS
+        else (),
     )
 
 

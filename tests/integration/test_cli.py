@@ -583,8 +583,9 @@ def test_pdl_token_never_overwrites_a_token_file(tmp_path: Path) -> None:
         (["bad name!", "--scope", "read"], 2),  # not a principal name
         (["analytics"], 2),  # no scope
         (["analytics", "--scope", "everything"], 2),  # no such scope
+        (["admin", "--scope", "read"], 2),  # the server's own principal
     ],
-    ids=["name", "no-scope", "unknown-scope"],
+    ids=["name", "no-scope", "unknown-scope", "admin"],
 )
 def test_pdl_token_refuses_bad_input_in_one_line_and_makes_no_file(
     tmp_path: Path, args: list[str], exit_code: int
