@@ -9,7 +9,6 @@ calls, lets in-flight calls finish, commits what is queued and closes the store.
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import logging
 import signal
@@ -51,6 +50,7 @@ from server.runtime import Runtime, collect_young_less_often
 from server.servicers import LedgerServicer, PolicyServicer, RightsServicer
 from server.settings import Scope, Settings, TlsConfig
 from server.views import NoticeServicer, ViewServicer, ViewWaiter
+from server.write_health import RoomProbe, WriteHealth, free_bytes_probe
 from server.writer import Committer, GroupCommitter
 from server.writer_process import ProcessCommitter
 
@@ -96,8 +96,9 @@ def method_scopes() -> dict[str, Scope]:
 SERVICE_NAMES = tuple(service.full_name for service in _SERVICES)
 _READ_ONLY_SERVICES = ("pdl.v1.QueryService", "pdl.v1.ViewService")
 _WRITING_SERVICES = tuple(name for name in SERVICE_NAMES if name not in _READ_ONLY_SERVICES)
-"""The services that record (through the writer): while the writer process is replaced, they
-and the server as a whole are NOT_SERVING; the read-only services stay SERVING."""
+"""The services that record (through the writer): while the writer process is replaced, or
+after a write found storage full (`server.write_health`), they and the server as a whole are
+NOT_SERVING; the read-only services stay SERVING."""
 
 
 @dataclass
@@ -108,6 +109,8 @@ class Serving:
     port: int
     committer: Committer
     health: health.aio.HealthServicer
+    writes: WriteHealth
+    """The health of the server and of its recording services (`server.write_health`)."""
     projections: ProjectionProcess | None = None
     """The projection process, when the views are kept up to date in one."""
 
@@ -115,6 +118,7 @@ class Serving:
         """Refuse new calls, let in-flight ones finish, commit what is queued; then let the
         projection process finish its page."""
         await self.health.enter_graceful_shutdown()
+        await self.writes.stop()
         await self.server.stop(grace)
         await self.committer.stop()
         if self.projections is not None:
@@ -129,10 +133,8 @@ async def build_server(
     check_listen(address, settings.tls)
     ledger, clock = runtime.ledger, runtime.ledger.clock
     committer = _committer(settings, ledger)
-    server = aio.server(
-        interceptors=[LedgerInterceptor(registry, method_scopes(), tls=settings.tls is not None)],
-        options=SERVER_OPTIONS,
-    )
+    interceptor = LedgerInterceptor(registry, method_scopes(), tls=settings.tls is not None)
+    server = aio.server(interceptors=[interceptor], options=SERVER_OPTIONS)
     _by_generic_handlers_only(server)
     if isinstance(committer, ProcessCommitter):  # before the generated handlers, so it serves
         server.add_generic_rpc_handlers(forwarding.generic_handlers(committer))
@@ -162,21 +164,22 @@ async def build_server(
     if projections is None and settings.projections != "external":
         runtime.start_projections(committer.execute_many_threadsafe)
     await server.start()
-    for name in ("", *SERVICE_NAMES):
+    for name in _READ_ONLY_SERVICES:
         await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+    writes = WriteHealth(checker, _WRITING_SERVICES, _room_probe(settings))
+    await writes.start()
+    interceptor.write_health = writes
     if isinstance(committer, ProcessCommitter):
-        committer.on_availability = functools.partial(_writer_health, checker)
-    return Serving(server, port, committer, checker, projections)
+        committer.on_availability = writes.writer_available
+    return Serving(server, port, committer, checker, writes, projections)
 
 
-async def _writer_health(checker: health.aio.HealthServicer, available: bool) -> None:
-    status = (
-        health_pb2.HealthCheckResponse.SERVING
-        if available
-        else health_pb2.HealthCheckResponse.NOT_SERVING
-    )
-    for name in ("", *_WRITING_SERVICES):
-        await checker.set(name, status)
+def _room_probe(settings: Settings) -> RoomProbe | None:
+    """How the server tells that storage has room again after a write found it full: free
+    space where SQLite keeps its files; none on PostgreSQL (`server.write_health`)."""
+    if settings.database_url is not None:
+        return None
+    return free_bytes_probe(settings.data_dir)
 
 
 def _committer(settings: Settings, ledger: Ledger) -> Committer:

@@ -21,10 +21,12 @@ from grpc import aio
 from server.auth import CURRENT_PRINCIPAL, Principal, PrincipalRegistry, authorize
 from server.errors import FieldViolation, InvalidRequest, StatusParts, status_of
 from server.settings import Scope
+from server.write_health import WriteHealth
 
 _access = logging.getLogger("pdl.access")
 _errors = logging.getLogger("pdl.errors")
 _DETAILS_KEY = "grpc-status-details-bin"
+_STORAGE_FULL = "STORAGE_FULL"
 
 Unary = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 Streaming = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
@@ -40,6 +42,9 @@ class LedgerInterceptor(aio.ServerInterceptor):
         self._scopes = dict(scopes)
         self._tls = tls
         self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        self._writes = frozenset(m for m, s in scopes.items() if s in (Scope.RECORD, Scope.ADMIN))
+        self.write_health: WriteHealth | None = None
+        """Told when a write finds storage full, and when one succeeds while it was."""
 
     async def intercept_service(
         self,
@@ -80,6 +85,8 @@ class LedgerInterceptor(aio.ServerInterceptor):
         return handler
 
     def _unary(self, behaviour: Unary, method: str, scope: Scope, parse: _Parse) -> Unary:
+        writes = method in self._writes
+
         async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             who, code = "-", grpc.StatusCode.OK
@@ -87,13 +94,19 @@ class LedgerInterceptor(aio.ServerInterceptor):
                 principal = self._authenticate(context)
                 who = principal.name
                 self._admit(principal, scope, method)
-                return await behaviour(parse(request), context)
+                response = await behaviour(parse(request), context)
+                health = self.write_health
+                if writes and health is not None and health.full:
+                    await health.wrote()
+                return response
             except (asyncio.CancelledError, aio.AbortError):
                 code = _cancelled_or(context)
                 raise
             except Exception as error:  # noqa: BLE001 (every error becomes a status)
                 parts = status_of(error)
                 code = parts.code
+                if parts.reason == _STORAGE_FULL and self.write_health is not None:
+                    await self.write_health.storage_full()
                 await _abort(context, parts, error, method)
             finally:
                 _log_call(who, method, code, started)
