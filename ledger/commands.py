@@ -32,7 +32,11 @@ Id = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=r"^[a-
 Ids = Annotated[tuple[Id, ...], Field(max_length=64)]
 TEXT_MAX_LENGTH = 500
 """The longest free text a command takes (a recipient, a reason)."""
-Text = Annotated[str, Field(min_length=1, max_length=TEXT_MAX_LENGTH, pattern=r"^[^\x00]*$")]
+Text = Annotated[
+    str,
+    Field(min_length=1, max_length=TEXT_MAX_LENGTH, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$"),
+]
+"""Free text: something other than blanks, and no NUL."""
 FieldName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")]
 
 

@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 DEFAULT_TZ = "Asia/Shanghai"
-"""The zone whose local dates the working days are counted in, unless told otherwise."""
+"""The zone a policy's working days are counted in unless it names another
+(`ResponseDeadline.time_zone`)."""
 
 _END_OF_DAY = time.max  # 23:59:59.999999
 
@@ -91,28 +92,29 @@ def working_days_between(start: date, end: date, country: str) -> int:
     return count
 
 
-def due_at(received_at: datetime, deadline: ResponseDeadline, *, tz: str = DEFAULT_TZ) -> datetime:
+def due_at(received_at: datetime, deadline: ResponseDeadline, *, tz: str | None = None) -> datetime:
     """The instant by which a request received at ``received_at`` must be answered, in UTC.
 
     Calendar kind: ``received_at`` + ``deadline.days`` x 24 hours exactly (``tz`` is unused).
-    Working kind: the end (23:59:59.999999 in ``tz``) of the ``deadline.days``-th working day
-    after the local date of receipt in ``tz``, under the ``deadline.holiday_calendar``
-    country's calendar. See the module docstring for why each reading.
+    Working kind: the end (23:59:59.999999 local time) of the ``deadline.days``-th working day
+    after the local date of receipt, under the ``deadline.holiday_calendar`` country's
+    calendar, in ``tz`` (by default the deadline's own ``time_zone``). See the module
+    docstring for why each reading.
     """
     return _shift(ensure_utc(received_at), deadline.days, deadline, tz, end_of_day=True)
 
 
 def extend(
-    due: datetime, days: int, deadline: ResponseDeadline, *, tz: str = DEFAULT_TZ
+    due: datetime, days: int, deadline: ResponseDeadline, *, tz: str | None = None
 ) -> datetime:
     """Move the due instant ``due`` later by ``days`` days of the deadline's kind, in UTC.
 
     Calendar kind: ``days`` x 24 hours later. Working kind: the same local wall-clock time
-    (in ``tz``) on the ``days``-th working day after the local date of ``due``; a due instant
-    at the end of a working day therefore stays at the end of a working day. ``days`` must be
-    zero or more (``ValueError``). Whether the extension stays within
-    ``deadline.max_extension_days`` in total is a rule for the caller, which knows the
-    extensions already granted.
+    (in ``tz``, by default the deadline's ``time_zone``) on the ``days``-th working day after
+    the local date of ``due``; a due instant at the end of a working day therefore stays at
+    the end of a working day. ``days`` must be zero or more (``ValueError``). Whether the
+    extension stays within ``deadline.max_extension_days`` in total is a rule for the caller,
+    which knows the extensions already granted.
     """
     if days < 0:
         msg = f"an extension cannot be negative ({days} days)"
@@ -121,7 +123,7 @@ def extend(
 
 
 def latest_due(
-    received_at: datetime, deadline: ResponseDeadline, *, tz: str = DEFAULT_TZ
+    received_at: datetime, deadline: ResponseDeadline, *, tz: str | None = None
 ) -> datetime:
     """The latest a request received at ``received_at`` may ever be due, in UTC: its due
     instant extended by the whole of ``deadline.max_extension_days``. Extensions and pauses
@@ -131,27 +133,47 @@ def latest_due(
     )
 
 
-def resume(due: datetime, paused_at: datetime, resumed_at: datetime) -> datetime:
-    """The due instant after a pause: ``due`` moved later by ``resumed_at - paused_at``, in UTC.
+def resume(
+    due: datetime,
+    paused_at: datetime,
+    resumed_at: datetime,
+    deadline: ResponseDeadline | None = None,
+    *,
+    tz: str | None = None,
+) -> datetime:
+    """The due instant after a pause, in UTC: the clock stops while the request is paused
+    (e.g. waiting for the person to prove who they are) and restarts where it stopped.
 
-    The clock stops while the request is paused (e.g. waiting for the person to prove who
-    they are) and restarts where it stopped. A pause that ends before it began is refused
-    with ``ValueError``.
+    Calendar kind (or no ``deadline``): ``due`` moved later by ``resumed_at - paused_at``.
+    Working kind: ``due`` moved later by the working days the pause took whole, those whose
+    local date (in ``tz``, by default the deadline's ``time_zone``) is after the pause's and
+    before the resumption's; the days it began and ended on were worked in part, and a pause
+    over a weekend or a holiday stops no working day. The due instant stays at the end of a
+    working day. A pause that ends before it began is refused with ``ValueError``.
     """
     paused = ensure_utc(resumed_at) - ensure_utc(paused_at)
     if paused < timedelta(0):
         msg = f"resumed_at {resumed_at.isoformat()} is before paused_at {paused_at.isoformat()}"
         raise ValueError(msg)
-    return ensure_utc(due) + paused
+    if deadline is None or deadline.kind == "calendar":
+        return ensure_utc(due) + paused
+    zone = _zone(tz or deadline.time_zone)
+    first = ensure_utc(paused_at).astimezone(zone).date()
+    last = ensure_utc(resumed_at).astimezone(zone).date()
+    whole = 0
+    if last > first:
+        whole = working_days_between(first, last, deadline.holiday_calendar)
+        whole -= is_working_day(last, deadline.holiday_calendar)
+    return extend(due, whole, deadline, tz=tz)
 
 
 def _shift(
-    start: datetime, days: int, deadline: ResponseDeadline, tz: str, *, end_of_day: bool
+    start: datetime, days: int, deadline: ResponseDeadline, tz: str | None, *, end_of_day: bool
 ) -> datetime:
     """``start`` moved by ``days`` of the deadline's kind; for working days, see callers."""
     if deadline.kind == "calendar":
         return start + timedelta(days=days)
-    zone = _zone(tz)
+    zone = _zone(tz or deadline.time_zone)
     local = start.astimezone(zone)
     day = _nth_working_day_after(local.date(), days, deadline.holiday_calendar)
     wall = _END_OF_DAY if end_of_day else local.time()

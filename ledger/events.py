@@ -15,7 +15,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ledger.clock import ensure_utc
-from ledger.policy import RightKind
+from ledger.policy import ResponseDeadline, RightKind
 
 Sealed = Annotated[
     str,
@@ -214,6 +214,12 @@ class RightsRequestOpened(SubjectEnvelope):
         description="The latest it may ever be due: extensions and pauses together never move "
         "its due instant past this (§6.4), so once it has passed the request is late whatever "
         "happens next, paused or not. None on requests opened before it was recorded.",
+    )
+    deadline: ResponseDeadline | None = Field(
+        default=None,
+        description="The deadline's terms, as the policy in force at receipt set them: its "
+        "extensions and pauses are counted under these, whatever a later version says. None "
+        "on requests opened before they were recorded (the version in force at receipt then).",
     )
 
 

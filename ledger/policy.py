@@ -12,10 +12,18 @@ from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal, Self
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import holidays
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from ledger.errors import PolicyError
 
@@ -176,6 +184,25 @@ class Right(_Entry):
     clause: Clause
 
 
+def _known_calendar(country: str) -> str:
+    """A country the holiday library has a calendar for, in its canonical ISO 3166-1 alpha-2
+    spelling (not the library's aliases, so one country has one spelling in a policy)."""
+    if country not in holidays.list_supported_countries(include_aliases=False):
+        msg = f"no public-holiday calendar for country {country!r}"
+        raise ValueError(msg)
+    return country
+
+
+def _known_zone(name: str) -> str:
+    """An IANA time zone this machine knows."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        msg = f"unknown time zone {name!r}"
+        raise ValueError(msg) from None
+    return name
+
+
 class ResponseDeadline(_Entry):
     """How long the organisation has to answer a rights request."""
 
@@ -183,10 +210,16 @@ class ResponseDeadline(_Entry):
     kind: Literal["calendar", "working"] = Field(
         description="Calendar days, or working days under a public-holiday calendar."
     )
-    holiday_calendar: str = Field(
+    holiday_calendar: Annotated[str, AfterValidator(_known_calendar)] = Field(
         default="CN",
         pattern=r"^[A-Z]{2}$",
         description="ISO 3166 country whose public holidays count as non-working days.",
+    )
+    time_zone: Annotated[str, AfterValidator(_known_zone)] = Field(
+        default="Asia/Shanghai",
+        max_length=64,
+        description="IANA time zone whose local dates working days are counted in, and whose "
+        "end of day ends a working-day deadline.",
     )
     max_extension_days: int = Field(
         ge=0, le=365, description="The most a deadline may be extended in total, with a reason."

@@ -350,7 +350,7 @@ def _grounds_and_rights(old: Policy, new: Policy) -> Iterator[PolicyChange]:
 
 
 def _deadline(d: ResponseDeadline) -> str:
-    calendar = f" of {d.holiday_calendar}" if d.kind == "working" else ""
+    calendar = f" of {d.holiday_calendar} in {d.time_zone}" if d.kind == "working" else ""
     return f"{d.days} {d.kind} days{calendar} (extendable by {d.max_extension_days})"
 
 
@@ -362,6 +362,8 @@ def _safeguards(old: Policy, new: Policy) -> Iterator[PolicyChange]:
         or now.max_extension_days > was.max_extension_days
         # another country's public holidays can put more days off within the deadline
         or (now.kind == "working" and now.holiday_calendar != was.holiday_calendar)
+        # another zone ends every working day at another instant, hours later to the west
+        or (now.kind == "working" and now.time_zone != was.time_zone)
     ):
         what = f"response deadline lengthened from {_deadline(was)} to {_deadline(now)}"
         yield _change(_K.DEADLINE_LENGTHENED, "response_deadline", now.clause, what, _EVERYONE)

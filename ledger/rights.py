@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ledger import events as ev
 from ledger.errors import RefusalReason as R
-from ledger.policy import Policy, RightKind
+from ledger.policy import ResponseDeadline, RightKind
 from ledger.rules import Refusal, refuse_if
 
 
@@ -52,6 +52,12 @@ class RequestState(BaseModel):
     withdrew_at_receipt: bool = Field(
         default=False, description="A withdrawal request that withdrew consent when opened."
     )
+    deadline: ResponseDeadline | None = Field(
+        default=None, description="The deadline's terms at receipt (None on older requests)."
+    )
+    latest_due_at: datetime | None = Field(
+        default=None, description="The latest it may ever be due (None on older requests)."
+    )
 
 
 def check_in_order(state: RequestState, at: datetime) -> Refusal | None:
@@ -87,14 +93,17 @@ def check_not_overdue(
 
 
 def check_extend(
-    policy: Policy, state: RequestState, days: int, due_at: datetime, latest_due: datetime
+    deadline: ResponseDeadline,
+    state: RequestState,
+    days: int,
+    due_at: datetime,
+    latest_due: datetime,
 ) -> Refusal | None:
-    """An open request may be extended, within the policy's total extension (§6.4); the
-    time it spent paused counts against it, so `due_at` (the due instant once extended) may
-    not pass `latest_due` (`deadlines.latest_due`)."""
+    """An open request may be extended, within the total extension of the deadline's terms
+    at receipt (§6.4); the time it spent paused counts against it, so `due_at` (the due
+    instant once extended) may not pass `latest_due` (`deadlines.latest_due`)."""
     if state.status is RequestStatus.CLOSED:
         return Refusal(R.REQUEST_CLOSED, "§6", "the request is closed")
-    deadline = policy.response_deadline
     if state.extended_days + days > deadline.max_extension_days or due_at > latest_due:
         return Refusal(
             R.EXTENSION_TOO_LONG,
@@ -152,23 +161,32 @@ class RightsRequest(Aggregate):
             deadline_kind=payload.deadline_kind,
             last_at=payload.occurred_at,
             withdrew_at_receipt=payload.withdrew_at_receipt,
+            deadline=payload.deadline,
+            latest_due_at=payload.latest_due_at,
         )
 
     def extend(
-        self, policy: Policy, payload: ev.RightsRequestExtended, latest_due: datetime
+        self,
+        deadline: ResponseDeadline,
+        payload: ev.RightsRequestExtended,
+        latest_due: datetime,
+        acted_at: datetime,
     ) -> None:
+        """Extend under the deadline's terms at receipt. `acted_at` is when it counts as
+        done for lateness: its occurred-at, or when it was recorded if much later
+        (`rights_handlers.acted_at`)."""
         refuse_if(
-            check_extend(policy, self.state, payload.days, payload.due_at, latest_due)
+            check_extend(deadline, self.state, payload.days, payload.due_at, latest_due)
             or check_in_order(self.state, payload.occurred_at)
-            or check_not_overdue(self.state, payload.occurred_at, latest_due)
+            or check_not_overdue(self.state, acted_at, latest_due)
         )
         self._extended(payload)
 
-    def pause(self, payload: ev.RightsRequestPaused) -> None:
+    def pause(self, payload: ev.RightsRequestPaused, acted_at: datetime) -> None:
         refuse_if(
             check_pause(self.state)
             or check_in_order(self.state, payload.occurred_at)
-            or check_not_overdue(self.state, payload.occurred_at)
+            or check_not_overdue(self.state, acted_at)
         )
         self._paused(payload)
 

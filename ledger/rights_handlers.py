@@ -4,13 +4,14 @@ and close; fulfilling a request carries out the right on the subject in the same
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 from ledger import commands as cmd
 from ledger import deadlines
 from ledger import events as ev
-from ledger.errors import InvalidCommand, KeyShreddedError
+from ledger.errors import InvalidCommand, KeyShreddedError, Refused
 from ledger.handlers import (
     Context,
     Outcome,
@@ -20,9 +21,15 @@ from ledger.handlers import (
     _erase,
     _withdrawal,
 )
-from ledger.policy import Policy, RightKind
-from ledger.rights import RightsRequest, check_close, check_in_order
-from ledger.rules import check_after_registration, check_open, check_request_opened, refuse_if
+from ledger.policy import Policy, ResponseDeadline, RightKind
+from ledger.rights import RequestState, RightsRequest, check_close, check_in_order
+from ledger.rules import (
+    FUTURE_TOLERANCE,
+    check_after_registration,
+    check_open,
+    check_request_opened,
+    refuse_if,
+)
 from ledger.subject import Subject
 
 
@@ -39,7 +46,7 @@ def open_request(ctx: Context, c: cmd.OpenRightsRequest) -> Outcome:
     if received > c.occurred_at:
         raise InvalidCommand("received_at", "a request cannot be received after it is opened")
     refuse_if(check_after_registration(subject.state, received))
-    deadline = policy.response_deadline
+    deadline = _terms_at(ctx, received, policy)
     payload = ev.RightsRequestOpened(
         **_envelope(ctx, c, version),
         subject_id=subject.id,
@@ -54,6 +61,7 @@ def open_request(ctx: Context, c: cmd.OpenRightsRequest) -> Outcome:
         deadline_clause=deadline.clause,
         withdrew_at_receipt=c.kind is RightKind.CONSENT_WITHDRAWAL,
         latest_due_at=deadlines.latest_due(received, deadline),
+        deadline=deadline,
     )
     refusal = check_request_opened(policy, payload)
     refuse_if(refusal)
@@ -66,13 +74,41 @@ def open_request(ctx: Context, c: cmd.OpenRightsRequest) -> Outcome:
     return out
 
 
+def _terms_at(ctx: Context, received: datetime, fallback: Policy) -> ResponseDeadline:
+    """The deadline's terms of a request received at `received`: the policy in force then
+    set them (§6.4 counts from receipt); `fallback`'s when no version was in force yet."""
+    try:
+        return ctx.policy_at(received)[1].response_deadline
+    except Refused:
+        return fallback.response_deadline
+
+
+def _terms(ctx: Context, s: RequestState) -> tuple[ResponseDeadline, datetime]:
+    """A request's deadline terms and the latest it may ever be due, as recorded at its
+    opening; for a request opened before they were recorded, those of the version in force
+    at its receipt."""
+    deadline = s.deadline
+    if deadline is None:
+        deadline = _terms_at(ctx, s.received_at, ctx.policy_at(s.last_at or s.received_at)[1])
+    latest = s.latest_due_at or deadlines.latest_due(s.received_at, deadline)
+    return deadline, latest
+
+
+def acted_at(ctx: Context, c: cmd._Command) -> datetime:
+    """When a step on a request counts as taken for its lateness (§6.4): its occurred-at, or,
+    when it is recorded more than the clocks' skew later, the recording instant less that
+    skew. So a delay or a close cannot be dated back before the due instant once the request
+    is overdue by the ledger's clock."""
+    return max(c.occurred_at, ctx.now - FUTURE_TOLERANCE)
+
+
 def extend_request(ctx: Context, c: cmd.ExtendRightsRequest) -> Outcome:
-    version, policy = ctx.policy_at(c.occurred_at)
+    version, _ = ctx.policy_at(c.occurred_at)
     request = ctx.request(c.request_id)
     s = request.state
-    deadline = policy.response_deadline
+    deadline, latest = _terms(ctx, s)
     request.extend(
-        policy,
+        deadline,
         ev.RightsRequestExtended(
             **_envelope(ctx, c, version),
             subject_id=s.subject_id,
@@ -81,7 +117,8 @@ def extend_request(ctx: Context, c: cmd.ExtendRightsRequest) -> Outcome:
             sealed_reason=_sealed_reason(ctx, s.subject_id, c.reason),
             due_at=deadlines.extend(s.due_at, c.days, deadline),
         ),
-        deadlines.latest_due(s.received_at, deadline),
+        latest,
+        acted_at(ctx, c),
     )
     return Outcome([request], request, s.subject_id)
 
@@ -95,21 +132,22 @@ def pause_request(ctx: Context, c: cmd.PauseRightsRequest) -> Outcome:
             subject_id=request.state.subject_id,
             request_id=request.id,
             sealed_reason=_sealed_reason(ctx, request.state.subject_id, c.reason),
-        )
+        ),
+        acted_at(ctx, c),
     )
     return Outcome([request], request, request.state.subject_id)
 
 
 def resume_request(ctx: Context, c: cmd.ResumeRightsRequest) -> Outcome:
-    """Resume a paused request: its due instant moves by the time it was paused, but never
-    past the latest the policy allows (§6.4: a pause is a delay, and every delay counts as
-    extension)."""
-    version, policy = ctx.policy_at(c.occurred_at)
+    """Resume a paused request: its due instant moves by the time it was paused (in working
+    days for a working-day deadline), but never past the latest its terms allow (§6.4: a
+    pause is a delay, and every delay counts as extension)."""
+    version, _ = ctx.policy_at(c.occurred_at)
     request = ctx.request(c.request_id)
     s = request.state
+    deadline, latest = _terms(ctx, s)
     paused_at = s.paused_at or c.occurred_at
-    moved = deadlines.resume(s.due_at, paused_at, max(paused_at, c.occurred_at))
-    latest = deadlines.latest_due(s.received_at, policy.response_deadline)
+    moved = deadlines.resume(s.due_at, paused_at, max(paused_at, c.occurred_at), deadline)
     request.resume(
         ev.RightsRequestResumed(
             **_envelope(ctx, c, version),
@@ -138,7 +176,7 @@ def close_request(ctx: Context, c: cmd.CloseRightsRequest) -> Outcome:
             request_id=request.id,
             outcome=c.outcome,
             sealed_reason=_sealed_reason(ctx, s.subject_id, c.reason),
-            late=c.occurred_at > s.due_at,
+            late=acted_at(ctx, c) > s.due_at,
         )
     )
     return out

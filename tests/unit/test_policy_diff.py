@@ -435,7 +435,7 @@ def test_a_right_added_is_minor__clause_6_4() -> None:
     ("change", "after"),
     [
         ({"days": 20}, "20 calendar days (extendable by 15)"),
-        ({"kind": "working"}, "15 working days of CN (extendable by 15)"),
+        ({"kind": "working"}, "15 working days of CN in Asia/Shanghai (extendable by 15)"),
         ({"max_extension_days": 30}, "15 calendar days (extendable by 30)"),
     ],
     ids=["more_days", "working_days", "longer_extension"],
@@ -461,10 +461,33 @@ def test_another_holiday_calendar_for_working_days_is_major_for_everyone__clause
     )
 
     reason = (
-        "response deadline lengthened from 15 working days of CN (extendable by 15)"
-        " to 15 working days of JP (extendable by 15) (§6.4)"
+        "response deadline lengthened from 15 working days of CN in Asia/Shanghai (extendable"
+        " by 15) to 15 working days of JP in Asia/Shanghai (extendable by 15) (§6.4)"
     )
     _assert(_only(diff), K.DEADLINE_LENGTHENED, "response_deadline", reason, major=True)
+
+
+def test_another_time_zone_for_working_days_is_major_for_everyone__clause_6_4() -> None:
+    """Another zone ends each working day at another instant (hours later to the west)."""
+    working = _edited(_section("response_deadline", kind="working"))
+
+    diff = diff_policies(
+        working, _edited(_section("response_deadline", time_zone="Europe/Berlin"), working)
+    )
+
+    reason = (
+        "response deadline lengthened from 15 working days of CN in Asia/Shanghai (extendable"
+        " by 15) to 15 working days of CN in Europe/Berlin (extendable by 15) (§6.4)"
+    )
+    _assert(_only(diff), K.DEADLINE_LENGTHENED, "response_deadline", reason, major=True)
+
+
+def test_another_time_zone_for_calendar_days_changes_nothing() -> None:
+    """A calendar-day deadline is an exact span from receipt, in no zone."""
+    diff = _diff(_section("response_deadline", time_zone="Europe/Berlin"))
+
+    assert diff.major is False
+    assert [c.kind for c in diff.changes if c.major] == []
 
 
 def test_a_new_collection_source_is_major_for_everyone__clause_3() -> None:
