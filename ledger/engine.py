@@ -106,6 +106,8 @@ class Engine:
         all_or_nothing: bool,
     ) -> list[int] | None:
         """One attempt: None when every item has its outcome, else the items to run again."""
+        for i in pending:  # what an abandoned attempt decided for them does not stand
+            outcomes.pop(i, None)
         handled = self._handle_items(work, items, digests, pending, outcomes)
         if handled is None:
             return pending
@@ -115,8 +117,16 @@ class Engine:
                 if digests[i] != digests[earlier]:
                     outcomes[i] = self._same_key(items[i], digests, i, earlier, outcomes)
             if any(o.error is not None for o in outcomes.values()):
+                if self._any_stored(items, accepted):
+                    # an accepted item is a retry of one on record, applied again to the cached
+                    # copies: the refusals may rest on that; answer it from its receipt and
+                    # decide the rest again, as after a save that failed on its key
+                    work.evict_all()
+                    return self._after_conflict(
+                        items, digests, pending, accepted, duplicates, outcomes
+                    )
                 work.evict_changed()
-                outcomes.update(enumerate(self._aborted(len(items), outcomes)))
+                outcomes.update(enumerate(self._aborted(len(items), outcomes, duplicates)))
                 return None
         try:
             saved = self._save(accepted)
@@ -254,6 +264,13 @@ class Engine:
                 outcomes[item.index] = known
         return retry
 
+    def _any_stored(
+        self, items: Sequence[tuple[str, cmd._Command]], accepted: list[_Accepted]
+    ) -> bool:
+        """Whether the key of any accepted item is already on record."""
+        receipts = cast("KeepsReceipts", self.app.recorder)
+        return any(receipts.receipt(item.receipt.receipt_id) is not None for item in accepted)
+
     def _known_or(
         self, principal: str, c: cmd._Command, digest: str, error: LedgerError
     ) -> ItemOutcome:
@@ -287,12 +304,20 @@ class Engine:
         return ItemOutcome(first.recorded.model_copy(update={"replayed": True}))
 
     @staticmethod
-    def _aborted(n: int, outcomes: dict[int, ItemOutcome]) -> list[ItemOutcome]:
+    def _aborted(
+        n: int, outcomes: dict[int, ItemOutcome], duplicates: Sequence[tuple[int, int]] = ()
+    ) -> list[ItemOutcome]:
+        """An all-or-nothing batch refused: each refusal stands, each item already on record
+        answers as the replay it is (nothing of it is written now either), a copy of one of
+        those answers as it does, and every other item is aborted."""
         failed = min(i for i, o in outcomes.items() if o.error is not None)
+        settled = dict(outcomes)
+        for i, earlier in duplicates:
+            first = settled.get(earlier)
+            if i not in settled and first is not None and first.recorded is not None:
+                settled[i] = ItemOutcome(first.recorded.model_copy(update={"replayed": True}))
         return [
-            outcomes[i]
-            if i in outcomes and outcomes[i].error is not None
-            else ItemOutcome(error=BatchAborted(failed))
+            settled[i] if i in settled else ItemOutcome(error=BatchAborted(failed))
             for i in range(n)
         ]
 

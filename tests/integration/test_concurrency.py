@@ -27,11 +27,15 @@ from scenario import (
     register,
     secret,
     use,
+    withdrawal,
 )
 
 from ledger import commands as c
+from ledger import engine
 from ledger.application import Ledger, Recorded
-from ledger.errors import ConcurrencyExhausted, IdempotencyConflict, KeyShreddedError
+from ledger.errors import ConcurrencyExhausted, IdempotencyConflict, KeyShreddedError, Refused
+from ledger.events import CollectionMode
+from ledger.outcomes import BatchAborted
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
@@ -229,11 +233,13 @@ def test_values_erased_through_one_instance_do_not_open_in_another(ledger_factor
         reader.reveal(collected)
 
 
+@pytest.mark.parametrize("all_or_nothing", [False, True])
 def test_a_batch_item_refused_on_a_change_that_was_never_saved_is_decided_again(
-    ledger_factory,
+    ledger_factory, all_or_nothing: bool
 ) -> None:
-    """The first item reuses a key already recorded, so the save of the first attempt fails;
-    the second was refused on the first's withdrawal, which was never committed."""
+    """The first item reuses a key already recorded, so the save of the first attempt fails
+    (or, all or nothing, the first is found on record before the batch is refused); the
+    second was refused on the first's withdrawal, which was never committed."""
     ledger = ledger_factory()
     sid = register(ledger).subject_id
     ledger.execute(PRINCIPAL, consent(sid, at=later(ledger)))
@@ -247,13 +253,100 @@ def test_a_batch_item_refused_on_a_change_that_was_never_saved_is_decided_again(
     )
 
     first, second = ledger.execute_batch(
-        PRINCIPAL, [withdrawal, gps_collection(sid, at=later(ledger))]
+        PRINCIPAL,
+        [withdrawal, gps_collection(sid, at=later(ledger))],
+        all_or_nothing=all_or_nothing,
     )
 
     assert isinstance(first.error, IdempotencyConflict)
+    if all_or_nothing:
+        assert isinstance(second.error, BatchAborted)
+    else:
+        assert second.recorded is not None
+        assert second.recorded.event_type == "DataCollected"
+    assert "ConsentWithdrawn" not in [type(p).__name__ for p in ledger.history(sid)]
+
+
+def test_an_all_or_nothing_batch_with_a_retry_is_decided_on_what_is_stored(
+    ledger_factory,
+) -> None:
+    """A withdrawal on record, sent without an occurred-at (the ledger's clock dates it), is
+    sent again (its answer was lost) after consent was given again: dated now and applied once
+    more to the cached copy, it would refuse the collection that rests on the consent. It
+    answers as its replay, and the collection is recorded."""
+    ledger = ledger_factory()
+    sid = register(ledger).subject_id
+    ledger.execute(PRINCIPAL, consent(sid, at=later(ledger)))
+    withdrawn = withdrawal(sid, at=later(ledger), occurred_at_defaulted=True)
+    original = ledger.execute(PRINCIPAL, withdrawn)
+    ledger.execute(PRINCIPAL, consent(sid, at=later(ledger)))
+    retried = withdrawn.model_copy(update={"occurred_at": later(ledger)})
+
+    first, second = ledger.execute_batch(
+        PRINCIPAL, [retried, gps_collection(sid, at=later(ledger))], all_or_nothing=True
+    )
+
+    assert first.recorded is not None
+    assert (first.recorded.position, first.recorded.replayed) == (original.position, True)
     assert second.recorded is not None
     assert second.recorded.event_type == "DataCollected"
-    assert "ConsentWithdrawn" not in [type(p).__name__ for p in ledger.history(sid)]
+
+
+def test_a_refused_all_or_nothing_batch_answers_its_items_on_record_as_replays(
+    ledger_factory,
+) -> None:
+    """Nothing is written, and an item already on record is told so, not that it was not
+    recorded (a client believing that could send it again under another key)."""
+    ledger = ledger_factory()
+    sid = register(ledger).subject_id
+    command = collection(sid, at=later(ledger))
+    original = ledger.execute(PRINCIPAL, command)
+    before = len(ledger.history(sid))
+    sensitive = gps_collection(sid, at=later(ledger))  # no consent: refused
+
+    outcomes = ledger.execute_batch(
+        PRINCIPAL,
+        [command, sensitive, command, collection(sid, at=later(ledger))],
+        all_or_nothing=True,
+    )
+
+    assert [(o.recorded.position, o.recorded.replayed) for o in outcomes[::2] if o.recorded] == [
+        (original.position, True),
+        (original.position, True),
+    ]
+    assert isinstance(outcomes[1].error, Refused)
+    assert isinstance(outcomes[3].error, BatchAborted)
+    assert len(ledger.history(sid)) == before
+
+
+def test_a_refusal_of_an_abandoned_attempt_does_not_refuse_the_next(
+    ledger_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another instance gives the consent while the batch runs: the second item's refusal on
+    the stale copy sends the batch round again, fresh, and there both items are accepted; the
+    first item's outcome of the abandoned attempt must not abort it."""
+    first, other = ledger_factory(), ledger_factory()
+    sid = register(first).subject_id
+    first.subject_state(ref(sid))  # cached here
+    given = consent(sid, at=later(first))  # dated before the collections, recorded during
+    items = [
+        gps_collection(sid, at=later(first), mode=CollectionMode.CONSENT),
+        gps_collection(sid, at=later(first), mode=CollectionMode.CONSENT),
+    ]
+    handled: list[str] = []
+    handle = engine.Work.handle
+
+    def handle_then_consent(work: engine.Work, principal: str, command: c._Command) -> Any:
+        handled.append(command.idempotency_key)
+        if len(handled) == 2:
+            other.execute(PRINCIPAL, given)
+        return handle(work, principal, command)
+
+    monkeypatch.setattr(engine.Work, "handle", handle_then_consent)
+    outcomes = first.execute_batch(PRINCIPAL, items, all_or_nothing=True)
+
+    assert [o.error for o in outcomes] == [None, None]
+    assert len(handled) > 2, "the batch was not sent round again"
 
 
 @pytest.mark.parametrize("all_or_nothing", [False, True])
