@@ -37,7 +37,8 @@ from ledger.errors import (
 from ledger.outcomes import BatchAborted, ItemOutcome, Recorded
 from ledger.policy import Policy
 from ledger.policy_book import POLICY_BOOK_ID, PolicyBook, PublishedVersion, VersionIndex
-from ledger.recorders import SnapshotRows
+from ledger.receipts import receipt_id
+from ledger.recorders import KeepsReceipts, SnapshotRows
 from ledger.rights import RequestState, RightsRequest
 from ledger.sealing import Sealer
 from ledger.subject import Subject
@@ -196,11 +197,23 @@ class Ledger(Application[UUID]):
         while True:
             page = self.recorder.select_notifications(start, 500, topics=[topic])
             for n in page:
-                if self.sealer.shred(UUID(str(n.originator_id))):
+                sid = UUID(str(n.originator_id))
+                if self.sealer.shred(sid):
+                    self.forget_receipts(sid)
                     done += 1
             if len(page) < 500:
                 return done
             start = page[-1].id + 1
+
+    def forget_receipts(self, subject_id: UUID) -> None:
+        """Blank the digests of the receipts of a person's commands (their registration and
+        every event of theirs), once they are erased (`receipts.FORGOTTEN`)."""
+        ids = {
+            receipt_id(p.principal, p.idempotency_key)
+            for e in self.events.get(subject_id)
+            if isinstance(p := getattr(e, "payload", None), ev.Envelope)
+        }
+        cast("KeepsReceipts", self.recorder).forget_digests(sorted(ids))
 
     # --- queries -----------------------------------------------------------------------------
 
@@ -263,20 +276,38 @@ class Ledger(Application[UUID]):
         the whole subject (its key is gone), or of the payload's category, collected or
         corrected before a partial erasure of it."""
         sid, opened = payload.subject_id, {}
-        if self.sealer.store.wrapped_key(sid) is None:  # shredded, maybe by another process
+        state = self.subject(sid).state
+        # shredded, maybe by another process; or recorded as shredded, with a key whose
+        # destruction failed after the commit and waits to be done again
+        if state.key_shredded or self.sealer.store.wrapped_key(sid) is None:
             self.sealer.forget(sid)
             raise KeyShreddedError(f"no data key for subject {sid}")
         if isinstance(payload, ev.DataCollected | ev.DataCorrected):
             category = payload.category
-            if self.subject(sid).state.value_erased(category, payload.occurred_at):
+            if state.value_erased(category, payload.occurred_at):
                 raise KeyShreddedError(f"the values of {category} of subject {sid} were erased")
         for name in ("account_id", "guardian", "reference"):
             sealed = getattr(payload, name, None)
-            if isinstance(sealed, str):
+            if isinstance(sealed, str) and not (
+                name == "guardian" and self._guardian_erased(payload)
+            ):
                 opened[name] = self.sealer.open(sid, name, sealed)
         for name, sealed in (getattr(payload, "values", None) or {}).items():
             opened[name] = self.sealer.open(sid, name, sealed)
         return opened
+
+    def _guardian_erased(self, payload: ev.SubjectEnvelope) -> bool:
+        """Whether a registration names a registered guardian who has since been erased: their
+        account id, sealed in the minor's registration with the minor's key, is theirs, and goes
+        with their key."""
+        guardian = getattr(payload, "guardian_subject_id", None)
+        if not isinstance(guardian, UUID):
+            return False
+        try:
+            erased = self.subject(guardian).state.key_shredded
+        except SubjectNotFound:
+            return False
+        return erased or self.sealer.store.wrapped_key(guardian) is None
 
     def rights_request(self, request_id: UUID) -> RequestState:
         with self._write_lock:

@@ -10,7 +10,7 @@ result, or a typed conflict; whatever a failed attempt touched is evicted from t
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -35,7 +35,7 @@ from ledger.handlers import HANDLERS, Outcome
 from ledger.outcomes import BatchAborted, ItemOutcome, Recorded
 from ledger.policy import Policy
 from ledger.policy_book import POLICY_BOOK_ID, PolicyBook
-from ledger.receipts import Receipt, receipt_id
+from ledger.receipts import FORGOTTEN, Receipt, receipt_id
 from ledger.recorders import RECEIPTS, SNAPSHOTS, KeepsReceipts
 from ledger.rights import RightsRequest
 from ledger.rights_handlers import REQUEST_HANDLERS
@@ -55,6 +55,8 @@ class Engine:
     def __init__(self, app: Ledger, max_attempts: int) -> None:
         self.app = app
         self.max_attempts = max_attempts
+        self.unfinished: list[Callable[[], None]] = []
+        """Post-commit actions that failed, tried again before the next write."""
 
     def run(
         self,
@@ -69,7 +71,15 @@ class Engine:
             raise InvalidCommand("digests", "give one digest per item")
         digests = list(digests)
         with self.app._write_lock:
+            self._finish_unfinished()
             return self._attempts(items, digests, all_or_nothing=all_or_nothing)
+
+    def _finish_unfinished(self) -> None:
+        """Try again what failed after an earlier commit (a key's destruction)."""
+        if self.unfinished:
+            left, self.unfinished = self.unfinished, []
+            for action in left:
+                self._after_commit(action)
 
     def _attempts(
         self,
@@ -138,7 +148,7 @@ class Engine:
         for item, receipt in zip(accepted, saved, strict=True):
             outcomes[item.index] = ItemOutcome(_recorded(receipt, replayed=False))
             for action in item.outcome.after_commit:
-                _after_commit(action)
+                self._after_commit(action)
         for i, earlier in duplicates:
             outcomes[i] = self._same_key(items[i], digests, i, earlier, outcomes)
         return None
@@ -284,9 +294,16 @@ class Engine:
         )
         if stored is None:
             return None
-        if stored.digest != digest:
+        if stored.digest not in (digest, FORGOTTEN):
             return ItemOutcome(error=IdempotencyConflict(principal, c.idempotency_key))
         return ItemOutcome(_recorded(stored, replayed=True))
+
+    def _after_commit(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception:  # noqa: BLE001 (tried again; at the latest, complete_pending_shreds)
+            _log.exception("post-commit action failed; it is tried again before the next write")
+            self.unfinished.append(action)
 
     @staticmethod
     def _same_key(
@@ -342,13 +359,6 @@ def _recorded(receipt: Receipt, *, replayed: bool) -> Recorded:
     )
 
 
-def _after_commit(action: Any) -> None:
-    try:
-        action()
-    except Exception:  # noqa: BLE001 (completed later by complete_pending_shreds)
-        _log.exception("post-commit action failed; it will be completed at the next start")
-
-
 class Work:
     """One attempt's working set: aggregates loaded and changed; the context handlers use."""
 
@@ -365,6 +375,9 @@ class Work:
         refusal = check_occurred_at(c.occurred_at, self.now)
         refuse_if(refusal)
         return _HANDLERS[type(c)](self, c)
+
+    def forget_receipts(self, subject_id: UUID) -> None:
+        self.app.forget_receipts(subject_id)
 
     def evict_changed(self) -> None:
         """Forget cached aggregates this attempt changed but will not save."""

@@ -66,6 +66,8 @@ class Context(Protocol):
 
     def book(self) -> PolicyBook: ...
 
+    def forget_receipts(self, subject_id: UUID) -> None: ...
+
 
 def _envelope(ctx: Context, c: cmd._Command, version: str) -> dict[str, Any]:
     return {
@@ -286,10 +288,13 @@ def _erasure(
 
 
 def _shred_after_commit(ctx: Context, subject: Subject, out: Outcome) -> None:
+    """Once the erasure is committed: destroy the person's key and look-up, then blank the
+    digests of the receipts of their commands (`receipts.FORGOTTEN`)."""
     sid, sealer = subject.id, ctx.sealer
 
     def shred() -> None:
         sealer.shred(sid)
+        ctx.forget_receipts(sid)
 
     out.after_commit.append(shred)
 

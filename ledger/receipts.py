@@ -13,6 +13,12 @@ import hashlib
 from dataclasses import dataclass
 from uuid import UUID
 
+FORGOTTEN = ""
+"""The digest of a receipt about a person who was erased: the keyed digest of a command covers
+its personal values, which a guess could be checked against as long as the master key lasts,
+so it goes with the person's key. A retry of such a key answers as a replay whatever it
+carries, so the answer tells nothing of the values."""
+
 
 def receipt_id(principal: str, idempotency_key: str) -> str:
     """The id of the receipt for a principal's idempotency key (32 hex digits)."""

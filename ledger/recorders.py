@@ -37,7 +37,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.deferred_commits import DeferredCommits
-from ledger.receipts import Receipt
+from ledger.receipts import FORGOTTEN, Receipt
 from ledger.sqlite_wal import WalCheckpoints
 
 _CACHE_KIB = 64 * 1024
@@ -92,6 +92,10 @@ class KeepsReceipts(Protocol):
     """A recorder that stores idempotency receipts with the events."""
 
     def receipt(self, receipt_id: str) -> Receipt | None: ...
+
+    def forget_digests(self, receipt_ids: Sequence[str]) -> None:
+        """Blank the digests of these receipts (`receipts.FORGOTTEN`): the person they are
+        about was erased, and a digest of their values must not outlive their key."""
 
 
 def _positioned(
@@ -177,6 +181,13 @@ class LedgerPOPORecorder(POPOApplicationRecorder):
     def receipt(self, receipt_id: str) -> Receipt | None:
         with self._database_lock:
             return self._receipts.get(receipt_id)
+
+    def forget_digests(self, receipt_ids: Sequence[str]) -> None:
+        with self._database_lock:
+            for i in receipt_ids:
+                kept = self._receipts.get(i)
+                if kept is not None:
+                    kept.digest = FORGOTTEN
 
 
 class LedgerPOPOFactory(POPOFactory):
@@ -338,6 +349,17 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             row = c.fetchone()
         return None if row is None else _from_row(tuple(row))
 
+    def forget_digests(self, receipt_ids: Sequence[str]) -> None:
+        if not receipt_ids:
+            return
+        if self.deferred is not None:
+            self.deferred.wait()
+        with self.datastore.transaction(commit=True) as c:
+            c.executemany(
+                f"UPDATE {self.receipts_table_name} SET digest=? WHERE receipt_id=?",  # noqa: S608
+                [(FORGOTTEN, i) for i in receipt_ids],
+            )
+
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()
     ) -> Subscription[ApplicationRecorder]:
@@ -386,6 +408,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self._select_receipt = SQL("SELECT * FROM {schema}.{table} WHERE receipt_id=%s").format(
             schema=schema, table=table
         )
+        self._forget_digest = SQL(
+            "UPDATE {schema}.{table} SET digest=%s WHERE receipt_id=%s"
+        ).format(schema=schema, table=table)
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         """Create the tables, functions and triggers one process at a time: the library's
@@ -415,6 +440,12 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                     snapshot_recorder._insert_stored_events(curs, snapshots.stored)
                 pipeline.sync()
         return ids
+
+    def forget_digests(self, receipt_ids: Sequence[str]) -> None:
+        if not receipt_ids:
+            return
+        with self.datastore.transaction(commit=True) as curs:
+            curs.executemany(self._forget_digest, [(FORGOTTEN, i) for i in receipt_ids])
 
     def receipt(self, receipt_id: str) -> Receipt | None:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:

@@ -41,6 +41,7 @@ _LOOKUP_BYTES = 32
 _MASTER_KEY_BYTES = 32
 _BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "pdl_keystore_write"
+_CHECKPOINT_WAIT_MS = 200
 _SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 
 
@@ -63,6 +64,8 @@ class SqlKeyStore:
         clock: Clock | None = None,
     ) -> None:
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._wal_unclean = False
+        """A shred's checkpoint was blocked: the WAL may still hold the destroyed key."""
         parsed = _parse_url(url)
         self._shown_url = parsed.render_as_string(hide_password=True)
         self._dialect = parsed.get_backend_name()
@@ -158,11 +161,13 @@ class SqlKeyStore:
                         created_at=self._clock.now(),
                     )
                 )
-                return subject_id
-            existing: UUID = conn.execute(
-                sa.select(self._lookups.c.subject_id).where(self._lookups.c.lookup == lookup)
-            ).scalar_one()
-            return existing
+            else:
+                existing: UUID = conn.execute(
+                    sa.select(self._lookups.c.subject_id).where(self._lookups.c.lookup == lookup)
+                ).scalar_one()
+        if self._wal_unclean:
+            self._checkpoint()
+        return subject_id if inserted is not None else existing
 
     def find(self, lookup: bytes) -> UUID | None:
         """The subject a look-up hash names, if any."""
@@ -194,12 +199,14 @@ class SqlKeyStore:
                 .where(self._lookups.c.subject_id == subject_id)
                 .returning(self._lookups.c.subject_id)
             ).all()
-        if self._dialect == "sqlite" and (keys or lookups):
+        if self._dialect == "sqlite" and (keys or lookups or self._wal_unclean):
             self._checkpoint()
         return bool(keys or lookups)
 
     def close(self) -> None:
-        """Release connections."""
+        """Release connections (the last one to close checkpoints the WAL)."""
+        if self._wal_unclean:
+            self._checkpoint()
         self._engine.dispose()
 
     def __enter__(self) -> SqlKeyStore:
@@ -240,14 +247,25 @@ class SqlKeyStore:
         try:
             cursor = raw.cursor()
             try:
-                cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                row = cursor.fetchone()
+                # a reader that holds the WAL is waited for briefly, not for the busy timeout:
+                # the writer must not stall on it, and the checkpoint is tried again later
+                cursor.execute(f"PRAGMA busy_timeout = {_CHECKPOINT_WAIT_MS}")
+                try:
+                    cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    row = cursor.fetchone()
+                finally:
+                    cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             finally:
                 cursor.close()
         finally:
             raw.close()
-        if row is not None and row[0]:
-            _log.warning("key store WAL checkpoint was blocked by readers; it completes later")
+        blocked = row is not None and bool(row[0])
+        if blocked and not self._wal_unclean:
+            _log.warning(
+                "key store WAL checkpoint was blocked by readers; it is tried again with the "
+                "next write of the key store"
+            )
+        self._wal_unclean = blocked
 
 
 def _parse_url(url: str | URL) -> URL:

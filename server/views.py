@@ -22,6 +22,7 @@ from grpc import aio
 
 from ledger import events as ev
 from ledger.application import Ledger
+from ledger.commands import SubjectRef
 from ledger.errors import KeyShreddedError
 from projections import VIEW_NAMES
 from projections import queries as q
@@ -303,10 +304,12 @@ def _view_and_position(conn: Any, subject_id: Any) -> tuple[SubjectViewAnswer, i
 
 
 def _open(ledger: Ledger, view: SubjectViewAnswer) -> cv.Opened:
-    """Open a person's values with their data key; nothing once that key is shredded (the key
-    store is asked, since the views may not have folded the shredding yet)."""
+    """Open a person's values with their data key; nothing once the person is erased, and no
+    value of a category erased since it was set. The key store and the ledger's own state of
+    the person are asked, since the views may not have folded the erasure yet."""
     sid, sealer = view.subject_id, ledger.sealer
-    if view.key_shredded or sealer.store.wrapped_key(sid) is None:
+    state = ledger.subject_state(SubjectRef(subject_id=sid))
+    if view.key_shredded or state.key_shredded or sealer.store.wrapped_key(sid) is None:
         sealer.forget(sid)
         return cv.Opened(key_shredded=True)
     try:
@@ -314,6 +317,7 @@ def _open(ledger: Ledger, view: SubjectViewAnswer) -> cv.Opened:
             (held.category, f.field): sealer.open(sid, f.seal_field, f.sealed)
             for held in view.categories
             for f in held.fields
+            if not state.value_erased(held.category, f.set_at)
         }
         account = view.account_id_sealed
         account_id = None if account is None else sealer.open(sid, "account_id", account)

@@ -1,0 +1,193 @@
+"""What an erasure must not leave behind (§6.3), on every back-end: receipts that answer
+whether a guessed value was the person's, values of an erased category opened by a view that
+has not folded the erasure yet, a guardian's account id opened from a minor's registration
+after the guardian's erasure, a key whose destruction failed after the commit, and the
+destroyed key in the key store's write-ahead log.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from pydantic import SecretStr
+from scenario import PRINCIPAL, collection, key, later, ref, register, secret
+
+from ledger import commands as c
+from ledger import events as ev
+from ledger.application import Ledger
+from ledger.errors import IdempotencyConflict, KeyShreddedError
+from ledger.receipts import FORGOTTEN, receipt_id
+from ledger.recorders import KeepsReceipts
+from projections import ProjectionRunner, ViewStore, views
+from projections import queries as q
+from server.keystore import SqlKeyStore
+from server.views import _open
+
+_IP = "network_log.ip_address"
+
+
+def _erase(ledger: Ledger, sid: UUID, *categories: str) -> None:
+    ledger.execute(
+        PRINCIPAL,
+        c.EraseSubject(
+            idempotency_key=key("erase"),
+            occurred_at=later(ledger),
+            subject=ref(sid),
+            ground="no_consent",
+            categories=categories,
+        ),
+    )
+
+
+def _receipts(ledger: Ledger) -> KeepsReceipts:
+    recorder: Any = ledger.recorder
+    return recorder  # type: ignore[no-any-return]
+
+
+def test_after_erasure_a_retry_answers_the_same_whatever_value_it_guesses__clause_6_3(
+    ledger: Ledger,
+) -> None:
+    account = secret("account")
+    registration = c.RegisterSubject(
+        idempotency_key=key("reg"),
+        occurred_at=later(ledger),
+        namespace="app",
+        account_id=SecretStr(account),
+    )
+    sid = ledger.execute(PRINCIPAL, registration).subject_id
+    assert sid is not None
+    collected = collection(sid, at=later(ledger))
+    ledger.execute(PRINCIPAL, collected)
+    wrong = registration.model_copy(update={"account_id": SecretStr(secret("other"))})
+    with pytest.raises(IdempotencyConflict):
+        ledger.execute(PRINCIPAL, wrong)
+
+    _erase(ledger, sid)
+
+    stored = _receipts(ledger).receipt(receipt_id(PRINCIPAL, registration.idempotency_key))
+    assert stored is not None
+    assert stored.digest == FORGOTTEN
+    answers = [ledger.execute(PRINCIPAL, guess) for guess in (registration, wrong)]
+    assert [(a.subject_id, a.replayed) for a in answers] == [(sid, True)] * 2
+    retry = collected.model_copy(update={"values": {"ip": SecretStr(secret("guess"))}})
+    [again] = ledger.execute_many([(PRINCIPAL, retry)])
+    assert again.error is None
+    assert again.recorded is not None
+    assert again.recorded.replayed
+
+
+def test_a_view_behind_a_partial_erasure_does_not_open_the_erased_values__clause_6_3(
+    ledger: Ledger,
+) -> None:
+    sid = register(ledger).subject_id
+    assert sid is not None
+    ledger.execute(PRINCIPAL, collection(sid, at=later(ledger)))
+    store = ViewStore("sqlite://")
+    try:
+        ProjectionRunner(ledger, store, views(store.dialect)).catch_up()
+        with store.read() as conn:
+            stale = q.subject_view(conn, sid)  # folded before the erasure
+    finally:
+        store.close()
+    assert _open(ledger, stale).values, "the value opens before the erasure"
+
+    _erase(ledger, sid, _IP)
+
+    opened = _open(ledger, stale)
+    assert opened.values == {}
+    assert not opened.key_shredded
+
+
+def test_a_guardians_account_id_is_not_opened_once_the_guardian_is_erased__clause_6_3(
+    ledger: Ledger,
+) -> None:
+    guardian = register(ledger).subject_id
+    assert guardian is not None
+    child = register(
+        ledger,
+        birth_year=2015,
+        guardian_subject_id=guardian,
+        guardian_account_id=SecretStr(secret("guardian")),
+    ).subject_id
+    assert child is not None
+    registered = ledger.history(child)[0]
+    assert isinstance(registered, ev.SubjectRegistered)
+    assert "guardian" in ledger.reveal(registered)
+
+    _erase(ledger, guardian)
+
+    assert set(ledger.reveal(registered)) == {"account_id"}
+
+
+def test_a_key_whose_destruction_failed_opens_nothing_and_is_destroyed_with_the_next_write(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = register(ledger).subject_id
+    other = register(ledger).subject_id
+    assert sid is not None
+    assert other is not None
+    ledger.execute(PRINCIPAL, collection(sid, at=later(ledger)))
+    [collected] = [p for p in ledger.history(sid) if isinstance(p, ev.DataCollected)]
+    store = ledger.sealer.store
+    shred = store.shred
+    failures = [RuntimeError("database is locked")]
+
+    def failing_once(subject_id: UUID) -> bool:
+        if failures:
+            raise failures.pop()
+        return shred(subject_id)
+
+    monkeypatch.setattr(store, "shred", failing_once)
+
+    _erase(ledger, sid)
+
+    assert store.wrapped_key(sid) is not None, "the destruction failed"
+    with pytest.raises(KeyShreddedError):
+        ledger.reveal(collected)
+    ledger.execute(PRINCIPAL, collection(other, at=later(ledger)))
+    assert store.wrapped_key(sid) is None
+
+
+def test_a_shred_blocked_by_a_reader_leaves_the_key_store_wal_at_the_next_write(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "keys.db"
+    keys = SqlKeyStore(f"sqlite:///{path}")
+    wrapped = bytes(range(48)) * 2
+    sid = UUID(int=1)
+    try:
+        keys.register(b"\x01" * 32, sid, wrapped)
+        reader = sqlite3.connect(path)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM subject_keys").fetchall()
+
+        assert keys.shred(sid)
+        wal = path.with_name("keys.db-wal")
+        assert wrapped in wal.read_bytes(), "the reader kept the checkpoint from truncating"
+
+        reader.rollback()
+        reader.close()
+        keys.register(b"\x02" * 32, UUID(int=2), bytes(96))
+        assert not wal.exists() or wrapped not in wal.read_bytes()
+    finally:
+        keys.close()
+
+
+def test_the_clocks_do_not_matter_to_a_forgotten_receipt(ledger: Ledger) -> None:
+    """A retry long after the erasure answers as the replay too."""
+    sid = register(ledger).subject_id
+    assert sid is not None
+    collected = collection(sid, at=later(ledger))
+    ledger.execute(PRINCIPAL, collected)
+    _erase(ledger, sid)
+    ledger.clock.advance(timedelta(days=400))  # type: ignore[attr-defined]
+
+    [again] = ledger.execute_many([(PRINCIPAL, collected)])
+
+    assert again.recorded is not None
+    assert again.recorded.replayed
