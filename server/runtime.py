@@ -66,12 +66,25 @@ def storage_config(settings: Settings) -> tuple[StorageConfig, str]:
             StorageConfig(backend="sqlite", sqlite_path=settings.data_dir / EVENTS_FILE),
             f"sqlite:///{settings.data_dir / KEYS_FILE}",
         )
-    parts = urlsplit(settings.database_url.get_secret_value())
+    try:
+        parts = urlsplit(settings.database_url.get_secret_value())
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError("database_url: not a valid URL (its host or port)") from None
     if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
         raise ConfigurationError("database_url must be a postgresql:// URL")
+    if parts.query or parts.fragment:
+        # the event store's driver takes host, port, database, user and password only: a
+        # parameter such as sslmode=require would be dropped, and the connection made without
+        msg = (
+            "database_url: parameters after '?' are not supported; give libpq's own in the "
+            "environment instead (PGSSLMODE, PGSSLROOTCERT, PGOPTIONS, ...), which every "
+            "connection of the server reads"
+        )
+        raise ConfigurationError(msg)
     pg = PostgresConfig(
         host=parts.hostname or "127.0.0.1",
-        port=parts.port or 5432,
+        port=port or 5432,
         dbname=parts.path.lstrip("/") or "postgres",
         user=unquote(parts.username or "postgres"),
         password=unquote(parts.password or ""),

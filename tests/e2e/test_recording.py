@@ -419,6 +419,18 @@ def test_nothing_more_is_recorded_for_an_erased_subject_under_clause_6_3(
             lpb.EraseSubjectRequest(meta=meta(), subject=subject(sid), ground="no_consent"),
         ),
         ("CancelAccount", lpb.CancelAccountRequest(meta=meta(), subject=subject(sid))),
+        (
+            "WithdrawConsent",
+            lpb.WithdrawConsentRequest(
+                meta=meta(), subject=subject(sid), purposes=["customer_service"], categories=[_GPS]
+            ),
+        ),
+        (
+            "RecordUse",
+            lpb.RecordUseRequest(
+                meta=meta(), subject=subject(sid), categories=[_GPS], purpose="customer_service"
+            ),
+        ),
     ]
 
     for method, request in attempts:

@@ -83,6 +83,12 @@ def run_demo_cli(data_dir: Path) -> tuple[Result, re.Match[str]]:
     return result, summary
 
 
+def made_ledger(data_dir: Path) -> Path:
+    """A new ledger in `data_dir`, as `pdl serve` makes one on its first start."""
+    open_runtime(load_settings(environ={}, data_dir=data_dir)).close()
+    return data_dir
+
+
 def assert_one_error_line(result: Result, exit_code: int = 1) -> str:
     assert result.exit_code == exit_code, result.output
     assert "Traceback" not in result.output
@@ -208,7 +214,7 @@ def test_history_of_the_erased_minor_keeps_its_audit_trail_with_values_sealed(
 
 def test_history_of_an_unknown_subject_is_a_one_line_error(tmp_path: Path) -> None:
     unknown = uuid4()
-    (tmp_path / "data").mkdir()
+    made_ledger(tmp_path / "data")
 
     line = assert_one_error_line(pdl("history", unknown, "--data-dir", tmp_path / "data"))
 
@@ -250,7 +256,7 @@ def test_a_bad_config_file_is_one_error_line_without_a_traceback(
 
 
 def test_policy_show_prints_the_version_in_force_and_its_digest(tmp_path: Path) -> None:
-    (tmp_path / "data").mkdir()
+    made_ledger(tmp_path / "data")
     result = pdl(
         "policy", "show", "--data-dir", tmp_path / "data", "--at", "2026-03-02T09:00+08:00"
     )
@@ -273,7 +279,7 @@ def test_policy_show_prints_the_version_in_force_and_its_digest(tmp_path: Path) 
 def test_policy_show_at_a_bad_instant_is_a_one_line_error(
     tmp_path: Path, at: str, expected: str, exit_code: int
 ) -> None:
-    (tmp_path / "d").mkdir()
+    made_ledger(tmp_path / "d")
     shown = pdl("policy", "show", "--data-dir", tmp_path / "d", "--at", at)
 
     line = assert_one_error_line(shown, exit_code=exit_code)
@@ -499,7 +505,7 @@ def test_project_workers_run_at_the_priority_asked_or_the_settings_default(
     """`pdl project` workers are deferred work too: by default `projection_nice` (10) lower in
     CPU priority than the command, or as `--nice` says; they stop on SIGTERM."""
     mine = os.getpriority(os.PRIO_PROCESS, 0)
-    (tmp_path / "data").mkdir()
+    made_ledger(tmp_path / "data")
     command = [str(PDL), "project", "--data-dir", str(tmp_path / "data"), "--workers", "2"]
     project = subprocess.Popen(  # noqa: S603 (our own entry point, with fixed arguments)
         [*command, *option],
@@ -614,3 +620,83 @@ def test_catching_up_off_a_terminal_prints_only_its_result(tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     [line] = result.stderr.splitlines()  # no empty line a progress bar left behind
     assert re.fullmatch(r"pdl: views subjects, .*, notices at position \d+", line)
+
+
+# --- read-only commands, the demo's own directory, a failed start ------------------------------
+
+
+@pytest.mark.parametrize("command", [("policy", "show"), ("history", str(uuid4()))])
+def test_a_reading_command_makes_no_ledger_in_an_empty_directory(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    line = assert_one_error_line(pdl(*command, "--data-dir", empty))
+
+    assert "no ledger in" in line
+    assert list(empty.iterdir()) == [], "a reading command made files"
+
+
+def test_a_reading_command_makes_no_master_key(tmp_path: Path) -> None:
+    data = made_ledger(tmp_path / "data")
+    (data / "master.key").rename(tmp_path / "kept.key")
+
+    line = assert_one_error_line(pdl("policy", "show", "--data-dir", data))
+
+    assert "no master key" in line
+    assert not (data / "master.key").exists()
+
+
+def test_the_demo_refuses_a_ledger_it_did_not_make_and_runs_again_on_its_own(
+    tmp_path: Path,
+) -> None:
+    served = made_ledger(tmp_path / "served")
+    before = sorted(p.name for p in served.iterdir())
+
+    line = assert_one_error_line(pdl("demo", "--data-dir", served))
+
+    assert "did not make" in line
+    assert sorted(p.name for p in served.iterdir()) == before
+    run_demo_cli(tmp_path / "demo")
+    run_demo_cli(tmp_path / "demo")  # again on its own directory
+
+
+def test_the_demo_records_in_its_own_directory_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    result = pdl("demo")
+
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "pdl-demo" / "events.db").is_file()
+    assert not (tmp_path / "pdl-data").exists()
+
+
+def test_a_failed_start_of_serve_makes_no_admin_token(tmp_path: Path) -> None:
+    data = made_ledger(tmp_path / "data")
+    (data / "master.key").write_text("not a key\n", encoding="utf-8")
+    (data / "master.key").chmod(0o600)
+
+    assert_one_error_line(pdl("serve", "--data-dir", data, "--listen", "127.0.0.1:0"))
+
+    assert not (data / "admin.token").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://postgres@127.0.0.1:99999/test", "not a valid URL"),
+        ("postgresql://postgres@127.0.0.1:5432/test?sslmode=require", "PGSSLMODE"),
+    ],
+)
+def test_a_database_url_the_server_cannot_honour_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, expected: str
+) -> None:
+    monkeypatch.setenv("PDL_DATABASE_URL", url)
+
+    line = assert_one_error_line(pdl("serve", "--data-dir", tmp_path / "d"))
+
+    assert expected in line
+    assert not (tmp_path / "d" / "admin.token").exists()
