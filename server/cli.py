@@ -12,6 +12,7 @@ workers cleanly and ends the other commands with exit code 130.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import sys
@@ -297,7 +298,7 @@ def serve(
         settings = load_settings(config, data_dir=data_dir, listen=listen)
         check_listen(settings.listen, settings.tls)  # before anything is created on disk
         PrincipalRegistry.from_settings(settings, None)  # the principals, before the token
-        with _runtime(config, data_dir, settings=settings) as runtime:
+        with _one_server(settings), _runtime(config, data_dir, settings=settings) as runtime:
             # made once the storage and the master key opened: a failed start leaves none
             token, made = load_or_create_admin_token(settings.admin_token_path)
             registry = PrincipalRegistry.from_settings(settings, token)
@@ -414,6 +415,28 @@ def _runtime(
         yield runtime
     finally:
         runtime.close()
+
+
+@contextmanager
+def _one_server(settings: Settings) -> Iterator[None]:
+    """Hold the embedded store's server lock while serving: a second `pdl serve` on the same
+    data directory is refused (the event store has one writer, and the views one folder)."""
+    if settings.database_url is not None:
+        yield
+        return
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.data_dir / _SERVE_LOCK).open("a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fail(f"another pdl serve is running on data dir {settings.data_dir}")
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+
+
+_SERVE_LOCK = "serve.lock"
 
 
 def _check_existing(settings: Settings) -> None:

@@ -532,6 +532,33 @@ def test_a_second_server_on_a_running_servers_port_is_refused(
         assert client.register_subject("app", "account-second-server").subject_id
 
 
+def test_a_second_server_on_a_running_servers_data_dir_is_refused(
+    pdl_serve: tuple[ServeProcess, Path, str], e2e_store: E2EStore
+) -> None:
+    """The embedded store has one writer: a second `pdl serve` on its directory, on another
+    port, exits with one error line and leaves the first serving."""
+    if e2e_store.backend != "sqlite":
+        pytest.skip("the data directory's lock guards the embedded store only")
+    running, data_dir, target = pdl_serve
+    second = subprocess.run(  # noqa: S603 (our own script, fixed arguments)
+        [str(_PDL), "serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        env=serve_environment(e2e_store),
+        timeout=60,
+        check=False,
+    )
+
+    assert second.returncode == 1
+    assert second.stderr.splitlines() == [
+        f"error: another pdl serve is running on data dir {data_dir}"
+    ]
+    assert running.process.poll() is None
+    token = (data_dir / "admin.token").read_text().strip()
+    with LedgerClient(target, token) as client:
+        assert client.register_subject("app", "account-after-second").subject_id
+
+
 def test_the_servers_options_refuse_a_port_another_server_listens_on() -> None:
     # The check before binding would miss a server that took the port since; gRPC itself must
     # then refuse to bind alongside it.
