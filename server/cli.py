@@ -106,7 +106,17 @@ DataDirOption = Annotated[
         "--data-dir",
         metavar="DIR",
         file_okay=False,
-        help="Data directory of the embedded SQLite store  [default: ./pdl-data]",
+        help="Data directory: the embedded SQLite store, the master key and the admin token  "
+        "[default: ./pdl-data]",
+    ),
+]
+DemoDataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        metavar="DIR",
+        file_okay=False,
+        help="The demo's own data directory  [default: ./pdl-demo]",
     ),
 ]
 
@@ -122,7 +132,7 @@ def main() -> None:
 
 
 @app.command()
-def demo(data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
+def demo(data_dir: DemoDataDirOption = None, config: ConfigOption = None) -> None:
     """Record a scripted, realistic history under the seed policy and show what the rules decide.
 
     The clock is fixed at 2026-03-02 09:00 Asia/Shanghai and moved between steps, so the demo
