@@ -63,9 +63,14 @@ def check_calendar(country: str) -> None:
     Only canonical ISO 3166-1 alpha-2 codes are accepted, not the library's aliases
     (``UK``, ``CHN``, ...), so one country has one spelling in a policy.
     """
-    if country not in holidays.list_supported_countries(include_aliases=False):
+    if country not in _supported():
         msg = f"no public-holiday calendar for country {country!r}"
         raise ValueError(msg)
+
+
+@functools.cache
+def _supported() -> frozenset[str]:
+    return frozenset(holidays.list_supported_countries(include_aliases=False))
 
 
 def is_working_day(day: date, country: str) -> bool:

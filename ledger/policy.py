@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import tomllib
 from collections import Counter
@@ -184,15 +185,21 @@ class Right(_Entry):
     clause: Clause
 
 
+@functools.cache
+def _calendars() -> frozenset[str]:
+    return frozenset(holidays.list_supported_countries(include_aliases=False))
+
+
 def _known_calendar(country: str) -> str:
     """A country the holiday library has a calendar for, in its canonical ISO 3166-1 alpha-2
     spelling (not the library's aliases, so one country has one spelling in a policy)."""
-    if country not in holidays.list_supported_countries(include_aliases=False):
+    if country not in _calendars():
         msg = f"no public-holiday calendar for country {country!r}"
         raise ValueError(msg)
     return country
 
 
+@functools.cache
 def _known_zone(name: str) -> str:
     """An IANA time zone this machine knows."""
     try:
@@ -210,10 +217,11 @@ class ResponseDeadline(_Entry):
     kind: Literal["calendar", "working"] = Field(
         description="Calendar days, or working days under a public-holiday calendar."
     )
-    holiday_calendar: Annotated[str, AfterValidator(_known_calendar)] = Field(
+    holiday_calendar: str = Field(
         default="CN",
         pattern=r"^[A-Z]{2}$",
-        description="ISO 3166 country whose public holidays count as non-working days.",
+        description="ISO 3166 country whose public holidays count as non-working days "
+        "(one the holiday library knows, when the kind is working).",
     )
     time_zone: Annotated[str, AfterValidator(_known_zone)] = Field(
         default="Asia/Shanghai",
@@ -225,6 +233,13 @@ class ResponseDeadline(_Entry):
         ge=0, le=365, description="The most a deadline may be extended in total, with a reason."
     )
     clause: Clause
+
+    @model_validator(mode="after")
+    def _calendar_known(self) -> Self:
+        # only for working days: listing the library's calendars loads all of them (~0.1 s)
+        if self.kind == "working":
+            _known_calendar(self.holiday_calendar)
+        return self
 
 
 class Minors(_Entry):
