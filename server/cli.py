@@ -82,6 +82,7 @@ def _options(
         bool,
         typer.Option(
             "--version",
+            metavar="",
             callback=_print_version,
             is_eager=True,
             help="Print the version and exit.",
@@ -330,18 +331,23 @@ def project(
         ),
     ] = None,
     workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Worker processes the views are dealt to.")
+        int,
+        typer.Option(
+            "--workers", metavar="N", min=1, help="Worker processes the views are dealt to."
+        ),
     ] = len(VIEW_NAMES),
     once: Annotated[
-        bool, typer.Option("--once", help="Catch up to the end of the log, then exit.")
+        bool, typer.Option("--once", metavar="", help="Catch up to the end of the log, then exit.")
     ] = False,
     rebuild: Annotated[
-        bool, typer.Option("--rebuild", help="Empty the views and fold the whole log again.")
+        bool,
+        typer.Option("--rebuild", metavar="", help="Empty the views and fold the whole log again."),
     ] = False,
     page_size: Annotated[
         int,
         typer.Option(
             "--page-size",
+            metavar="N",
             min=1,
             max=10_000,
             help="Log entries read and folded at a time; while catching up, a transaction "
@@ -352,6 +358,7 @@ def project(
         int | None,
         typer.Option(
             "--nice",
+            metavar="N",
             min=0,
             max=19,
             help="How much lower the workers' CPU priority is than this command's (added to "
