@@ -21,6 +21,7 @@ import heapq
 import itertools
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -32,7 +33,10 @@ from server.projection_child import ANSWER, HURRY, STOP, WAKE
 from server.settings import Settings
 from server.writer_link import framed
 
-__all__ = ["ProjectionProcess"]
+__all__ = ["CATCH_UP_NOTICE", "ProjectionProcess"]
+
+CATCH_UP_NOTICE = 10_000
+"""Log entries the views must be behind at start for the server to say they are catching up."""
 
 ExecuteMany = Callable[[Sequence[tuple[str, cmd._Command]]], Awaitable[list[ItemOutcome]]]
 
@@ -70,9 +74,14 @@ class ProjectionProcess(ChildProcess):
         self._numbers = itertools.count()
         self.last_error: str | None = None
         """The kind of the last error the child's runner met, until a page folds again."""
+        self._first_report = False
+        self._catching_up: tuple[int, float] | None = None
+        """(the log's end, when it started) while the views catch up with a long way to go."""
 
     async def start(self) -> None:
-        """Start the child and wait until its views are open."""
+        """Start the child and wait until its views are open; say so when they have a long
+        way to go (a new views database, or one left far behind), and when they are there."""
+        self._first_report = True
         await super().start()
         self._ledger.add_listener(self._on_recorded)
 
@@ -134,6 +143,14 @@ class ProjectionProcess(ChildProcess):
         if tag == "position":
             self.position = max(self.position, message[1])
             self.last_error = message[2]
+            if self._first_report:  # where the views stand at start
+                self._first_report = False
+                self._say_if_far_behind()
+            catching_up = self._catching_up
+            if catching_up is not None and self.position >= catching_up[0]:
+                self._catching_up = None
+                seconds = time.monotonic() - catching_up[1]
+                self.log.info("views caught up with position %d in %.1f s", catching_up[0], seconds)
             self._wake_sent = self._hurry_sent = False
             waiters = self._waiters
             while waiters and waiters[0][0] <= self.position:
@@ -149,6 +166,17 @@ class ProjectionProcess(ChildProcess):
             task = asyncio.get_running_loop().create_task(self._notices(message[1], message[2]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _say_if_far_behind(self) -> None:
+        end = self._ledger.recorder.max_notification_id() or 0
+        if end - self.position >= CATCH_UP_NOTICE:
+            self._catching_up = (end, time.monotonic())
+            self.log.info(
+                "views at position %d of %d: catching up (reads waiting for a later position "
+                "wait, or fail VIEW_BEHIND)",
+                self.position,
+                end,
+            )
 
     async def _notices(self, number: int, items: list[tuple[str, cmd._Command]]) -> None:
         """Record a page's policy notices through the writer and answer the child."""

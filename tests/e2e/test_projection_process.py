@@ -6,20 +6,24 @@ views stood, and it stops with the server.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from conftest import e2e_settings, start_server, stop_server
 from e2e_requests import IP as _IP
 from e2e_requests import ip_collection
 from scenario import secret
 
 from ledger.errors import ConfigurationError
 from ledger.policy import load_seed_policy
+from server import projection_process
 from server._pb.pdl.v1 import common_pb2 as cpb
 from server._pb.pdl.v1 import ledger_service_pb2 as lpb
 from server._pb.pdl.v1 import policy_service_pb2 as ppb
@@ -211,3 +215,33 @@ def test_a_read_waiting_for_its_position_cuts_the_gathering_short(
             view = client.subject_view(sid, min_position=written.position)
             (held,) = view.categories
             assert held.collections == expected
+
+
+def test_views_far_behind_at_start_are_said_to_catch_up_and_then_to_be_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new views database under an existing log: the server says where the views stand
+    and the log ends, and once they got there."""
+    settings = e2e_settings(tmp_path, "sqlite")
+    first = start_server(settings)
+    try:
+        with first.client() as client:
+            sid = client.register_subject("app", secret("account")).subject_id
+            last = max(_collect_ip(client, sid).position for _ in range(8))
+    finally:
+        stop_server(first)
+    for stale in (tmp_path / "data").glob("views.db*"):
+        stale.unlink()
+    monkeypatch.setattr(projection_process, "CATCH_UP_NOTICE", 5)
+    caplog.set_level(logging.INFO, logger="pdl.projections")
+
+    second = start_server(settings)
+    try:
+        _until(lambda: _process(second).position >= last, "the views caught up")
+        _until(lambda: "caught up" in caplog.text, "the catching up was said to end")
+    finally:
+        stop_server(second)
+
+    said = [r.getMessage() for r in caplog.records if r.name == "pdl.projections"]
+    assert f"views at position 0 of {last}: catching up" in said[0]
+    assert any(m.startswith(f"views caught up with position {last} in ") for m in said)
