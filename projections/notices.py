@@ -174,6 +174,9 @@ class NoticeView(View):
                 NOTICES,
                 ("version", "subject_id"),
                 ("notified_at", "notified_position", "method"),
+                # the first notice stands: when the person was told (§8) is not moved by a
+                # later one (a manual notice by another channel is still in the log)
+                where=NOTICES.c.notified_at.is_(None),
             ),
             _NOTICE_COLUMNS,
         )
@@ -199,9 +202,9 @@ class NoticeView(View):
 
     def apply(self, conn: Connection, entries: Sequence[Entry]) -> None:
         people: dict[int, _Page] = {}
-        # A person's latest notice and latest acknowledgement of a version: they set columns
-        # of their own, so they are written after the page's other rows, the last of each kind
-        # winning as it would row by row.
+        # A person's first notice and latest acknowledgement of a version: they set columns
+        # of their own, so they are written after the page's other rows, each kind as it
+        # would be row by row.
         notified: dict[tuple[str, int], tuple[object, ...]] = {}
         acknowledged: dict[tuple[str, int], tuple[object, ...]] = {}
         uuid = self._uuid
@@ -220,14 +223,17 @@ class NoticeView(View):
                     person.registered_at = to_us(p.occurred_at)
             elif kind is ev.PolicyNotified:
                 n = cast("ev.PolicyNotified", payload)
-                notified[(n.version, n.subject_id.int)] = (
-                    n.version,
-                    uuid(n.subject_id),
-                    to_us(n.occurred_at),
-                    position,
-                    n.method,
-                    None,
-                    None,
+                notified.setdefault(
+                    (n.version, n.subject_id.int),
+                    (
+                        n.version,
+                        uuid(n.subject_id),
+                        to_us(n.occurred_at),
+                        position,
+                        n.method,
+                        None,
+                        None,
+                    ),
                 )
             elif kind is ev.PolicyAcknowledged:
                 a = cast("ev.PolicyAcknowledged", payload)
@@ -294,8 +300,8 @@ class NoticeView(View):
             ids = [person.sid for person in meeting]
             f, r, n = FOOTPRINT, REGISTRATIONS, NOTICES
             closed = sa.select(f.c.subject_id).where(f.c.kind == "closed", f.c.subject_id.in_(ids))
-            told = sa.select(n.c.subject_id).where(
-                n.c.version == w.version, n.c.subject_id.in_(ids)
+            told = sa.select(n.c.subject_id).where(  # an acknowledgement alone is not a notice
+                n.c.version == w.version, n.c.subject_id.in_(ids), n.c.notified_at.is_not(None)
             )
             under_older = set(
                 conn.execute(

@@ -20,7 +20,9 @@ from scenario import (
     collection,
     consent,
     gps_collection,
+    key,
     later,
+    ref,
     secret,
     share,
     subject,
@@ -344,6 +346,84 @@ def test_people_whose_data_meets_a_major_change_after_it_was_published_are_told_
     payloads = [getattr(ledger.mapper.to_domain_event(n), "payload", None) for n in events]
     notified = [p for p in payloads if isinstance(p, ev.PolicyNotified)]
     assert len(notified) == 2  # each once, whatever the page size
+
+
+@pytest.mark.parametrize("apart", [True, False], ids=["folded-apart", "folded-together"])
+def test_an_acknowledgement_before_any_notice_does_not_spare_a_late_notice__clause_8(
+    ledger, view_store_factory, apart: bool
+) -> None:
+    """A person acknowledges a pending major version before their data meets it; once it
+    does, they are told, however the log was paged, and a rebuild records nothing more."""
+    person = subject(ledger)
+    later(ledger)
+    _publish(ledger, _widened(load_seed_policy(), "2"))
+    store = view_store_factory()
+    _runner(ledger, store).catch_up()
+    ledger.execute(
+        PRINCIPAL,
+        c.AcknowledgePolicy(
+            idempotency_key=key("ack"),
+            occurred_at=later(ledger),
+            subject=ref(person),
+            version="2",
+            method="popup",
+        ),
+    )
+    if apart:
+        _runner(ledger, store).catch_up()
+    _collect_for_security(ledger, person)
+
+    _runner(ledger, store).catch_up()
+    _runner(ledger, store).catch_up()  # the notice comes back folded
+
+    assert _notified(ledger, "2") == {person}
+    with store.read() as conn:
+        row = conn.execute(sa.select(NOTICES).where(NOTICES.c.subject_id == person)).one()
+    assert row.notified_at is not None
+    assert row.acknowledged_at is not None
+    before = ledger.recorder.max_notification_id()
+    _runner(ledger, view_store_factory()).catch_up()
+    assert ledger.recorder.max_notification_id() == before, "a rebuild recorded more"
+
+
+def test_a_second_notice_of_a_version_keeps_when_the_person_was_first_told__clause_8(
+    ledger, view_store_factory
+) -> None:
+    person = subject(ledger)
+    _collect_for_security(ledger, person)
+    later(ledger)
+    _publish(ledger, _widened(load_seed_policy(), "2"))
+    store = view_store_factory()
+    _runner(ledger, store).catch_up()
+    _runner(ledger, store).catch_up()
+    with store.read() as conn:
+        first = conn.execute(sa.select(NOTICES).where(NOTICES.c.subject_id == person)).one()
+    later(ledger, 5 * 24 * 3600)
+    ledger.execute(
+        "admin",
+        c.NotifyPolicy(
+            idempotency_key=key("notice"),
+            occurred_at=later(ledger),
+            subject=ref(person),
+            version="2",
+            method="website_notice",
+        ),
+    )
+
+    _runner(ledger, store).catch_up()
+
+    with store.read() as conn:
+        row = conn.execute(sa.select(NOTICES).where(NOTICES.c.subject_id == person)).one()
+    assert (row.notified_at, row.notified_position, row.method) == (
+        first.notified_at,
+        first.notified_position,
+        first.method,
+    )
+    rebuilt = view_store_factory()
+    _runner(ledger, rebuilt).catch_up()
+    with rebuilt.read() as conn:
+        again = conn.execute(sa.select(NOTICES).where(NOTICES.c.subject_id == person)).one()
+    assert again.notified_at == first.notified_at
 
 
 def test_a_version_that_stops_promising_notices_is_itself_notified__clause_8(
