@@ -277,10 +277,7 @@ class Ledger(Application[UUID]):
         corrected before a partial erasure of it."""
         sid, opened = payload.subject_id, {}
         state = self.subject(sid).state
-        # shredded, maybe by another process; or recorded as shredded, with a key whose
-        # destruction failed after the commit and waits to be done again
-        if state.key_shredded or self.sealer.store.wrapped_key(sid) is None:
-            self.sealer.forget(sid)
+        if self.key_gone(state):
             raise KeyShreddedError(f"no data key for subject {sid}")
         if isinstance(payload, ev.DataCollected | ev.DataCorrected):
             category = payload.category
@@ -304,10 +301,21 @@ class Ledger(Application[UUID]):
         if not isinstance(guardian, UUID):
             return False
         try:
-            erased = self.subject(guardian).state.key_shredded
+            state = self.subject(guardian).state
         except SubjectNotFound:
             return False
-        return erased or self.sealer.store.wrapped_key(guardian) is None
+        return self.key_gone(state)
+
+    def key_gone(self, state: SubjectState) -> bool:
+        """Whether a person's data key is gone, so nothing of theirs may be opened: recorded
+        as shredded (its destruction may have failed after the commit and wait to be done
+        again), or no longer in the key store (shredded, maybe by another process). The
+        sealer then forgets any copy it holds."""
+        sid = state.subject_id
+        if state.key_shredded or self.sealer.store.wrapped_key(sid) is None:
+            self.sealer.forget(sid)
+            return True
+        return False
 
     def rights_request(self, request_id: UUID) -> RequestState:
         with self._write_lock:

@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays
 
 from ledger.clock import ensure_utc
-from ledger.policy import ResponseDeadline
+from ledger.policy import ResponseDeadline, known_calendar
 
 __all__ = [
     "DEFAULT_TZ",
@@ -58,19 +58,9 @@ _END_OF_DAY = time.max  # 23:59:59.999999
 
 
 def check_calendar(country: str) -> None:
-    """Refuse a country code the holiday library has no calendar for (``ValueError``).
-
-    Only canonical ISO 3166-1 alpha-2 codes are accepted, not the library's aliases
-    (``UK``, ``CHN``, ...), so one country has one spelling in a policy.
-    """
-    if country not in _supported():
-        msg = f"no public-holiday calendar for country {country!r}"
-        raise ValueError(msg)
-
-
-@functools.cache
-def _supported() -> frozenset[str]:
-    return frozenset(holidays.list_supported_countries(include_aliases=False))
+    """Refuse a country code the holiday library has no calendar for (``ValueError``); only
+    canonical ISO 3166-1 alpha-2 codes, not the library's aliases (``policy.known_calendar``)."""
+    known_calendar(country)
 
 
 def is_working_day(day: date, country: str) -> bool:

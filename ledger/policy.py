@@ -190,9 +190,10 @@ def _calendars() -> frozenset[str]:
     return frozenset(holidays.list_supported_countries(include_aliases=False))
 
 
-def _known_calendar(country: str) -> str:
+def known_calendar(country: str) -> str:
     """A country the holiday library has a calendar for, in its canonical ISO 3166-1 alpha-2
-    spelling (not the library's aliases, so one country has one spelling in a policy)."""
+    spelling (not the library's aliases, so one country has one spelling in a policy); any
+    other is refused with ``ValueError``."""
     if country not in _calendars():
         msg = f"no public-holiday calendar for country {country!r}"
         raise ValueError(msg)
@@ -238,7 +239,7 @@ class ResponseDeadline(_Entry):
     def _calendar_known(self) -> Self:
         # only for working days: listing the library's calendars loads all of them (~0.1 s)
         if self.kind == "working":
-            _known_calendar(self.holiday_calendar)
+            known_calendar(self.holiday_calendar)
         return self
 
 

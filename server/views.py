@@ -309,8 +309,7 @@ def _open(ledger: Ledger, view: SubjectViewAnswer) -> cv.Opened:
     the person are asked, since the views may not have folded the erasure yet."""
     sid, sealer = view.subject_id, ledger.sealer
     state = ledger.subject_state(SubjectRef(subject_id=sid))
-    if view.key_shredded or state.key_shredded or sealer.store.wrapped_key(sid) is None:
-        sealer.forget(sid)
+    if ledger.key_gone(state) or view.key_shredded:
         return cv.Opened(key_shredded=True)
     try:
         values = {
