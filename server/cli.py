@@ -12,7 +12,6 @@ workers cleanly and ends the other commands with exit code 130.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import sys
@@ -37,11 +36,12 @@ from server.app import check_listen
 from server.app import serve as serve_forever
 from server.auth import PrincipalRegistry, load_or_create_admin_token
 from server.cli_args import VIEWS, instant_option, listen_option, view_names
+from server.cli_data_dir import check_existing, claim_for_demo, demo_settings, one_server
 from server.cli_display import announce, details, print_state, progress, utc
 from server.cli_errors import OneLineUsageErrors, fail, one_line_errors
 from server.cli_token import token
 from server.demo import DEMO_START, DEMO_ZONE, DemoValues, run_demo
-from server.runtime import EVENTS_FILE, Runtime, open_runtime
+from server.runtime import Runtime, open_runtime
 from server.settings import Settings, load_settings
 from server.workers import catch_up, run_workers, split
 
@@ -143,14 +143,9 @@ def demo(data_dir: DemoDataDirOption = None, config: ConfigOption = None) -> Non
     console = _console()
     clock = FixedClock(DEMO_START)
     with one_line_errors():
-        settings = load_settings(config, data_dir=data_dir)
-        if "data_dir" not in settings.model_fields_set:
-            settings = settings.model_copy(update={"data_dir": Path(DEMO_DATA_DIR)})
-        _check_demo_dir(settings)
+        settings = demo_settings(load_settings(config, data_dir=data_dir))
     with one_line_errors(), _runtime(config, data_dir, clock, settings=settings) as runtime:
-        if _records_people(runtime) and not _demo_made(settings):
-            fail(_NOT_THE_DEMOS.format(where=_location(runtime)))  # PostgreSQL in use
-        _mark_demo(settings)
+        claim_for_demo(settings, runtime, _location(runtime))
         summary = run_demo(runtime.ledger, clock, console, DemoValues.generate())
         state = runtime.ledger.subject_state(SubjectRef(subject_id=summary.adult))
         _, policy = runtime.ledger.policy_in_force(clock.now())
@@ -168,39 +163,6 @@ def demo(data_dir: DemoDataDirOption = None, config: ConfigOption = None) -> Non
     )
     if summary.unexpected:
         fail(f"{summary.unexpected} step(s) of the demo did not go as scripted")
-
-
-DEMO_DATA_DIR = "pdl-demo"
-"""Where `pdl demo` records unless told otherwise: not `pdl serve`'s ./pdl-data."""
-_DEMO_MARK = "DEMO"
-_NOT_THE_DEMOS = (
-    "{where} holds a ledger pdl demo did not make; the demo's clock is fixed in March 2026 "
-    "and would record back in time in it: give --data-dir a directory of its own"
-)
-
-
-def _demo_made(settings: Settings) -> bool:
-    return (settings.data_dir / _DEMO_MARK).is_file()
-
-
-def _check_demo_dir(settings: Settings) -> None:
-    """Refuse an embedded store the demo did not make."""
-    events = settings.data_dir / EVENTS_FILE
-    if settings.database_url is None and events.is_file() and not _demo_made(settings):
-        fail(_NOT_THE_DEMOS.format(where=f"data dir {settings.data_dir}"))
-
-
-def _records_people(runtime: Runtime) -> bool:
-    """Whether the log holds more than policy versions (what opening a new ledger writes)."""
-    first = runtime.ledger.recorder.select_notifications(1, 64)
-    return any(not n.topic.startswith("ledger.policy_book:") for n in first)
-
-
-def _mark_demo(settings: Settings) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    (settings.data_dir / _DEMO_MARK).write_text(
-        "Made by pdl demo: its events are dated by the demo's fixed clock.\n", encoding="utf-8"
-    )
 
 
 @policy_app.command("show")
@@ -309,7 +271,7 @@ def serve(
         settings = load_settings(config, data_dir=data_dir, listen=listen)
         check_listen(settings.listen, settings.tls)  # before anything is created on disk
         PrincipalRegistry.from_settings(settings, None)  # the principals, before the token
-        with _one_server(settings), _runtime(config, data_dir, settings=settings) as runtime:
+        with one_server(settings), _runtime(config, data_dir, settings=settings) as runtime:
             # made once the storage and the master key opened: a failed start leaves none
             token, made = load_or_create_admin_token(settings.admin_token_path)
             registry = PrincipalRegistry.from_settings(settings, token)
@@ -426,45 +388,12 @@ def _runtime(
     ledger, nor a key, where a mistyped --data-dir points)."""
     settings = settings or load_settings(config, data_dir=data_dir)
     if existing:
-        _check_existing(settings)
+        check_existing(settings)
     runtime = open_runtime(settings, clock=clock)
     try:
         yield runtime
     finally:
         runtime.close()
-
-
-@contextmanager
-def _one_server(settings: Settings) -> Iterator[None]:
-    """Hold the embedded store's server lock while serving: a second `pdl serve` on the same
-    data directory is refused (the event store has one writer, and the views one folder)."""
-    if settings.database_url is not None:
-        yield
-        return
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with (settings.data_dir / _SERVE_LOCK).open("a") as held:
-        try:
-            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fail(f"another pdl serve is running on data dir {settings.data_dir}")
-        try:
-            yield
-        finally:
-            fcntl.flock(held, fcntl.LOCK_UN)
-
-
-_SERVE_LOCK = "serve.lock"
-
-
-def _check_existing(settings: Settings) -> None:
-    make = "give --data-dir, or make one with pdl serve or pdl demo"
-    if settings.database_url is None:
-        if not settings.data_dir.is_dir():
-            fail(f"no data directory {settings.data_dir}: {make}")
-        if not (settings.data_dir / EVENTS_FILE).is_file():
-            fail(f"no ledger in {settings.data_dir} (no {EVENTS_FILE}): {make}")
-    if settings.master_key is None and not settings.master_key_path.is_file():
-        fail(f"no master key at {settings.master_key_path}: {make}, or give master_key_file")
 
 
 def _console() -> Console:
