@@ -9,6 +9,7 @@ to follow the log by polling: `eventsourcing` 9.5.6 gives SQLite no subscription
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
     IntegrityError,
+    InterfaceError,
     ListenNotifySubscription,
     StoredEvent,
     Subscription,
@@ -26,9 +28,11 @@ from eventsourcing.persistence import (
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from eventsourcing.sqlite import (
+    SQLITE3_DEFAULT_LOCK_TIMEOUT,
     SQLiteAggregateRecorder,
     SQLiteApplicationRecorder,
     SQLiteConnection,
+    SQLiteConnectionPool,
     SQLiteCursor,
     SQLiteTransaction,
 )
@@ -47,6 +51,9 @@ _WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 """When the event store's write-ahead log starts again, a file larger than this is truncated
 back to it (SQLite otherwise keeps the longest the log has been, on disk for good: a large
 batch or a checkpoint held back by a long read would leave hundreds of MB)."""
+
+_STATEMENTS_CACHED = 64
+"""Prepared statements kept per event-store connection (a write uses about six)."""
 
 _CHECKPOINT_EVERY_ROWS = 4_000
 """Rows (events and receipts) written between the event store's checkpoints: about 5,000
@@ -78,6 +85,32 @@ RECEIPTS = "receipts"
 SNAPSHOTS = "snapshots"
 """The keyword under which the application hands `insert_events` the snapshots due in a write
 (`SnapshotRows`), to be stored in the same transaction as its events."""
+
+
+def _connect(pool: SQLiteConnectionPool) -> SQLiteConnection:
+    """A new connection of the pool to a file database, as the library's pool makes one, but
+    with a statement cache of `_STATEMENTS_CACHED`.
+
+    `eventsourcing` 9.5.6 opens its SQLite connections with ``cached_statements=True``, which
+    `sqlite3` takes as a cache of one statement: every transaction's BEGIN, inserts and COMMIT
+    then prepared their SQL again. The cache can only be sized when the connection is made.
+    """
+    try:
+        raw = sqlite3.connect(
+            database=pool.db_name,
+            uri=True,
+            check_same_thread=False,
+            isolation_level=None,  # the library's transactions say BEGIN and COMMIT
+            cached_statements=_STATEMENTS_CACHED,
+            timeout=pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT,
+        )
+    except (sqlite3.Error, TypeError) as error:
+        raise InterfaceError(error) from error
+    if str(raw.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        raw.execute("PRAGMA journal_mode=WAL")
+    pool.is_journal_mode_wal = True
+    raw.row_factory = sqlite3.Row
+    return SQLiteConnection(sqlite_conn=raw, max_age=pool.max_age)
 
 
 class SnapshotRows(NamedTuple):
@@ -219,11 +252,10 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             )
         )
         if self._checkpoints is not None:
-            create = pool._create_connection
 
             def configured() -> SQLiteConnection:
                 """A new connection of the pool, set up for this store."""
-                conn = create()
+                conn = _connect(pool)
                 raw = conn._sqlite_conn
                 raw.execute("PRAGMA wal_autocheckpoint = 0")  # `WalCheckpoints` does them
                 raw.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")

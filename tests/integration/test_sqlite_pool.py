@@ -4,8 +4,9 @@ come to hold several."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from scenario import PRINCIPAL, START, collection, sqlite_ledger, subject
 
@@ -47,3 +48,33 @@ def test_writes_after_two_connections_were_in_use_at_once_all_go_on_one(tmp_path
     finally:
         ledger.close()
         ledger.sealer.store.close()
+
+
+def test_event_store_connections_keep_their_prepared_statements(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The library opens its connections with `cached_statements=True`, a cache of one
+    statement, so each write's BEGIN, inserts and COMMIT were prepared again every time."""
+    made: list[dict[str, Any]] = []
+    connect = sqlite3.connect
+
+    def watching(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        made.append({"database": str(kwargs.get("database", args[0] if args else "")), **kwargs})
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", watching)
+    ledger = sqlite_ledger(tmp_path, MasterKey.generate())
+    try:
+        sid = subject(ledger)
+        ledger.execute(PRINCIPAL, collection(sid, at=START))
+        pool = cast("LedgerSQLiteRecorder", ledger.recorder).datastore.pool
+        held = pool.get_connection(), pool.get_connection()  # a second one made now
+        for conn in held:
+            pool.put_connection(conn)
+    finally:
+        ledger.close()
+        ledger.sealer.store.close()
+    events = [m for m in made if m["database"].endswith("events.db")]
+    pooled = [m for m in events if "cached_statements" in m]
+    assert len(pooled) >= 2  # every connection of the pool, the second included
+    assert all(m["cached_statements"] >= 16 for m in pooled)
