@@ -20,12 +20,12 @@ from eventsourcing.domain import Aggregate
 from ledger import commands as cmd
 from ledger import events as ev
 from ledger.errors import RefusalReason as R
-from ledger.errors import Refused
+from ledger.errors import Refused, SubjectNotFound
 from ledger.policy import Policy
 from ledger.policy_book import PolicyBook
 from ledger.policy_diff import diff_policies
 from ledger.rights import RightsRequest
-from ledger.rules import Agreed, check_registration, refuse_if
+from ledger.rules import Agreed, check_registration, guardian_not_registered, refuse_if
 from ledger.sealing import Sealer
 from ledger.subject import Subject
 from ledger.subject_state import minor_at
@@ -81,6 +81,12 @@ def _envelope(ctx: Context, c: cmd._Command, version: str) -> dict[str, Any]:
 
 def register(ctx: Context, c: cmd.RegisterSubject) -> Outcome:
     version, policy = ctx.policy_at(c.occurred_at)
+    guardian = None
+    if c.guardian_subject_id is not None:
+        try:
+            guardian = ctx.subject(cmd.SubjectRef(subject_id=c.guardian_subject_id)).state
+        except SubjectNotFound:
+            refuse_if(guardian_not_registered(policy))
     refusal = check_registration(
         policy,
         occurred_at=c.occurred_at,
@@ -89,6 +95,7 @@ def register(ctx: Context, c: cmd.RegisterSubject) -> Outcome:
         has_guardian=c.guardian_account_id is not None or c.guardian_subject_id is not None,
         region=c.storage_region or policy.storage.region,
         cross_border_basis=c.cross_border_basis,
+        guardian=guardian,
     )
     refuse_if(refusal)  # before the key store learns of the account
     subject_id = ctx.new_subject_id(c.namespace, c.account_id.get_secret_value())

@@ -79,12 +79,44 @@ def check_registration(
     has_guardian: bool,
     region: str,
     cross_border_basis: str | None,
+    guardian: SubjectState | None = None,
 ) -> Refusal | None:
-    """A minor needs a guardian on record (§5); storage stays in the policy's region (§7)."""
+    """A minor needs a guardian on record (§5); storage stays in the policy's region (§7).
+    A guardian named by pseudonym (`guardian`, their state; None when named by account id
+    only) is a registered person, not erased, and of age at occurred-at (§5: parents or
+    guardians)."""
     is_minor = minor_at(birth_year, minor, occurred_at, policy.minors.age_of_majority)
     if is_minor and policy.minors.guardian_required and not has_guardian:
         return Refusal(R.MINOR_WITHOUT_GUARDIAN, policy.minors.clause, "a minor needs a guardian")
+    if guardian is not None:
+        refusal = _check_guardian(policy, guardian, occurred_at)
+        if refusal is not None:
+            return refusal
     return _check_region(policy, region, cross_border_basis)
+
+
+def guardian_not_registered(policy: Policy) -> Refusal:
+    """The guardian named by pseudonym is no registered person (§5)."""
+    return Refusal(
+        R.GUARDIAN_NOT_REGISTERED, policy.minors.clause, "the guardian named is not registered"
+    )
+
+
+def _check_guardian(policy: Policy, guardian: SubjectState, at: datetime) -> Refusal | None:
+    if (
+        guardian.erased
+        or guardian.key_shredded
+        or guardian.cancelled
+        or at < guardian.registered_at
+    ):
+        return guardian_not_registered(policy)
+    if minor_at(guardian.birth_year, guardian.minor, at, policy.minors.age_of_majority):
+        return Refusal(
+            R.GUARDIAN_IS_MINOR,
+            policy.minors.clause,
+            "the guardian named is a minor at occurred-at",
+        )
+    return None
 
 
 def check_collection(
@@ -240,9 +272,17 @@ def check_consent_given(policy: Policy, state: SubjectState, e: ev.ConsentGiven)
             policy.consent.clause,
             "consent given by a guardian, but the person has no guardian on record",
         )
+    is_minor = minor_at(state.birth_year, state.minor, e.occurred_at, policy.minors.age_of_majority)
+    if e.given_by is ev.ConsentGiver.GUARDIAN and not is_minor:
+        return Refusal(
+            R.GUARDIAN_CONSENT_FOR_ADULT,
+            policy.consent.clause,
+            "consent given by a guardian, but the person is of age at occurred-at and consents"
+            " themselves",
+        )
     if (
         policy.minors.guardian_consent_required
-        and minor_at(state.birth_year, state.minor, e.occurred_at, policy.minors.age_of_majority)
+        and is_minor
         and e.given_by is not ev.ConsentGiver.GUARDIAN
     ):
         return Refusal(

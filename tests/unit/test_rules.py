@@ -513,6 +513,37 @@ def test_registering_a_minor_with_a_guardian_is_accepted__clause_5(memory_ledger
     assert by_account.event_type == by_pseudonym.event_type == "SubjectRegistered"
 
 
+def test_a_minors_guardian_named_by_pseudonym_is_a_registered_person_of_age__clause_5(
+    memory_ledger,
+):
+    other_minor = subject(memory_ledger, birth_year=2015, guardian_account_id=SecretStr("g"))
+    erased = subject(memory_ledger)
+    memory_ledger.execute(
+        PRINCIPAL,
+        c.EraseSubject(
+            idempotency_key=key("era"),
+            occurred_at=later(memory_ledger),
+            subject=c.SubjectRef(subject_id=erased),
+            ground="retention_expired",
+        ),
+    )
+    for guardian, reason in (
+        (UUID(int=7), R.GUARDIAN_NOT_REGISTERED),  # no such person
+        (erased, R.GUARDIAN_NOT_REGISTERED),
+        (other_minor, R.GUARDIAN_IS_MINOR),
+    ):
+        refusal = refused(
+            memory_ledger,
+            _registration(
+                memory_ledger,
+                birth_year=2012,
+                guardian_subject_id=guardian,
+                occurred_at=later(memory_ledger),
+            ),
+        )
+        assert (refusal.reason, refusal.clause) == (reason, "§5")
+
+
 def test_registering_an_adult_by_birth_year_needs_no_guardian__clause_5(memory_ledger):
     recorded = register(memory_ledger, birth_year=2000)
 

@@ -198,6 +198,21 @@ def test_a_consent_by_a_guardian_the_person_does_not_have_is_refused__clauses_1_
     assert (refusal.reason, refusal.clause) == (R.NO_GUARDIAN_ON_RECORD, "§1")
 
 
+def test_a_consent_by_a_guardian_for_a_person_of_age_is_refused__clauses_1_5(memory_ledger):
+    """§5 gives guardians the consent of minors only; of age, the person consents (§1)."""
+    adult = subject(memory_ledger, birth_year=1990, guardian_account_id=SecretStr(secret("g")))
+    child = subject(memory_ledger, birth_year=2012, guardian_account_id=SecretStr(secret("g")))
+    given = consent(child, at=later(memory_ledger), given_by=ConsentGiver.GUARDIAN)
+    assert memory_ledger.execute(PRINCIPAL, given).event_type == "ConsentGiven"
+
+    for sid, seconds in ((adult, 1.0), (child, 12 * 365 * 86_400.0)):  # the child is now 26
+        refusal = refused(
+            memory_ledger,
+            consent(sid, at=later(memory_ledger, seconds), given_by=ConsentGiver.GUARDIAN),
+        )
+        assert (refusal.reason, refusal.clause) == (R.GUARDIAN_CONSENT_FOR_ADULT, "§1")
+
+
 # --- §6.3, §7: a partial erasure closes the values it erased ----------------------------------
 
 
