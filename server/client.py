@@ -35,6 +35,9 @@ from server._pb.pdl.v1 import view_service_pb2 as vpb
 from server._pb.pdl.v1 import view_service_pb2_grpc as vgrpc
 
 _DETAILS_KEY = "grpc-status-details-bin"
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 32 * 1024 * 1024)]
+"""The server sends messages of up to 32 MiB (a policy version with a long list of changes,
+one large stored event in the audit stream); gRPC's default would refuse over 4 MiB."""
 
 
 def meta(
@@ -94,14 +97,14 @@ class LedgerClient:
         if (certificate_chain is None) != (private_key is None):
             raise ValueError("certificate_chain and private_key go together")
         if root_certificates is None and certificate_chain is None:
-            self.channel = grpc.insecure_channel(target)
+            self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         else:
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=root_certificates,
                 private_key=private_key,
                 certificate_chain=certificate_chain,
             )
-            self.channel = grpc.secure_channel(target, credentials)
+            self.channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
         self.ledger = lgrpc.LedgerServiceStub(self.channel)
         self.rights = rgrpc.RightsRequestServiceStub(self.channel)
         self.policy = pgrpc.PolicyServiceStub(self.channel)

@@ -35,7 +35,13 @@ _MAX_HISTORY_PAGE = 1000
 _DEFAULT_AUDIT_PAGE = 500
 _MAX_AUDIT_PAGE = 1000
 _FOLLOW_POLL_SECONDS = 0.05
-_MESSAGE_BUDGET = 4 * 1024 * 1024  # stored bytes per audit message, well under the send limit
+_MESSAGE_BUDGET = 4 * 1024 * 1024
+"""Bytes per audit message (stored state) or history page, well under the send limit and
+within gRPC's default receive limit, so that any client can read a page whatever its events
+weigh (an event over it goes alone)."""
+_LIBRARY_EVENTS = frozenset({"Event", "Created"})
+"""The classes `eventsourcing` makes for every aggregate (its base event, its default created
+event); the ledger records neither."""
 
 
 def _event_topics(*aggregates: type[Aggregate]) -> dict[str, str]:
@@ -45,7 +51,8 @@ def _event_topics(*aggregates: type[Aggregate]) -> dict[str, str]:
         for name in dir(aggregate):
             kind = getattr(aggregate, name)
             if (
-                isinstance(kind, type)
+                name not in _LIBRARY_EVENTS
+                and isinstance(kind, type)
                 and issubclass(kind, Aggregate.Event)
                 and kind.__qualname__ == f"{aggregate.__qualname__}.{name}"
             ):
@@ -111,6 +118,7 @@ class QueryServicer(qgrpc.QueryServiceServicer):
         payloads = await asyncio.to_thread(self._ledger.history, subject_id)
         page: list[qpb.HistoryEvent] = []
         next_token = ""
+        weight = 0
         for version, payload in enumerate(payloads, start=1):
             if version <= after:
                 continue
@@ -121,7 +129,12 @@ class QueryServicer(qgrpc.QueryServiceServicer):
             if len(page) == size:
                 next_token = paging.token_for(want, (page[-1].version,))
                 break
-            page.append(convert.history_event(version, payload))
+            event = convert.history_event(version, payload)
+            weight += event.ByteSize() + 8
+            if page and weight > _MESSAGE_BUDGET:  # a full page by weight: the rest follows
+                next_token = paging.token_for(want, (page[-1].version,))
+                break
+            page.append(event)
         return qpb.ListSubjectHistoryResponse(events=page, next_page_token=next_token)
 
     async def StreamAuditLog(

@@ -1431,6 +1431,57 @@ def test_many_violations_still_answer_invalid_argument_to_a_default_client(
     _expect(rig, name, request, grpc.StatusCode.INVALID_ARGUMENT)
 
 
+def test_a_history_of_big_events_is_read_by_a_default_client_at_the_default_page_size(
+    tmp_path: Path,
+) -> None:
+    """A history page stops before 4 MiB (gRPC's default receive limit), whatever page_size
+    allows: 20 collections of 64 values of 4 KiB are about 7 MB in all."""
+    served = start_server(e2e_settings(tmp_path, "sqlite", max_batch_items=MAX_BATCH))
+    channel = grpc.insecure_channel(served.target)  # gRPC's default limits
+    try:
+        own = _rig_for(served, channel)
+        subject = own.ok(
+            "RegisterSubject",
+            lpb.RegisterSubjectRequest(
+                meta=_meta(), account=cpb.AccountRef(namespace="app", account_id=_pii("a"))
+            ),
+        ).recorded.subject_id
+        values = {f"f{i}": "v" * 4096 for i in range(64)}
+        items = [
+            lpb.BatchItem(
+                collection=lpb.RecordCollectionRequest(
+                    meta=_meta(),
+                    subject=_by_id(subject),
+                    category="network_log.ip_address",
+                    source="server_logs",
+                    purposes=["security_detection"],
+                    values=values,
+                )
+            )
+            for _ in range(20)
+        ]
+        assert own.ok("RecordBatch", lpb.RecordBatchRequest(items=items)).recorded_count == 20
+        versions: list[int] = []
+        sizes: list[int] = []
+        token = ""
+        while True:
+            page = own.ok(
+                "ListSubjectHistory",
+                qpb.ListSubjectHistoryRequest(subject=_by_id(subject), page_token=token),
+            )
+            versions += [e.version for e in page.events]
+            sizes.append(page.ByteSize())
+            token = page.next_page_token
+            if not token:
+                break
+        assert versions == list(range(1, 22))
+        assert len(sizes) > 1
+        assert max(sizes) <= 4 * 1024 * 1024
+    finally:
+        channel.close()
+        stop_server(served)
+
+
 def test_the_audit_stream_delivers_big_events_at_the_default_page_size(tmp_path: Path) -> None:
     served = start_server(e2e_settings(tmp_path, "sqlite", max_batch_items=MAX_BATCH))
     channel = grpc.insecure_channel(

@@ -682,6 +682,8 @@ def test_a_bad_history_request_is_invalid_and_names_its_field(client: LedgerClie
         ({"event_types": ["DataCollected", "DataStolen"]}, "event_types"),
         ({"event_types": ["RightsRequestOpened"]}, "event_types"),  # the request's own stream
         ({"event_types": ["PolicyPublished"]}, "event_types"),
+        ({"event_types": ["Created"]}, "event_types"),  # the library's, never recorded
+        ({"event_types": ["Event"]}, "event_types"),
         ({"page_size": 1001}, "page_size"),
         ({"page_size": -1}, "page_size"),
         ({"page_token": "not-a-token"}, "page_token"),
@@ -783,9 +785,10 @@ def test_the_audit_stream_is_filtered_by_event_type(client: LedgerClient) -> Non
         ("DataCollected", 4),
     ]
     assert {e.aggregate_id for e in events} == {sid}
-    with pytest.raises(grpc.RpcError) as invalid:
-        audit_pages(client, event_types=["DataStolen"])
-    assert bad_fields(invalid.value) == ["event_types"]
+    for unknown in ("DataStolen", "Created", "Event"):  # the last two: the library's own
+        with pytest.raises(grpc.RpcError) as invalid:
+            audit_pages(client, event_types=[unknown])
+        assert bad_fields(invalid.value) == ["event_types"]
 
 
 def test_the_audit_stream_needs_the_audit_scope(served: Served) -> None:

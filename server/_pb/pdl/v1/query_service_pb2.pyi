@@ -370,7 +370,9 @@ class ListSubjectHistoryRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Page size, 1-1000; 0 means 100."""
+    """Page size, 1-1000; 0 means 100. A page also stops before it would pass 4 MiB (at least
+    one event), so a page may hold fewer events while next_page_token is set.
+    """
     page_token: _builtins.str
     """Token from the previous page's next_page_token."""
     @_builtins.property
