@@ -395,7 +395,8 @@ def _check_retention(
     held = state.held.get(category_id)
     if basis.independent_of_consent or category is None or held is None:
         return None
-    if at > held.last_at + timedelta(days=category.retention_days):
+    last = held.last_collected_at_or_before(at)  # a later collection does not reach back
+    if last is not None and at > last + timedelta(days=category.retention_days):
         return Refusal(
             R.RETENTION_EXPIRED,
             policy.storage.clause,

@@ -8,6 +8,7 @@ models: it is changed on every recorded event, and stored (in snapshots) through
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -19,7 +20,14 @@ from ledger import events as ev
 @dataclass(slots=True)
 class HeldCategory:
     """A category of data held about the person: first and latest collection (occurred-at;
-    a correction moves neither), the sources, purposes and regions, and how many collections."""
+    a correction moves neither), the sources, purposes and regions, and how many collections.
+
+    `collected` keeps every collection's occurred-at, in order, so that an event dated before
+    the latest collection is judged by the collections up to its own instant (retention runs
+    from the last one before it, §7), and a partial erasure dated before some of them keeps
+    those (§6.3). A snapshot made before it was kept has it empty; `instants` then gives the
+    first and latest collection.
+    """
 
     first_at: datetime
     last_at: datetime
@@ -27,6 +35,22 @@ class HeldCategory:
     purposes: set[str]
     regions: set[str]
     collections: int
+    collected: list[datetime] = field(default_factory=list)
+
+    def instants(self) -> list[datetime]:
+        """Every collection's occurred-at, in order (or the first and latest, from a snapshot
+        made before they were kept)."""
+        if not self.collected:
+            self.collected = sorted({self.first_at, self.last_at})
+        return self.collected
+
+    def last_collected_at_or_before(self, at: datetime) -> datetime | None:
+        """The latest collection dated at or before `at`, if any."""
+        if at >= self.last_at:
+            return self.last_at
+        instants = self.instants()
+        index = bisect.bisect_right(instants, at)
+        return instants[index - 1] if index else None
 
 
 @dataclass(slots=True)
@@ -132,18 +156,25 @@ class SubjectState:
 
     def on_collected(self, e: ev.DataCollected) -> None:
         held = self.held.get(e.category)
+        at = e.occurred_at
         if held is None:
             self.held[e.category] = HeldCategory(
-                first_at=e.occurred_at,
-                last_at=e.occurred_at,
+                first_at=at,
+                last_at=at,
                 sources={e.source},
                 purposes=set(e.purposes),
                 regions={e.storage_region},
                 collections=1,
+                collected=[at],
             )
         else:
-            held.first_at = min(held.first_at, e.occurred_at)
-            held.last_at = max(held.last_at, e.occurred_at)
+            instants = held.instants()
+            if at >= instants[-1]:
+                instants.append(at)
+            else:
+                bisect.insort_right(instants, at)
+            held.first_at = min(held.first_at, at)
+            held.last_at = max(held.last_at, at)
             held.sources.add(e.source)
             held.purposes.update(e.purposes)
             held.regions.add(e.storage_region)
@@ -187,7 +218,7 @@ class SubjectState:
     def on_erased(self, e: ev.DataErased) -> None:
         if e.categories:
             for category in e.categories:
-                self.held.pop(category, None)
+                self._erase_held(category, e.occurred_at)
                 erased_at = self.erased_categories.get(category, e.occurred_at)
                 self.erased_categories[category] = max(erased_at, e.occurred_at)
         else:
@@ -195,6 +226,21 @@ class SubjectState:
             self.erased = True
             self.closed_at = self.closed_at or e.occurred_at
         self.events += 1
+
+    def _erase_held(self, category: str, at: datetime) -> None:
+        """A partial erasure at `at` erases the values collected up to then (§6.3): the
+        category stays held only by collections dated after it."""
+        held = self.held.get(category)
+        if held is None:
+            return
+        instants = held.instants()
+        kept = instants[bisect.bisect_right(instants, at) :]
+        if not kept:
+            del self.held[category]
+            return
+        held.collected = kept
+        held.first_at = kept[0]
+        held.collections = len(kept)
 
     def on_cancelled(self, e: ev.AccountCancelled) -> None:
         self.cancelled = True

@@ -7,7 +7,7 @@ Every refusal is checked three ways: the reason, the clause, and that nothing wa
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
@@ -33,6 +33,7 @@ from ledger.errors import KeyShreddedError
 from ledger.errors import RefusalReason as R
 from ledger.events import ConsentGiver
 from ledger.policy import load_seed_policy, parse_policy
+from ledger.subject_state import HeldCategory
 
 _DAY = 24 * 3600
 
@@ -80,6 +81,22 @@ def test_retention_runs_from_the_last_collection__clause_7(memory_ledger):
     recorded = memory_ledger.execute(PRINCIPAL, use(sid, at=later(memory_ledger, 80 * _DAY)))
 
     assert recorded.event_type == "DataUsed"
+
+
+def test_a_use_dated_before_a_later_collection_is_judged_by_the_collections_before_it__clause_7(
+    memory_ledger,
+):
+    """Retention runs from the last collection at or before the use: one recorded later but
+    dated after it does not reach back to make expired data usable again."""
+    sid = _ip_collected(memory_ledger)
+    start = memory_ledger.clock.now()
+    memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger, 200 * _DAY)))
+    within = use(sid, at=start + timedelta(days=80))
+    expired = use(sid, at=start + timedelta(days=150))
+
+    assert memory_ledger.execute(PRINCIPAL, within).event_type == "DataUsed"
+    refusal = refused(memory_ledger, expired)
+    assert (refusal.reason, refusal.clause) == (R.RETENTION_EXPIRED, "§7")
 
 
 def test_a_correction_does_not_restart_retention__clause_7(memory_ledger):
@@ -214,6 +231,46 @@ def test_a_consent_by_a_guardian_for_a_person_of_age_is_refused__clauses_1_5(mem
 
 
 # --- §6.3, §7: a partial erasure closes the values it erased ----------------------------------
+
+
+def test_a_partial_erasure_dated_before_a_later_collection_keeps_that_one_held__clauses_6_3_7(
+    memory_ledger,
+):
+    """The erasure takes what was collected up to its instant; a value collected after it
+    stays held (and readable), so it may be used and corrected."""
+    sid = _ip_collected(memory_ledger)
+    erased_at = later(memory_ledger, 10)
+    kept_at = later(memory_ledger, 10)
+    memory_ledger.execute(PRINCIPAL, collection(sid, at=kept_at))
+    memory_ledger.execute(
+        PRINCIPAL,
+        c.EraseSubject(
+            idempotency_key=key("era"),
+            occurred_at=erased_at,
+            subject=ref(sid),
+            ground="retention_expired",
+            categories=("network_log.ip_address",),
+        ),
+    )
+    held = memory_ledger.subject(sid).state.held["network_log.ip_address"]
+    assert (held.first_at, held.last_at, held.collections) == (kept_at, kept_at, 1)
+
+    now = later(memory_ledger)
+    assert memory_ledger.execute(PRINCIPAL, use(sid, at=now)).event_type == "DataUsed"
+    corrected = memory_ledger.execute(
+        PRINCIPAL,
+        c.CorrectData(
+            idempotency_key=key("cor"),
+            occurred_at=now,
+            subject=ref(sid),
+            category="network_log.ip_address",
+            values={"ip": SecretStr(secret("ip"))},
+        ),
+    )
+    assert corrected.event_type == "DataCorrected"
+    between = use(sid, at=erased_at + timedelta(seconds=5))  # after the erasure, before kept_at
+    refusal = refused(memory_ledger, between)
+    assert (refusal.reason, refusal.clause) == (R.DATA_NOT_HELD, "§1")
 
 
 def test_values_of_an_erased_category_are_not_revealed_but_later_ones_are__clauses_6_3_7(
@@ -394,3 +451,17 @@ def test_data_still_resting_on_another_purpose_passes_in_a_transfer__clause_4_4(
     recorded = memory_ledger.execute(PRINCIPAL, _to_acquirer(sid, memory_ledger))
 
     assert recorded.event_type == "DataShared"
+
+
+def test_a_category_from_a_snapshot_without_its_collection_instants_uses_first_and_last():
+    """Snapshots made before every collection's instant was kept hold only the first and the
+    latest; a back-dated event is then judged by those two."""
+    first, last = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
+    held = HeldCategory(
+        first_at=first, last_at=last, sources=set(), purposes=set(), regions=set(), collections=7
+    )
+
+    assert held.last_collected_at_or_before(first - timedelta(seconds=1)) is None
+    assert held.last_collected_at_or_before(first + timedelta(days=30)) == first
+    assert held.last_collected_at_or_before(last + timedelta(days=30)) == last
+    assert held.collected == [first, last]
