@@ -52,6 +52,23 @@ _WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 back to it (SQLite otherwise keeps the longest the log has been, on disk for good: a large
 batch or a checkpoint held back by a long read would leave hundreds of MB)."""
 
+PG_CONNECT_TIMEOUT_SECONDS = 2
+"""How long a new PostgreSQL connection, or a wait for one from a pool, may take (libpq's
+least). The library tries a failed call again up to ten times, each after such a wait, so a
+write finds a database that is gone in about ten seconds."""
+PG_CONNECTION_PARAMETERS: dict[str, int] = {
+    "connect_timeout": PG_CONNECT_TIMEOUT_SECONDS,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+"""libpq parameters of every connection to PostgreSQL: a server that does not answer, or a
+network that drops everything, fails a call within seconds instead of holding it (and every
+write queued behind it) for as long as the outage lasts. `tcp_user_timeout` (milliseconds)
+bounds data sent and never acknowledged; the keepalives find an idle connection gone."""
+
 _STATEMENTS_CACHED = 64
 """Prepared statements kept per event-store connection (a write uses about six)."""
 
@@ -420,10 +437,14 @@ class _PollingSubscription(ListenNotifySubscription[ApplicationRecorder]):
 
 
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
-    """The PostgreSQL recorder, keeping receipts."""
+    """The PostgreSQL recorder, keeping receipts. Its connections time out and keep alive
+    (`PG_CONNECTION_PARAMETERS`): the library's have neither."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        pool_kwargs = self.datastore.pool.kwargs
+        if isinstance(pool_kwargs, dict):  # the pool opens on first use, after this
+            pool_kwargs.update(PG_CONNECTION_PARAMETERS)
         table = Identifier(f"{self.events_table_name}_receipts")
         schema = Identifier(self.datastore.schema)
         self.sql_create_statements.append(

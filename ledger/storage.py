@@ -11,7 +11,12 @@ from typing import Literal
 from eventsourcing.utils import get_topic
 from pydantic import BaseModel, ConfigDict, Field
 
-from ledger.recorders import LedgerPOPOFactory, LedgerPostgresRecorder, LedgerSQLiteRecorder
+from ledger.recorders import (
+    PG_CONNECT_TIMEOUT_SECONDS,
+    LedgerPOPOFactory,
+    LedgerPostgresRecorder,
+    LedgerSQLiteRecorder,
+)
 
 
 class PostgresConfig(BaseModel):
@@ -67,6 +72,7 @@ def ledger_env(config: StorageConfig) -> dict[str, str]:
         "POSTGRES_PASSWORD": pg.password,
         "POSTGRES_SCHEMA": pg.schema_name,
         "POSTGRES_POOL_SIZE": str(pg.pool_size),
+        "POSTGRES_CONNECT_TIMEOUT": str(PG_CONNECT_TIMEOUT_SECONDS),
         "POSTGRES_LOCK_TIMEOUT": str(config.lock_timeout_seconds),
         "APPLICATION_RECORDER_TOPIC": get_topic(LedgerPostgresRecorder),
     }

@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
 
 from ledger.errors import ConfigurationError
+from ledger.recorders import PG_CONNECT_TIMEOUT_SECONDS, PG_CONNECTION_PARAMETERS
 from ledger.sqlite_wal import WalCheckpoints
 from projections.batch import ManyRows, guard_pipelines, sync
 
@@ -119,7 +120,11 @@ class ViewStore:
                 self.engine = sa.create_engine(
                     parsed,
                     pool_pre_ping=True,
-                    connect_args={"options": "-c synchronous_commit=off"},
+                    pool_timeout=PG_CONNECT_TIMEOUT_SECONDS,
+                    connect_args={
+                        "options": "-c synchronous_commit=off",
+                        **PG_CONNECTION_PARAMETERS,
+                    },
                 ).execution_options(**options)
                 guard_pipelines(self.engine)
             else:

@@ -7,7 +7,9 @@ asked position in time is UNAVAILABLE with ErrorInfo reason VIEW_BEHIND (metadat
 reached), and a call whose writer process died before answering is UNAVAILABLE with reason
 WRITER_UNAVAILABLE (retry with the same idempotency key). A write that found no room left in
 storage is RESOURCE_EXHAUSTED with reason STORAGE_FULL (nothing of it was written; retry once
-there is room), and a sealed value that does not open is DATA_LOSS. Messages never carry
+there is room), one that could not reach PostgreSQL is UNAVAILABLE with reason
+STORAGE_UNAVAILABLE (retry with the same key), and a sealed value that does not open is
+DATA_LOSS. Messages never carry
 personal values, and anything unexpected is INTERNAL with no internals.
 """
 
@@ -15,9 +17,12 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
+import psycopg
+import psycopg_pool
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from pydantic import ValidationError
@@ -96,17 +101,39 @@ class StorageFull(LedgerError):
         super().__init__("no room left in storage; nothing was written, retry once there is")
 
 
+class StorageUnavailable(LedgerError):
+    """A write could not reach its storage (PostgreSQL down, unreachable, or restarting)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "storage could not be reached; retry with the same idempotency key, which is"
+            " recorded at most once"
+        )
+
+
 _SQLSTATE_DISK_FULL = "53100"
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_SQLSTATES_UNAVAILABLE = ("08", "57P01", "57P02", "57P03")
+"""PostgreSQL's connection exceptions (class 08) and shutdowns (admin, crash, starting up)."""
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """`error` and what it was raised from or wraps (the library's, SQLAlchemy's wrappers)."""
+    current: BaseException | None = error
+    for _ in range(8):  # a chain of wrappers is short
+        if current is None:
+            return
+        yield current
+        wrapped = getattr(current, "orig", None)
+        if wrapped is None and current.args and isinstance(current.args[0], BaseException):
+            wrapped = current.args[0]
+        current = wrapped or current.__cause__ or current.__context__
 
 
 def storage_full(error: BaseException) -> bool:
     """Whether `error`, or one it was raised from or wraps, says storage has no room left:
     SQLite's SQLITE_FULL, PostgreSQL's disk_full, or the system's ENOSPC / EDQUOT."""
-    current: BaseException | None = error
-    for _ in range(8):  # a chain of wrappers (the library's, SQLAlchemy's) is short
-        if current is None:
-            return False
+    for current in _causes(error):
         if isinstance(current, StorageFull):
             return True
         if isinstance(current, OSError) and current.errno in _FULL_ERRNOS:
@@ -117,10 +144,21 @@ def storage_full(error: BaseException) -> bool:
                 return True
         if getattr(current, "sqlstate", None) == _SQLSTATE_DISK_FULL:
             return True
-        wrapped = getattr(current, "orig", None)
-        if wrapped is None and current.args and isinstance(current.args[0], BaseException):
-            wrapped = current.args[0]
-        current = wrapped or current.__cause__ or current.__context__
+    return False
+
+
+def storage_unavailable(error: BaseException) -> bool:
+    """Whether `error`, or one it was raised from or wraps, says PostgreSQL could not be
+    reached: a connection that failed or broke, no connection from the pool in time, or a
+    server shutting down or starting up."""
+    for current in _causes(error):
+        if isinstance(current, StorageUnavailable | psycopg_pool.PoolTimeout):
+            return True
+        if isinstance(current, psycopg.Error):
+            state = current.sqlstate
+            if state is None:  # no answer from the server: the connection failed or broke
+                return isinstance(current, psycopg.OperationalError | psycopg.InterfaceError)
+            return state.startswith(_SQLSTATES_UNAVAILABLE)
     return False
 
 
@@ -227,6 +265,14 @@ def status_of(error: BaseException) -> StatusParts:
         info = error_details_pb2.ErrorInfo(reason="STORAGE_FULL", domain=DOMAIN)
         return StatusParts(
             grpc.StatusCode.RESOURCE_EXHAUSTED, str(StorageFull()), "STORAGE_FULL", (_pack(info),)
+        )
+    if storage_unavailable(error):
+        info = error_details_pb2.ErrorInfo(reason="STORAGE_UNAVAILABLE", domain=DOMAIN)
+        return StatusParts(
+            grpc.StatusCode.UNAVAILABLE,
+            str(StorageUnavailable()),
+            "STORAGE_UNAVAILABLE",
+            (_pack(info),),
         )
     simple: list[tuple[type[BaseException], grpc.StatusCode, str]] = [
         (SubjectNotFound, grpc.StatusCode.NOT_FOUND, "SUBJECT_NOT_FOUND"),

@@ -27,6 +27,7 @@ _access = logging.getLogger("pdl.access")
 _errors = logging.getLogger("pdl.errors")
 _DETAILS_KEY = "grpc-status-details-bin"
 _STORAGE_FULL = "STORAGE_FULL"
+_STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
 
 Unary = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 Streaming = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
@@ -105,8 +106,11 @@ class LedgerInterceptor(aio.ServerInterceptor):
             except Exception as error:  # noqa: BLE001 (every error becomes a status)
                 parts = status_of(error)
                 code = parts.code
-                if parts.reason == _STORAGE_FULL and self.write_health is not None:
-                    await self.write_health.storage_full()
+                if self.write_health is not None:
+                    if parts.reason == _STORAGE_FULL:
+                        await self.write_health.storage_full()
+                    elif parts.reason == _STORAGE_UNAVAILABLE and writes:
+                        await self.write_health.storage_unavailable()
                 await _abort(context, parts, error, method)
             finally:
                 _log_call(who, method, code, started)

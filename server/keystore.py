@@ -31,6 +31,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from ledger.clock import Clock, SystemClock
 from ledger.errors import ConfigurationError
+from ledger.recorders import PG_CONNECT_TIMEOUT_SECONDS, PG_CONNECTION_PARAMETERS
 from ledger.sealing import MasterKey
 
 __all__ = ["SqlKeyStore", "load_or_create_master_key", "master_key_from_text"]
@@ -78,7 +79,13 @@ class SqlKeyStore:
                 raise ConfigurationError(msg)
             self._engine = _sqlite_engine(parsed, self._shown_url)
         else:
-            self._engine = _create_engine(parsed, self._shown_url, pool_pre_ping=True)
+            self._engine = _create_engine(
+                parsed,
+                self._shown_url,
+                pool_pre_ping=True,
+                pool_timeout=PG_CONNECT_TIMEOUT_SECONDS,
+                connect_args=dict(PG_CONNECTION_PARAMETERS),
+            )
         self._writer = self._engine.execution_options(**{_WRITE_OPTION: True})
 
         metadata = sa.MetaData(schema=schema)

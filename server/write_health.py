@@ -7,7 +7,9 @@ elsewhere; the read-only services stay SERVING, since reads need no room. They a
 again as soon as a write succeeds, or when the room probe finds room: on SQLite, enough free
 space on the data directory's file system (checked every `ROOM_CHECK_SECONDS`); on
 PostgreSQL, whose disk this server cannot see, after `ROOM_CHECK_SECONDS` (the next write
-tells, and turns them NOT_SERVING again if there is still no room).
+tells, and turns them NOT_SERVING again if there is still no room). A write that cannot reach
+PostgreSQL at all (STORAGE_UNAVAILABLE) turns them NOT_SERVING the same way, for
+`ROOM_CHECK_SECONDS` or until a write succeeds.
 """
 
 from __future__ import annotations
@@ -91,12 +93,19 @@ class WriteHealth:
 
     async def storage_full(self) -> None:
         """A write found no room: NOT_SERVING until a write succeeds or the probe finds room."""
+        await self._trouble("storage is full")
+
+    async def storage_unavailable(self) -> None:
+        """A write could not reach storage: NOT_SERVING until a write succeeds, or for
+        `check_seconds` (the next write tells again)."""
+        await self._trouble("storage cannot be reached", probe=False)
+
+    async def _trouble(self, what: str, *, probe: bool = True) -> None:
         if not self.full:
             self.full = True
-            _log.warning(
-                "storage is full: the recording services are NOT_SERVING until there is room"
-            )
-            self._watch = asyncio.get_running_loop().create_task(self._wait_for_room())
+            _log.warning("%s: the recording services are NOT_SERVING until a write succeeds", what)
+            task = self._wait_for_room(probe=probe)
+            self._watch = asyncio.get_running_loop().create_task(task)
         await self._publish()
 
     async def wrote(self) -> None:
@@ -112,10 +121,10 @@ class WriteHealth:
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
 
-    async def _wait_for_room(self) -> None:
+    async def _wait_for_room(self, *, probe: bool = True) -> None:
         while self.full:
             await asyncio.sleep(self._check_seconds)
-            if self.full and (self._probe is None or self._probe()):
+            if self.full and (not probe or self._probe is None or self._probe()):
                 await self._room_again()
 
     async def _room_again(self) -> None:
@@ -123,7 +132,7 @@ class WriteHealth:
         watch, self._watch = self._watch, None
         if watch is not None and watch is not asyncio.current_task():
             watch.cancel()
-        _log.info("storage has room again: the recording services are SERVING")
+        _log.info("storage takes writes again: the recording services are SERVING")
         await self._publish()
 
     async def _publish(self) -> None:

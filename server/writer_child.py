@@ -21,7 +21,13 @@ from ledger.application import Ledger
 from ledger.deferred_commits import CommitFailed, DeferredCommits
 from ledger.errors import ConfigurationError
 from ledger.recorders import LedgerSQLiteRecorder
-from server.errors import StorageFull, WriterFailed, storage_full
+from server.errors import (
+    StorageFull,
+    StorageUnavailable,
+    WriterFailed,
+    storage_full,
+    storage_unavailable,
+)
 from server.forwarding import ROUTES, Route
 from server.runtime import collect_young_less_often, open_ledger, settle_heap
 from server.settings import Settings
@@ -296,14 +302,20 @@ class _Writer:
 
 
 def with_storage_full(answers: list[tuple[int, bool, Any]]) -> list[tuple[int, bool, Any]]:
-    """The answers, each failure for want of room in storage sent as `StorageFull` (the
-    driver's error does not keep what says so across pickling)."""
+    """The answers, each failure for want of room in storage sent as `StorageFull`, and each
+    for want of a connection to it as `StorageUnavailable` (the driver's error does not keep
+    what says so across pickling)."""
     if all(ok for _number, ok, _value in answers):
         return answers
-    return [
-        (number, False, StorageFull()) if not ok and storage_full(value) else (number, ok, value)
-        for number, ok, value in answers
-    ]
+    return [(number, ok, value if ok else _storage_trouble(value)) for number, ok, value in answers]
+
+
+def _storage_trouble(error: Any) -> Any:
+    if storage_full(error):
+        return StorageFull()
+    if storage_unavailable(error):
+        return StorageUnavailable()
+    return error
 
 
 def _sendable(answer: tuple[int, bool, Any]) -> tuple[int, bool, Any]:

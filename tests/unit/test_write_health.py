@@ -76,6 +76,29 @@ def test_a_write_that_succeeds_ends_it_and_without_a_probe_the_period_does() -> 
     asyncio.run(run())
 
 
+def test_storage_out_of_reach_is_not_serving_for_a_period_whatever_the_room_probe_says() -> None:
+    """A database that cannot be reached is no question of room: the period ends it (the next
+    write tells again), or a write that succeeds."""
+
+    async def run() -> None:
+        checker = health.aio.HealthServicer()
+        writes = WriteHealth(checker, _NAMES, lambda: False, check_seconds=0.01)
+        await writes.start()
+        await writes.storage_unavailable()
+        assert await _all(checker) == {_S.NOT_SERVING}
+        for _ in range(100):
+            if not writes.full:
+                break
+            await asyncio.sleep(0.01)
+        assert await _all(checker) == {_S.SERVING}
+        await writes.storage_unavailable()
+        await writes.wrote()
+        assert await _all(checker) == {_S.SERVING}
+        await writes.stop()
+
+    asyncio.run(run())
+
+
 @pytest.mark.parametrize(("margin", "room"), [(1, True), (1 << 62, False)])
 def test_the_room_probe_reads_free_space(tmp_path: Path, margin: int, room: bool) -> None:
     assert free_bytes_probe(tmp_path, margin)() is room
