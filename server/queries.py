@@ -21,6 +21,7 @@ from ledger.application import Ledger
 from ledger.clock import Clock
 from ledger.policy_book import PolicyBook
 from ledger.rights import RightsRequest
+from ledger.rules import FUTURE_TOLERANCE
 from ledger.subject import Subject
 from projections import paging
 from server import convert
@@ -91,6 +92,8 @@ class QueryServicer(qgrpc.QueryServiceServicer):
     ) -> qpb.GetSubjectStateResponse:
         ref = convert.subject_ref(request.subject, "subject")
         as_of = convert.instant(request, "as_of")
+        if as_of is not None and as_of > self._clock.now() + FUTURE_TOLERANCE:
+            raise InvalidRequest([FieldViolation("as_of", "in the future")])
         state = await asyncio.to_thread(self._ledger.subject_state, ref, as_of)
         return qpb.GetSubjectStateResponse(state=convert.subject_state(state))
 

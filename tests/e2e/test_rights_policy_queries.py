@@ -551,6 +551,11 @@ def test_a_subjects_state_is_read_now_and_as_the_ledger_held_it_at_an_instant(
     with pytest.raises(grpc.RpcError) as missing:
         state_at(client, sid, before)
     assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+    soon = state_at(client, sid, timestamp(datetime.now(UTC) + timedelta(minutes=1)))
+    assert soon.events == now.events  # within the clocks' tolerance: as recorded so far
+    with pytest.raises(grpc.RpcError) as future:
+        state_at(client, sid, timestamp(datetime.now(UTC) + timedelta(hours=1)))
+    assert bad_fields(future.value) == ["as_of"]
 
 
 def erase(

@@ -35,7 +35,10 @@ class GetSubjectStateRequest(_message.Message):
 
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
-        """The instant; unset means the current state."""
+        """The instant; unset means the current state. More than 5 minutes ahead of the ledger's
+        clock is INVALID_ARGUMENT (what is not yet recorded has no state); up to then, the state
+        as recorded so far.
+        """
 
     def __init__(
         self,
