@@ -76,8 +76,18 @@ class RetentionView(View):
                 e = cast("ev.DataErased", payload)
                 self._flush(conn, held)
                 erase = HELD.delete().where(HELD.c.subject_id == e.subject_id)
-                if e.categories:
-                    erase = erase.where(HELD.c.category.in_(e.categories))
+                if e.categories:  # what was collected after it stays held (§6.3)
+                    at = to_us(e.occurred_at)
+                    erase = erase.where(HELD.c.category.in_(e.categories), HELD.c.last_at <= at)
+                    conn.execute(
+                        HELD.update()
+                        .where(
+                            HELD.c.subject_id == e.subject_id,
+                            HELD.c.category.in_(e.categories),
+                            HELD.c.first_at <= at,
+                        )
+                        .values(first_at=at + 1)
+                    )
                 conn.execute(erase)
         self._flush(conn, held)
 

@@ -199,12 +199,7 @@ class SubjectView(View):
         at = to_us(p.occurred_at)
         if isinstance(p, ev.DataErased):
             if p.categories:
-                for table in (CATEGORIES, FACETS, VALUES):
-                    conn.execute(
-                        table.delete().where(
-                            table.c.subject_id == sid, table.c.category.in_(p.categories)
-                        )
-                    )
+                self._erase_categories(conn, sid, p.categories, at)
                 return
             for table in (CATEGORIES, FACETS, VALUES):
                 conn.execute(table.delete().where(table.c.subject_id == sid))
@@ -225,6 +220,35 @@ class SubjectView(View):
                 SUBJECTS.update()
                 .where(SUBJECTS.c.subject_id == sid)
                 .values(key_shredded=True, account_id=None)
+            )
+
+    @staticmethod
+    def _erase_categories(conn: Connection, sid: UUID, categories: Sequence[str], at: int) -> None:
+        """A partial erasure takes the values collected up to its instant (§6.3): a category
+        collected again after it (recorded first, the erasure reported late) stays, with its
+        later values, held from just after the erasure (the view keeps no earlier instants)."""
+        mine = (CATEGORIES.c.subject_id == sid) & CATEGORIES.c.category.in_(categories)
+        kept = set(
+            conn.execute(
+                sa.select(CATEGORIES.c.category).where(mine, CATEGORIES.c.last_at > at)
+            ).scalars()
+        )
+        gone = [c for c in categories if c not in kept]
+        if gone:
+            for table in (CATEGORIES, FACETS, VALUES):
+                conn.execute(
+                    table.delete().where(table.c.subject_id == sid, table.c.category.in_(gone))
+                )
+        if kept:
+            conn.execute(
+                CATEGORIES.update()
+                .where(mine, CATEGORIES.c.category.in_(kept), CATEGORIES.c.first_at <= at)
+                .values(first_at=at + 1)
+            )
+            conn.execute(
+                VALUES.delete().where(
+                    VALUES.c.subject_id == sid, VALUES.c.category.in_(kept), VALUES.c.at <= at
+                )
             )
 
     def _flush(self, conn: Connection, people: dict[int, _Person]) -> None:

@@ -40,7 +40,8 @@ from ledger.policy import Policy, load_seed_policy
 from projections import VIEW_NAMES, ProjectionRunner, View, ViewStore, ledger_runner, views
 from projections.notices import NOTICES, VERSIONS
 from projections.register import REGISTER
-from projections.store import SHAPE, SHAPES
+from projections.retention import HELD
+from projections.store import SHAPE, SHAPES, to_us
 from projections.subjects import CATEGORIES, FACETS, SUBJECTS, VALUES, shared_with_of
 from projections.view import Entry
 
@@ -160,6 +161,44 @@ def test_erasure_drops_the_persons_sealed_values_from_every_view_but_keeps_the_c
         if "s1:" in cell and str(erased) in "".join(row)
     ]
     assert sealed == []
+
+
+@pytest.mark.parametrize("page_size", [1, 500])
+def test_a_partial_erasure_dated_before_a_later_collection_keeps_that_one_in_the_views(
+    ledger, view_store_factory, page_size
+):
+    """The erasure takes the values collected up to its instant (§6.3): a collection dated
+    after it, recorded first, stays held with its value, as the ledger's own state says."""
+    sid = subject(ledger)
+    ledger.execute(PRINCIPAL, collection(sid, at=later(ledger)))
+    erased_at = later(ledger, 10)
+    kept_at = later(ledger, 10)
+    ledger.execute(PRINCIPAL, collection(sid, at=kept_at))
+    ledger.execute(
+        PRINCIPAL,
+        c.EraseSubject(
+            idempotency_key="erase-ip",
+            occurred_at=erased_at,
+            subject=c.SubjectRef(subject_id=sid),
+            ground="retention_expired",
+            categories=("network_log.ip_address",),
+        ),
+    )
+    store = view_store_factory()
+
+    _runner(ledger, store, page_size=page_size).catch_up()
+
+    kept = [p for p in ledger.history(sid) if isinstance(p, ev.DataCollected)][-1]
+    assert kept.occurred_at == kept_at
+    with store.read() as conn:
+        category = conn.execute(sa.select(CATEGORIES).where(CATEGORIES.c.subject_id == sid)).one()
+        value = conn.execute(sa.select(VALUES).where(VALUES.c.subject_id == sid)).one()
+        held = conn.execute(sa.select(HELD).where(HELD.c.subject_id == sid)).one()
+    assert category.category == "network_log.ip_address"
+    assert category.last_at == held.last_at == to_us(kept_at)
+    assert to_us(erased_at) < category.first_at <= to_us(kept_at)
+    assert to_us(erased_at) < held.first_at <= to_us(kept_at)
+    assert value.sealed == kept.values["ip"]
 
 
 @pytest.mark.parametrize("page_size", [1, 500])
