@@ -263,6 +263,12 @@ class Storage(_Entry):
     cross_border_bases: tuple[Identifier, ...] = Field(
         description="Recorded bases that allow storage or transfer outside the region."
     )
+    cross_border_consent: bool = Field(
+        default=True,
+        description="True when data stored or transferred outside the region also needs the "
+        "person's consent in force for each purpose and category it leaves for (a separate "
+        "consent, as PIPL Art. 39 requires beside a basis).",
+    )
     clause: Clause
 
 

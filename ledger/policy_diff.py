@@ -22,7 +22,8 @@ otherwise. Each major change *touches* items; minor changes touch nothing:
         recipient_class_widened     the class and the categories gained (all its categories
                                     when it gained a purpose, legal basis or legal ground, or
                                     lost anonymisation, need-to-know or all legal grounds)
-        storage_region_changed, cross_border_basis_added: the old region
+        storage_region_changed, cross_border_basis_added, cross_border_consent_dropped: the
+                                    old region
     minor: purpose_removed, purpose_narrowed, category_removed, retention_shortened,
         recipient_class_removed, recipient_class_narrowed, right_added, text_revised
 
@@ -61,6 +62,7 @@ class ChangeKind(StrEnum):
     RECIPIENT_CLASS_NARROWED = "recipient_class_narrowed"
     STORAGE_REGION_CHANGED = "storage_region_changed"
     CROSS_BORDER_BASIS_ADDED = "cross_border_basis_added"
+    CROSS_BORDER_CONSENT_DROPPED = "cross_border_consent_dropped"
     LEGAL_BASIS_WEAKENED = "legal_basis_weakened"
     ERASURE_GROUND_REMOVED = "erasure_ground_removed"
     RIGHT_REMOVED = "right_removed"
@@ -323,6 +325,9 @@ def _storage(old: Policy, new: Policy) -> Iterator[PolicyChange]:
     for basis in _new(old.storage.cross_border_bases, new.storage.cross_border_bases):
         what = f"cross-border basis '{basis}' added"
         yield _change(_K.CROSS_BORDER_BASIS_ADDED, basis, clause, what, touches)
+    if old.storage.cross_border_consent and not new.storage.cross_border_consent:
+        what = "data leaves the region without the person's consent"
+        yield _change(_K.CROSS_BORDER_CONSENT_DROPPED, region, clause, what, touches)
 
 
 def _grounds_and_rights(old: Policy, new: Policy) -> Iterator[PolicyChange]:

@@ -16,7 +16,7 @@ from ledger.consent_rules import Agreed, check_carried_consent, check_consent
 from ledger.errors import Refusal, refuse_if
 from ledger.errors import RefusalReason as R
 from ledger.policy import LegalBasis, Policy, Purpose, RecipientClass, RightKind
-from ledger.subject_state import SubjectState, minor_at
+from ledger.subject_state import ConsentStatus, SubjectState, minor_at
 
 __all__ = [
     "FUTURE_TOLERANCE",
@@ -146,7 +146,9 @@ def check_collection(
         refusal = check_consent(policy, state, purpose_id, e.category, e.occurred_at, None, agreed)
         if refusal is not None:
             return refusal
-    return _check_region(policy, e.storage_region, e.cross_border_basis)
+    return _check_region(policy, e.storage_region, e.cross_border_basis) or _check_leaving(
+        policy, state, e.storage_region, e.purposes, (e.category,), e.occurred_at
+    )
 
 
 def check_use(
@@ -226,7 +228,9 @@ def check_share(
         refusal = check_consent(policy, state, e.purpose, category_id, e.occurred_at, basis, agreed)
         if refusal is not None:
             return refusal
-    return _check_region(policy, e.destination_region, e.cross_border_basis)
+    return _check_region(policy, e.destination_region, e.cross_border_basis) or _check_leaving(
+        policy, state, e.destination_region, (e.purpose,), e.categories, e.occurred_at
+    )
 
 
 def _check_disclosure_terms(
@@ -402,6 +406,30 @@ def _check_retention(
             policy.storage.clause,
             f"{category_id!r} was past its {category.retention_days}-day retention at occurred-at",
         )
+    return None
+
+
+def _check_leaving(
+    policy: Policy,
+    state: SubjectState,
+    region: str,
+    purposes: Iterable[str],
+    categories: Iterable[str],
+    at: datetime,
+) -> Refusal | None:
+    """Data that leaves the policy's region goes, beside its basis, only on the person's
+    consent in force for each purpose and category (§7 reading; PIPL Art. 39)."""
+    if region == policy.storage.region or not policy.storage.cross_border_consent:
+        return None
+    for purpose in purposes:
+        for category in categories:
+            if state.consent_status(purpose, category, at) is not ConsentStatus.GIVEN:
+                return Refusal(
+                    R.CROSS_BORDER_WITHOUT_CONSENT,
+                    policy.storage.clause,
+                    f"{category!r} leaves {policy.storage.region!r} for {purpose!r} only on the"
+                    " person's separate consent",
+                )
     return None
 
 

@@ -29,6 +29,7 @@ from server.errors import (
     PermissionDenied,
     PositionNotWritten,
     StorageFull,
+    StorageUnavailable,
     Unauthenticated,
     ViewBehind,
     WriterFailed,
@@ -64,6 +65,7 @@ EXAMPLES: list[tuple[LedgerError, dict[str, object]]] = [
     (ViewBehind(10, 7), {"position": 10, "reached": 7}),
     (PositionNotWritten(10, 7), {"position": 10, "written": 7}),
     (StorageFull(), {}),
+    (StorageUnavailable(), {}),
     (WriterUnavailable(), {}),
     (WriterFailed("OperationalError"), {"kind": "OperationalError"}),
 ]

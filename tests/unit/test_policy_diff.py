@@ -381,6 +381,14 @@ def test_a_cross_border_basis_added_is_major_and_touches_the_region__clause_7() 
     assert diff.touched() == _touched(regions={"cn-mainland"})
 
 
+def test_dropping_the_consent_to_leave_the_region_is_major_and_touches_it__clause_7() -> None:
+    diff = _diff(_section("storage", cross_border_consent=False))
+
+    reason = "data leaves the region without the person's consent (§7)"
+    _assert(_only(diff), K.CROSS_BORDER_CONSENT_DROPPED, "cn-mainland", reason, major=True)
+    assert diff.touched() == _touched(regions={"cn-mainland"})
+
+
 # --- legal bases, erasure grounds, rights ---------------------------------------------------
 
 

@@ -584,6 +584,7 @@ def test_collection_stored_outside_cn_mainland_needs_a_cross_border_basis__claus
     memory_ledger, basis, accepted
 ):
     sid = subject(memory_ledger)
+    _consent_to_leave(memory_ledger, sid, "security_detection", "network_log.ip_address")
     abroad = collection(
         sid, at=later(memory_ledger), storage_region="eu-west", cross_border_basis=basis
     )
@@ -598,6 +599,48 @@ def test_collection_stored_outside_cn_mainland_needs_a_cross_border_basis__claus
         assert (refusal.reason, refusal.clause) == (R.OUTSIDE_STORAGE_REGION, "§7")
 
 
+def _consent_to_leave(ledger: Ledger, sid: UUID, purpose: str, category: str) -> None:
+    given = consent(
+        sid, at=later(ledger), purposes=(purpose,), categories=(category,), method="popup"
+    )
+    assert ledger.execute(PRINCIPAL, given).event_type == "ConsentGiven"
+
+
+@pytest.mark.parametrize("basis", ["standard_contract", "separate_consent"])
+def test_data_leaves_cn_mainland_only_on_the_persons_consent_beside_its_basis__clause_7(
+    memory_ledger, basis
+):
+    """PIPL Art. 39 asks for the person's separate consent whatever the basis: agreement by
+    use does not give it, and a withdrawal takes it back."""
+    sid = subject(memory_ledger)
+    memory_ledger.execute(
+        PRINCIPAL, _usage_collection(sid, at=later(memory_ledger), purpose="advertising")
+    )
+    stored_abroad = collection(
+        sid, at=later(memory_ledger), storage_region="us-east", cross_border_basis=basis
+    )
+    sent_abroad = share(
+        sid, at=later(memory_ledger), destination_region="us-east", cross_border_basis=basis
+    )
+    for command in (stored_abroad, sent_abroad):
+        refusal = refused(memory_ledger, command)
+        assert (refusal.reason, refusal.clause) == (R.CROSS_BORDER_WITHOUT_CONSENT, "§7")
+
+    _consent_to_leave(memory_ledger, sid, "advertising", "network_log.usage")
+    again = share(
+        sid, at=later(memory_ledger), destination_region="us-east", cross_border_basis=basis
+    )
+    assert memory_ledger.execute(PRINCIPAL, again).event_type == "DataShared"
+    memory_ledger.execute(
+        PRINCIPAL, withdrawal(sid, at=later(memory_ledger), purposes=("advertising",))
+    )
+    refusal = refused(
+        memory_ledger,
+        share(sid, at=later(memory_ledger), destination_region="us-east", cross_border_basis=basis),
+    )
+    assert refusal.reason in {R.CROSS_BORDER_WITHOUT_CONSENT, R.CONSENT_WITHDRAWN}
+
+
 @pytest.mark.parametrize(("basis", "accepted"), [(None, False), ("standard_contract", True)])
 def test_share_to_a_destination_outside_cn_mainland_needs_a_cross_border_basis__clause_7(
     memory_ledger, basis, accepted
@@ -606,6 +649,7 @@ def test_share_to_a_destination_outside_cn_mainland_needs_a_cross_border_basis__
     memory_ledger.execute(
         PRINCIPAL, _usage_collection(sid, at=later(memory_ledger), purpose="advertising")
     )
+    _consent_to_leave(memory_ledger, sid, "advertising", "network_log.usage")
     abroad = share(
         sid, at=later(memory_ledger), destination_region="eu-west", cross_border_basis=basis
     )
