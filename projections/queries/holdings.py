@@ -191,7 +191,7 @@ def consents(
             policy_version=r.policy_version,
             position=r.position,
             withdrawn_at=from_us_or_none(r.withdrawn_at),
-            in_force=r.withdrawn_at is None or r.withdrawn_at > now_us,
+            in_force=r.given_at <= now_us and (r.withdrawn_at is None or r.withdrawn_at > now_us),
         )
         for r in rows
     )

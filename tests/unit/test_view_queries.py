@@ -270,6 +270,21 @@ def test_consents_list_those_in_force_and_with_withdrawn_their_interval(views: V
     assert ended.given_by is ConsentGiver.SUBJECT
 
 
+def test_a_consent_dated_ahead_of_now_is_listed_but_not_yet_in_force(views: Views) -> None:
+    """A consent may be dated a little ahead of the ledger's clock; until then it is not in
+    force, as the ledger's own rules say."""
+    ledger = views.ledger
+    sid = subject(ledger)
+    ahead = now(ledger) + timedelta(minutes=2)
+    record(ledger, consent(sid, at=ahead))
+
+    (listed,) = views.read(q.consents, sid, now=now(ledger)).items
+    (later_on,) = views.read(q.consents, sid, now=ahead).items
+
+    assert (listed.given_at, listed.in_force) == (ahead, False)
+    assert later_on.in_force
+
+
 def test_consents_filter_by_purpose_and_category(views: Views) -> None:
     ledger = views.ledger
     sid = subject(ledger)

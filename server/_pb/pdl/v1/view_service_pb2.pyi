@@ -495,7 +495,9 @@ class ConsentGrant(_message.Message):
     position: _builtins.int
     """Log position of the ConsentGiven event."""
     in_force: _builtins.bool
-    """True when in force now."""
+    """True when in force now: given at or before now (a consent may be dated up to 5 minutes
+    ahead of the ledger's clock) and not withdrawn by then.
+    """
     @_builtins.property
     def given_at(self) -> _timestamp_pb2.Timestamp:
         """When it was given (occurred-at)."""
