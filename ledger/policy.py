@@ -30,9 +30,12 @@ from ledger.errors import PolicyError
 
 _CLAUSE_PATTERN = r"^§\d+(\.\d+)*( [a-z ]+)?(\([0-9a-z]+\))*$"
 
+CLAUSE_MAX_LENGTH = 64
+"""The longest clause reference (what the views keep of one, on every back-end)."""
 Clause = Annotated[
     str,
     Field(
+        max_length=CLAUSE_MAX_LENGTH,
         pattern=_CLAUSE_PATTERN,
         description="The clause of the policy text this entry comes from, "
         "e.g. '§4.2' or '§6.3(2)'.",

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
 from ledger import events as ev
+from ledger.policy import CLAUSE_MAX_LENGTH
 from ledger.rights import RequestStatus
 from projections.batch import ManyRows, uuid_param
 from projections.store import METADATA, to_us
@@ -34,7 +35,7 @@ REQUESTS = sa.Table(
     sa.Column("received_at", sa.BigInteger, nullable=False),
     sa.Column("due_at", sa.BigInteger, nullable=False, index=True),
     sa.Column("deadline_kind", sa.String(16), nullable=False),
-    sa.Column("deadline_clause", sa.String(32), nullable=False),
+    sa.Column("deadline_clause", sa.String(CLAUSE_MAX_LENGTH), nullable=False),
     sa.Column("extended_days", sa.Integer, nullable=False),
     sa.Column("paused_at", sa.BigInteger, nullable=True),
     sa.Column(

@@ -36,8 +36,9 @@ from ledger import events as ev
 from ledger.application import Ledger
 from ledger.commands import TEXT_MAX_LENGTH
 from ledger.errors import ConfigurationError
-from ledger.policy import Policy, load_seed_policy
+from ledger.policy import CLAUSE_MAX_LENGTH, Policy, load_seed_policy
 from projections import VIEW_NAMES, ProjectionRunner, View, ViewStore, ledger_runner, views
+from projections.deadlines import REQUESTS
 from projections.notices import NOTICES, VERSIONS
 from projections.register import REGISTER
 from projections.retention import HELD
@@ -250,6 +251,38 @@ def test_a_persons_count_of_events_leaves_out_their_rights_requests(ledger, view
     with store.read() as conn:
         row = conn.execute(sa.select(SUBJECTS).where(SUBJECTS.c.subject_id == sid)).one()
     assert row.events == ledger.subject(sid).state.events == 2
+
+
+def test_a_request_under_a_deadline_with_a_long_worded_clause_is_folded(ledger, view_store_factory):
+    """A clause may be worded up to `CLAUSE_MAX_LENGTH`; PostgreSQL refused a deadline clause
+    over 32 characters, and with it every view's page."""
+    seed = load_seed_policy()
+    clause = "§6.4 response to requests of the person"
+    deadline = seed.response_deadline.model_copy(update={"clause": clause})
+    _publish(ledger, seed.model_copy(update={"version": "2", "response_deadline": deadline}))
+    sid = subject(ledger)
+    opened = ledger.execute(
+        PRINCIPAL,
+        c.OpenRightsRequest(
+            idempotency_key="req-long-clause",
+            occurred_at=later(ledger, 31 * 86_400),
+            subject=c.SubjectRef(subject_id=sid),
+            kind="access",
+        ),
+    )
+    store = view_store_factory()
+
+    _runner(ledger, store).catch_up()
+
+    assert store.positions()["deadlines"] >= opened.position
+    with store.read() as conn:
+        row = conn.execute(sa.select(REQUESTS).where(REQUESTS.c.subject_id == sid)).one()
+    assert row.deadline_clause == clause
+    too_long = "§6.4 " + "a" * CLAUSE_MAX_LENGTH
+    with pytest.raises(ValueError, match="at most 64"):
+        seed.response_deadline.model_validate(
+            {**seed.response_deadline.model_dump(), "clause": too_long}
+        )
 
 
 def test_one_read_sees_one_snapshot_while_the_views_move_on(ledger, view_store_factory):
