@@ -206,14 +206,17 @@ class Ledger(Application[UUID]):
             start = page[-1].id + 1
 
     def forget_receipts(self, subject_id: UUID) -> None:
-        """Blank the digests of the receipts of a person's commands (their registration and
-        every event of theirs), once they are erased (`receipts.FORGOTTEN`)."""
+        """Blank the digests of the receipts of a person's commands (their registration,
+        every event of theirs, and their rights requests' commands), once they are erased
+        (`receipts.FORGOTTEN`)."""
         ids = {
             receipt_id(p.principal, p.idempotency_key)
             for e in self.events.get(subject_id)
             if isinstance(p := getattr(e, "payload", None), ev.Envelope)
         }
-        cast("KeepsReceipts", self.recorder).forget_digests(sorted(ids))
+        receipts = cast("KeepsReceipts", self.recorder)
+        receipts.forget_digests(sorted(ids))
+        receipts.forget_request_digests(subject_id)
 
     # --- queries -----------------------------------------------------------------------------
 

@@ -69,6 +69,10 @@ network that drops everything, fails a call within seconds instead of holding it
 write queued behind it) for as long as the outage lasts. `tcp_user_timeout` (milliseconds)
 bounds data sent and never acknowledged; the keepalives find an idle connection gone."""
 
+_ANSWERED_BY_ANOTHER = "aggregate_id <> subject_id"
+"""Receipts about a person answered by another aggregate than theirs: their rights requests'
+(a partial index keeps them, so an erasure finds them without reading every receipt)."""
+
 _STATEMENTS_CACHED = 64
 """Prepared statements kept per event-store connection (a write uses about six)."""
 
@@ -146,6 +150,11 @@ class KeepsReceipts(Protocol):
     def forget_digests(self, receipt_ids: Sequence[str]) -> None:
         """Blank the digests of these receipts (`receipts.FORGOTTEN`): the person they are
         about was erased, and a digest of their values must not outlive their key."""
+
+    def forget_request_digests(self, subject_id: UUID) -> None:
+        """Blank the digests of the receipts about this person answered by another aggregate
+        than theirs (their rights requests' commands), once they are erased. Such receipts
+        are few, and an index of their own finds them."""
 
 
 def _positioned(
@@ -237,6 +246,12 @@ class LedgerPOPORecorder(POPOApplicationRecorder):
             for i in receipt_ids:
                 kept = self._receipts.get(i)
                 if kept is not None:
+                    kept.digest = FORGOTTEN
+
+    def forget_request_digests(self, subject_id: UUID) -> None:
+        with self._database_lock:
+            for kept in self._receipts.values():
+                if kept.subject_id == subject_id and kept.aggregate_id != subject_id:
                     kept.digest = FORGOTTEN
 
 
@@ -366,6 +381,8 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             "receipt_id TEXT PRIMARY KEY, digest TEXT NOT NULL, aggregate_id TEXT NOT NULL, "
             "version INTEGER NOT NULL, subject_id TEXT, event_type TEXT NOT NULL, "
             "position INTEGER NOT NULL) WITHOUT ROWID",
+            f"CREATE INDEX IF NOT EXISTS {table}_requests ON {table} (subject_id) "
+            f"WHERE {_ANSWERED_BY_ANOTHER}",
         ]
 
     def _insert_events(
@@ -407,6 +424,16 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             c.executemany(
                 f"UPDATE {self.receipts_table_name} SET digest=? WHERE receipt_id=?",  # noqa: S608
                 [(FORGOTTEN, i) for i in receipt_ids],
+            )
+
+    def forget_request_digests(self, subject_id: UUID) -> None:
+        if self.deferred is not None:
+            self.deferred.wait()
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(
+                f"UPDATE {self.receipts_table_name} SET digest=? "  # noqa: S608
+                f"WHERE subject_id=? AND {_ANSWERED_BY_ANOTHER}",
+                (FORGOTTEN, subject_id.hex),
             )
 
     def subscribe(
@@ -455,6 +482,20 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "position bigint NOT NULL)"
             ).format(schema=schema, table=table)
         )
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} (subject_id) WHERE "
+                + _ANSWERED_BY_ANOTHER
+            ).format(
+                index=Identifier(f"{self.events_table_name}_receipts_requests"),
+                schema=schema,
+                table=table,
+            )
+        )
+        self._forget_request_digests = SQL(
+            "UPDATE {schema}.{table} SET digest=%s WHERE subject_id=%s AND "  # noqa: S608 (a constant)
+            + _ANSWERED_BY_ANOTHER
+        ).format(schema=schema, table=table)
         self._insert_receipts = SQL(
             "INSERT INTO {schema}.{table} VALUES (%s,%s,%s,%s,%s,%s,%s)"
         ).format(schema=schema, table=table)
@@ -499,6 +540,10 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             return
         with self.datastore.transaction(commit=True) as curs:
             curs.executemany(self._forget_digest, [(FORGOTTEN, i) for i in receipt_ids])
+
+    def forget_request_digests(self, subject_id: UUID) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(self._forget_request_digests, (FORGOTTEN, subject_id))
 
     def receipt(self, receipt_id: str) -> Receipt | None:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:

@@ -81,6 +81,40 @@ def test_after_erasure_a_retry_answers_the_same_whatever_value_it_guesses__claus
     assert again.recorded.replayed
 
 
+def test_after_erasure_a_retry_of_a_rights_request_command_checks_no_guess__clause_6_3(
+    ledger: Ledger,
+) -> None:
+    """An extension's reason is the person's (sealed with their key); its receipt is the
+    request's, not in the person's own stream, and is forgotten with theirs."""
+    sid = register(ledger).subject_id
+    assert sid is not None
+    opened = ledger.execute(
+        PRINCIPAL,
+        c.OpenRightsRequest(
+            idempotency_key=key("req"), occurred_at=later(ledger), subject=ref(sid), kind="access"
+        ),
+    )
+    extension = c.ExtendRightsRequest(
+        idempotency_key=key("ext"),
+        occurred_at=later(ledger),
+        request_id=opened.aggregate_id,
+        days=5,
+        reason=secret("reason"),
+    )
+    ledger.execute(PRINCIPAL, extension)
+    guess = extension.model_copy(update={"reason": secret("guess")})
+    with pytest.raises(IdempotencyConflict):
+        ledger.execute(PRINCIPAL, guess)
+
+    _erase(ledger, sid)
+
+    stored = _receipts(ledger).receipt(receipt_id(PRINCIPAL, extension.idempotency_key))
+    assert stored is not None
+    assert stored.digest == FORGOTTEN
+    answers = [ledger.execute(PRINCIPAL, attempt) for attempt in (extension, guess)]
+    assert [a.replayed for a in answers] == [True, True]
+
+
 def test_a_view_behind_a_partial_erasure_does_not_open_the_erased_values__clause_6_3(
     ledger: Ledger,
 ) -> None:
