@@ -218,7 +218,7 @@ class NoticeView(View):
                 if person is None:
                     person = people[sid.int] = _Page(sid)
                 marks(person.marks, position, p)
-                person.last_at = max(person.last_at or p.occurred_at, p.occurred_at)
+                person.at_of[position] = p.occurred_at
                 if kind is ev.SubjectRegistered:
                     person.registered_at = to_us(p.occurred_at)
             elif kind is ev.PolicyNotified:
@@ -286,15 +286,21 @@ class NoticeView(View):
             return {}
         late: dict[str, list[tuple[UUID, datetime]]] = {}
         for w in watched:
-            meeting = [
-                person
-                for person in people
-                if (w.version, person.sid.int) not in self._told
-                and any(
-                    position > w.position and _meets(w.touched, kind, item)
-                    for (kind, item), position in person.marks.items()
+            meets: dict[int, int] = {}  # person -> the position of their first event meeting it
+            for person in people:
+                if (w.version, person.sid.int) in self._told:
+                    continue
+                first = min(
+                    (
+                        position
+                        for (kind, item), position in person.marks.items()
+                        if position > w.position and _meets(w.touched, kind, item)
+                    ),
+                    default=None,
                 )
-            ]
+                if first is not None:
+                    meets[person.sid.int] = first
+            meeting = [person for person in people if person.sid.int in meets]
             if not meeting:
                 continue
             ids = [person.sid for person in meeting]
@@ -314,10 +320,11 @@ class NoticeView(View):
                 ).scalars()
             )
             for person in meeting:
-                if person.sid in under_older and person.last_at is not None:
+                if person.sid in under_older:
                     self._told.add((w.version, person.sid.int))
-                    # Not before the version was published, whatever their events are dated.
-                    at = max(person.last_at, w.published_at)
+                    # Told when the event that met it happened (whatever else the page holds),
+                    # and not before the version was published, whatever that is dated.
+                    at = max(person.at_of[meets[person.sid.int]], w.published_at)
                     late.setdefault(w.version, []).append((person.sid, at))
         if len(self._told) > _MOST_TOLD:
             self._told.clear()  # the ledger's idempotency keys still record each notice once
@@ -397,15 +404,16 @@ _MOST_TOLD = 200_000
 
 
 class _Page:
-    """One person's part of a page: their footprint's items, when the latest of their events
-    in it happened, and their registration's instant if it is in it."""
+    """One person's part of a page: their footprint's items, when each of their events in it
+    happened, and their registration's instant if it is in it."""
 
-    __slots__ = ("last_at", "marks", "registered_at", "sid")
+    __slots__ = ("at_of", "marks", "registered_at", "sid")
 
     def __init__(self, sid: UUID) -> None:
         self.sid = sid
         self.marks: dict[tuple[str, str], int] = {}
-        self.last_at: datetime | None = None
+        self.at_of: dict[int, datetime] = {}
+        """When each of their events in the page happened, by position."""
         self.registered_at: int | None = None
 
 

@@ -420,6 +420,39 @@ def test_people_whose_data_meets_a_major_change_after_it_was_published_are_told_
     assert len(notified) == 2  # each once, whatever the page size
 
 
+@pytest.mark.parametrize("page_size", [1, 500])
+def test_a_late_notice_is_dated_when_the_data_met_the_change_whatever_the_paging__clause_8(
+    ledger, view_store_factory, page_size
+):
+    """Not when the person's latest event in the same page happened: the log's notice and the
+    view must not depend on how the log was paged."""
+    sid = subject(ledger)
+    store = view_store_factory()
+    _publish(ledger, _widened(load_seed_policy(), "2"))
+    _runner(ledger, store, page_size=page_size).catch_up()  # a follower past the publication
+    met = later(ledger, 60)
+    ledger.execute(PRINCIPAL, collection(sid, at=met))  # meets what version 2 changes
+    unrelated = collection(
+        sid,
+        at=later(ledger, 5 * 3600),
+        category="network_log.time_zone",
+        source="app",
+        purposes=("notifications",),
+    )
+    ledger.execute(PRINCIPAL, unrelated)
+
+    _runner(ledger, store, page_size=page_size).catch_up()
+    _runner(ledger, store, page_size=page_size).catch_up()  # the notice comes back folded
+
+    events = ledger.recorder.select_notifications(1, 100_000)
+    payloads = [getattr(ledger.mapper.to_domain_event(n), "payload", None) for n in events]
+    (notice,) = [p for p in payloads if isinstance(p, ev.PolicyNotified)]
+    assert notice.occurred_at == met
+    with store.read() as conn:
+        row = conn.execute(sa.select(NOTICES).where(NOTICES.c.version == "2")).one()
+    assert row.notified_at == to_us(met)
+
+
 @pytest.mark.parametrize("apart", [True, False], ids=["folded-apart", "folded-together"])
 def test_an_acknowledgement_before_any_notice_does_not_spare_a_late_notice__clause_8(
     ledger, view_store_factory, apart: bool
