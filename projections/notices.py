@@ -175,8 +175,12 @@ class NoticeView(View):
                 ("version", "subject_id"),
                 ("notified_at", "notified_position", "method"),
                 # the first notice stands: when the person was told (§8) is not moved by a
-                # later one (a manual notice by another channel is still in the log)
-                where=NOTICES.c.notified_at.is_(None),
+                # later one (a manual notice by another channel is still in the log); first
+                # by when it happened, whatever order the notices were recorded in
+                where=sa.or_(
+                    NOTICES.c.notified_at.is_(None),
+                    sa.literal_column("excluded.notified_at") < NOTICES.c.notified_at,
+                ),
             ),
             _NOTICE_COLUMNS,
         )
@@ -223,18 +227,19 @@ class NoticeView(View):
                     person.registered_at = to_us(p.occurred_at)
             elif kind is ev.PolicyNotified:
                 n = cast("ev.PolicyNotified", payload)
-                notified.setdefault(
-                    (n.version, n.subject_id.int),
-                    (
+                told = (n.version, n.subject_id.int)
+                at = to_us(n.occurred_at)
+                first = notified.get(told)
+                if first is None or at < cast("int", first[2]):  # the earliest stands
+                    notified[told] = (
                         n.version,
                         uuid(n.subject_id),
-                        to_us(n.occurred_at),
+                        at,
                         position,
                         n.method,
                         None,
                         None,
-                    ),
-                )
+                    )
             elif kind is ev.PolicyAcknowledged:
                 a = cast("ev.PolicyAcknowledged", payload)
                 acknowledged[(a.version, a.subject_id.int)] = (

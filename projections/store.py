@@ -43,12 +43,13 @@ TRACKING = sa.Table(
     sa.Column("position", sa.BigInteger, nullable=False),
 )
 
-SHAPE = 5
+SHAPE = 6
 """The shape of the views' rows. Raise it when a view's rows come to mean something else (2:
 a recipient is kept with its class; 3: a person's value is the latest by occurred-at, and
 their count of events leaves out their rights requests'; 4: a person's first notice of a
 version stands, and an acknowledgement alone does not count as a notice; 5: a partial erasure
-keeps what was collected after its instant), so that a views
+keeps what was collected after its instant; 6: the first notice is the earliest by when it
+happened, not by when it was recorded), so that a views
 database folded by an earlier version is emptied and every view folded again from the log
 when it is next opened."""
 

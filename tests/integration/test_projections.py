@@ -531,6 +531,43 @@ def test_a_second_notice_of_a_version_keeps_when_the_person_was_first_told__clau
     assert again.notified_at == first.notified_at
 
 
+@pytest.mark.parametrize("page_size", [1, 500])
+def test_the_first_notice_is_the_earliest_dated_whatever_order_they_were_recorded__clause_8(
+    ledger, view_store_factory, page_size
+) -> None:
+    """Told by e-mail at t+10 s and by pop-up at t+20 s, the pop-up recorded first: the
+    person was first told at t+10 s."""
+    person = subject(ledger)
+    start = later(ledger)
+
+    def notice(seconds: int, method: str) -> int:
+        return ledger.execute(
+            "admin",
+            c.NotifyPolicy(
+                idempotency_key=key("notice"),
+                occurred_at=start + timedelta(seconds=seconds),
+                subject=ref(person),
+                version="1",
+                method=method,
+            ),
+        ).position
+
+    later(ledger, 30)
+    notice(20, "popup")
+    by_email = notice(10, "email")
+    store = view_store_factory()
+
+    _runner(ledger, store, page_size=page_size).catch_up()
+
+    with store.read() as conn:
+        row = conn.execute(sa.select(NOTICES).where(NOTICES.c.subject_id == person)).one()
+    assert (row.notified_at, row.notified_position, row.method) == (
+        to_us(start + timedelta(seconds=10)),
+        by_email,
+        "email",
+    )
+
+
 def test_a_version_that_stops_promising_notices_is_itself_notified__clause_8(
     ledger, view_store_factory
 ):
