@@ -18,6 +18,8 @@ from pydantic import (
     PlainSerializer,
     SecretStr,
     SerializationInfo,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -37,7 +39,24 @@ Text = Annotated[
     Field(min_length=1, max_length=TEXT_MAX_LENGTH, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$"),
 ]
 """Free text: something other than blanks, and no NUL."""
-FieldName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")]
+RESERVED_FIELDS = frozenset({"account_id", "guardian", "reference", "reason"})
+"""The names the ledger seals its own values under (the account id, a guardian's, where a
+value is kept, a request's reason): a collected field of the same name would be sealed with
+the same associated data, so its ciphertext could stand in for theirs."""
+
+
+def _not_reserved(name: str) -> str:
+    if name in RESERVED_FIELDS:
+        msg = f"a field may not be named {name!r}: the ledger seals its own values under it"
+        raise ValueError(msg)
+    return name
+
+
+FieldName = Annotated[
+    str,
+    Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$"),
+    AfterValidator(_not_reserved),
+]
 
 
 def _secret_json(value: SecretStr, info: SerializationInfo) -> str:
@@ -109,6 +128,16 @@ class RegisterSubject(_Command):
     jurisdiction: Id = Field(default="cn", description="Jurisdiction whose law applies.")
     storage_region: Id | None = Field(default=None, description="Defaults to the policy's region.")
     cross_border_basis: Id | None = Field(default=None, description="Basis for another region.")
+
+    @field_validator("guardian_subject_id")
+    @classmethod
+    def _one_guardian_form(cls, value: UUID | None, info: ValidationInfo) -> UUID | None:
+        """A registered guardian is named by pseudonym alone: their account id, sealed in the
+        minor's registration under the minor's key, would outlive their own erasure."""
+        if value is not None and info.data.get("guardian_account_id") is not None:
+            msg = "a registered guardian is named by pseudonym alone, without guardian_account_id"
+            raise ValueError(msg)
+        return value
 
 
 class RecordCollection(_Command):

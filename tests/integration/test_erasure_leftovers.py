@@ -1,7 +1,7 @@
 """What an erasure must not leave behind (§6.3), on every back-end: receipts that answer
 whether a guessed value was the person's, values of an erased category opened by a view that
-has not folded the erasure yet, a guardian's account id opened from a minor's registration
-after the guardian's erasure, a key whose destruction failed after the commit, and the
+has not folded the erasure yet, a registered guardian's account id kept in a minor's
+registration, a key whose destruction failed after the commit, and the
 destroyed key in the key store's write-ahead log.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from scenario import PRINCIPAL, collection, key, later, ref, register, secret
 
 from ledger import commands as c
@@ -137,25 +137,33 @@ def test_a_view_behind_a_partial_erasure_does_not_open_the_erased_values__clause
     assert not opened.key_shredded
 
 
-def test_a_guardians_account_id_is_not_opened_once_the_guardian_is_erased__clause_6_3(
+def test_a_registered_guardian_leaves_no_account_id_in_the_minors_registration__clause_6_3(
     ledger: Ledger,
 ) -> None:
+    """A registered guardian is named by pseudonym alone: their account id, sealed under the
+    minor's key and covered by the minor's receipt, would outlive their own erasure."""
     guardian = register(ledger).subject_id
     assert guardian is not None
-    child = register(
-        ledger,
-        birth_year=2015,
-        guardian_subject_id=guardian,
-        guardian_account_id=SecretStr(secret("guardian")),
-    ).subject_id
+    with pytest.raises(ValidationError, match="pseudonym alone"):
+        c.RegisterSubject(
+            idempotency_key=key("reg"),
+            occurred_at=later(ledger),
+            namespace="app",
+            account_id=SecretStr(secret("child")),
+            birth_year=2015,
+            guardian_subject_id=guardian,
+            guardian_account_id=SecretStr(secret("guardian")),
+        )
+    child = register(ledger, birth_year=2015, guardian_subject_id=guardian).subject_id
     assert child is not None
     registered = ledger.history(child)[0]
     assert isinstance(registered, ev.SubjectRegistered)
-    assert "guardian" in ledger.reveal(registered)
+    assert registered.guardian is None
 
     _erase(ledger, guardian)
 
     assert set(ledger.reveal(registered)) == {"account_id"}
+    assert ledger.subject(child).state.has_guardian
 
 
 def test_a_key_whose_destruction_failed_opens_nothing_and_is_destroyed_with_the_next_write(

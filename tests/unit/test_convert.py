@@ -131,7 +131,6 @@ def test_register_subject_carries_every_field_and_converts_occurred_at_to_utc() 
             birth_year=2012,
             minor=True,
             guardian_account_id=guardian,
-            guardian_subject_id=str(SUBJECT_ID),
             jurisdiction="eu",
             storage_region="eu-west",
             cross_border_basis="contract",
@@ -146,9 +145,56 @@ def test_register_subject_carries_every_field_and_converts_occurred_at_to_utc() 
     assert _secret(command.account_id) == account
     assert (command.birth_year, command.minor) == (2012, True)
     assert _secret(command.guardian_account_id) == guardian
-    assert command.guardian_subject_id == SUBJECT_ID
     assert (command.jurisdiction, command.storage_region) == ("eu", "eu-west")
     assert command.cross_border_basis == "contract"
+    by_pseudonym = convert.register_subject(
+        lpb.RegisterSubjectRequest(
+            meta=_meta(at, "reg-2"),
+            account=cpb.AccountRef(namespace="app", account_id=account),
+            minor=True,
+            guardian_subject_id=str(SUBJECT_ID),
+        ),
+        NOW,
+    )
+    assert isinstance(by_pseudonym, c.RegisterSubject)
+    assert by_pseudonym.guardian_subject_id == SUBJECT_ID
+
+
+def test_a_guardian_named_both_ways_is_invalid_and_names_the_pseudonym() -> None:
+    """A registered guardian's account id would be sealed under the minor's key, and outlive
+    the guardian's own erasure."""
+    with pytest.raises(InvalidRequest) as both:
+        convert.register_subject(
+            lpb.RegisterSubjectRequest(
+                meta=_meta(),
+                account=cpb.AccountRef(namespace="app", account_id=secret("a")),
+                minor=True,
+                guardian_account_id=secret("guardian"),
+                guardian_subject_id=str(SUBJECT_ID),
+            ),
+            NOW,
+        )
+    assert [v.field for v in both.value.violations] == ["guardian_subject_id"]
+
+
+@pytest.mark.parametrize("name", sorted(c.RESERVED_FIELDS))
+def test_a_collected_field_may_not_take_a_name_the_ledger_seals_its_own_values_under(
+    name: str,
+) -> None:
+    with pytest.raises(InvalidRequest) as reserved:
+        convert.record_collection(
+            lpb.RecordCollectionRequest(
+                meta=_meta(),
+                subject=_by_id(),
+                category="network_log.ip_address",
+                source="server_logs",
+                purposes=["security_detection"],
+                values={name: "203.0.113.7"},
+            ),
+            NOW,
+        )
+    assert [v.field for v in reserved.value.violations] == [f"values.{name}"]
+    assert "203.0.113.7" not in str(reserved.value)
 
 
 def test_register_subject_zero_values_mean_the_commands_defaults() -> None:
