@@ -49,7 +49,8 @@ a recipient is kept with its class; 3: a person's value is the latest by occurre
 their count of events leaves out their rights requests'; 4: a person's first notice of a
 version stands, and an acknowledgement alone does not count as a notice; 5: a partial erasure
 keeps what was collected after its instant; 6: the first notice is the earliest by when it
-happened, not by when it was recorded), so that a views
+happened, not by when it was recorded, and whom a person's data was shared with outlives its
+erasure), so that a views
 database folded by an earlier version is emptied and every view folded again from the log
 when it is next opened."""
 

@@ -90,6 +90,12 @@ def shared_with_value(recipient_class: str, recipient: str) -> str:
     return f"{recipient_class}{_PAIRED}{recipient}"
 
 
+PERSON = "*"
+"""The facets' category for what is about the person as a whole, not one category held:
+whom any of their data was shared with, which the audit trail keeps after erasure as the
+ledger's own state does (no category is named so: ids start with a letter)."""
+
+
 def shared_with_of(value: str) -> tuple[str, str]:
     """The recipient class and recipient of a `shared_with` facet's value."""
     recipient_class, _, recipient = value.partition(_PAIRED)
@@ -201,8 +207,11 @@ class SubjectView(View):
             if p.categories:
                 self._erase_categories(conn, sid, p.categories, at)
                 return
-            for table in (CATEGORIES, FACETS, VALUES):
+            for table in (CATEGORIES, VALUES):
                 conn.execute(table.delete().where(table.c.subject_id == sid))
+            conn.execute(
+                FACETS.delete().where(FACETS.c.subject_id == sid, FACETS.c.category != PERSON)
+            )
             conn.execute(
                 SUBJECTS.update()
                 .where(SUBJECTS.c.subject_id == sid)
@@ -345,6 +354,7 @@ def _used(person: _Person, _position: int, p: ev.DataUsed) -> None:
 def _shared(person: _Person, _position: int, p: ev.DataShared) -> None:
     facets = person.facets
     shared_with = shared_with_value(p.recipient_class, p.recipient)
+    facets.add((PERSON, "shared_with", shared_with))  # the trail stays through erasure
     for category in p.categories:
         facets.add((category, "purpose", p.purpose))
         facets.add((category, "basis", p.legal_basis))

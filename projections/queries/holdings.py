@@ -28,6 +28,7 @@ from projections.store import from_us, from_us_or_none, to_us
 from projections.subjects import (
     CATEGORIES,
     FACETS,
+    PERSON,
     REFERENCE_FIELD,
     SUBJECTS,
     VALUES,
@@ -72,10 +73,21 @@ def subject_view(conn: Connection, subject_id: UUID) -> SubjectViewAnswer:
                 position=r.position,
             )
         )
+    whole = facets.pop(PERSON, {})
     categories = tuple(
         _held_category(name, held.get(name), facets.get(name, {}), fields.get(name, []))
         for name in sorted(set(held) | set(facets) | set(fields))
     )
+    shared = sorted({shared_with_of(v) for v in whole.get("shared_with", ())})
+    if not whole:  # folded before the person's own facets were kept: from the categories
+        shared = sorted(
+            {
+                (r.recipient_class, n)
+                for c in categories
+                for r in c.shared_with
+                for n in r.recipients
+            }
+        )
     return SubjectViewAnswer(
         subject_id=s.subject_id,
         namespace=s.namespace,
@@ -91,14 +103,9 @@ def subject_view(conn: Connection, subject_id: UUID) -> SubjectViewAnswer:
         events=s.events,
         last_position=s.last_position,
         categories=categories,
-        recipient_classes=_union(c.recipient_classes for c in categories),
-        recipients=_union(c.recipients for c in categories),
-        shared_with=_by_class(
-            (r.recipient_class, name)
-            for c in categories
-            for r in c.shared_with
-            for name in r.recipients
-        ),
+        recipient_classes=tuple(sorted({k for k, _ in shared})),
+        recipients=tuple(sorted({n for _, n in shared})),
+        shared_with=_by_class(shared),
     )
 
 
@@ -120,10 +127,6 @@ def _held_category(
         shared_with=_by_class(shared),
         fields=tuple(fields),
     )
-
-
-def _union(groups: Any) -> tuple[str, ...]:
-    return tuple(sorted({item for group in groups for item in group}))
 
 
 def _by_class(pairs: Iterable[tuple[str, str]]) -> tuple[SharedWith, ...]:
