@@ -170,6 +170,11 @@ class Sealer:
             raise SealingError(f"field {field!r} is not valid base64") from None
         if len(raw) < _NONCE_BYTES + 16:
             raise SealingError(f"field {field!r} is too short to be a sealed value")
+        if self._store.wrapped_key(subject_id) is None:
+            # shredded, maybe by another process (the server's writer): the key cached here
+            # must not open what the store no longer can
+            self.forget(subject_id)
+            raise KeyShreddedError(f"no data key for subject {subject_id}")
         cipher = self._cipher(subject_id)
         try:
             plain = cipher.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(subject_id, field))

@@ -96,6 +96,20 @@ def test_a_shredded_subject_can_no_longer_open_its_values() -> None:
         sealer.open(subject, "ip_address", sealed)
 
 
+def test_a_key_shredded_by_another_process_opens_nothing_from_this_ones_cache() -> None:
+    """The server's writer shreds; the server's own sealer had the key cached."""
+    store, master = MemoryKeyStore(), MasterKey.generate()
+    here, writer = Sealer(master, store), Sealer(master, store)
+    subject = _subject(here)
+    sealed = here.seal(subject, "ip_address", "203.0.113.7")
+    assert here.open(subject, "ip_address", sealed) == "203.0.113.7"  # cached here now
+
+    assert writer.shred(subject) is True
+
+    with pytest.raises(KeyShreddedError):
+        here.open(subject, "ip_address", sealed)
+
+
 def test_the_lookup_is_deterministic_under_one_master_key() -> None:
     assert _MASTER.lookup("app", "user-1") == _MASTER.lookup("app", "user-1")
     assert len(_MASTER.lookup("app", "user-1")) == 32
