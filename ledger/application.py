@@ -282,18 +282,23 @@ class Ledger(Application[UUID]):
         state = self.subject(sid).state
         if self.key_gone(state):
             raise KeyShreddedError(f"no data key for subject {sid}")
+        category: str | None = None
         if isinstance(payload, ev.DataCollected | ev.DataCorrected):
             category = payload.category
             if state.value_erased(category, payload.occurred_at):
                 raise KeyShreddedError(f"the values of {category} of subject {sid} were erased")
-        for name in ("account_id", "guardian", "reference"):
+        seal_open = self.sealer.open
+        for name in ("account_id", "guardian"):
             sealed = getattr(payload, name, None)
             if isinstance(sealed, str) and not (
                 name == "guardian" and self._guardian_erased(payload)
             ):
-                opened[name] = self.sealer.open(sid, name, sealed)
+                opened[name] = seal_open(sid, name, sealed)
+        reference = getattr(payload, "reference", None)
+        if isinstance(reference, str):
+            opened["reference"] = seal_open(sid, "reference", reference, category=category)
         for name, sealed in (getattr(payload, "values", None) or {}).items():
-            opened[name] = self.sealer.open(sid, name, sealed)
+            opened[name] = seal_open(sid, name, sealed, category=category)
         return opened
 
     def _guardian_erased(self, payload: ev.SubjectEnvelope) -> bool:

@@ -20,7 +20,7 @@ from ledger.policy import ResponseDeadline, RightKind
 Sealed = Annotated[
     str,
     Field(
-        pattern=r"^s1:[A-Za-z0-9_-]+=*$",
+        pattern=r"^s[12]:[A-Za-z0-9_-]+=*$",
         description="A personal value sealed with the subject's data key (AES-256-GCM).",
     ),
 ]

@@ -126,7 +126,8 @@ def collect(ctx: Context, c: cmd.RecordCollection) -> Outcome:
     subject = ctx.subject(c.subject)
     subject.check_open()
     sid = subject.id
-    values = {k: ctx.sealer.seal(sid, k, v.get_secret_value()) for k, v in c.values.items()}
+    seal, category = ctx.sealer.seal, c.category
+    values = {k: seal(sid, k, v.get_secret_value(), category=category) for k, v in c.values.items()}
     payload = ev.DataCollected(
         **_envelope(ctx, c, version),
         subject_id=sid,
@@ -139,7 +140,7 @@ def collect(ctx: Context, c: cmd.RecordCollection) -> Outcome:
         cross_border_basis=c.cross_border_basis,
         values=values,
         reference=(
-            ctx.sealer.seal(sid, "reference", c.reference.get_secret_value())
+            seal(sid, "reference", c.reference.get_secret_value(), category=category)
             if c.reference is not None
             else None
         ),
@@ -260,7 +261,10 @@ def _correction(
         **_envelope(ctx, c, version),
         subject_id=sid,
         category=category,
-        values={k: ctx.sealer.seal(sid, k, v.get_secret_value()) for k, v in values.items()},
+        values={
+            k: ctx.sealer.seal(sid, k, v.get_secret_value(), category=category)
+            for k, v in values.items()
+        },
         request_id=request_id,
     )
 

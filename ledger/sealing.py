@@ -27,6 +27,11 @@ from ledger.errors import KeyShreddedError, SealingError
 _NONCE_BYTES = 12
 _KEY_BYTES = 32
 _SEAL_PREFIX = "s1:"
+"""A value sealed with its associated data naming the subject and the field."""
+_VALUE_PREFIX = "s2:"
+"""A collected or corrected value sealed with its associated data naming the subject, the
+category and the field, so that it opens as nothing else (`seal`'s `category`)."""
+SEALED_PREFIXES = (_SEAL_PREFIX, _VALUE_PREFIX)
 
 
 class KeyStore(Protocol):
@@ -156,13 +161,30 @@ class Sealer:
     def new_wrapped_key(self) -> bytes:
         return self._master.wrap(AESGCM.generate_key(bit_length=_KEY_BYTES * 8))
 
-    def seal(self, subject_id: UUID, field: str, value: str) -> str:
+    def seal(self, subject_id: UUID, field: str, value: str, *, category: str | None = None) -> str:
+        """Seal a value of the subject's; a value of a category (collected, corrected, or
+        where it is kept) names it, and then opens only as that category's field."""
         nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._cipher(subject_id).encrypt(nonce, value.encode(), _aad(subject_id, field))
-        return _SEAL_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+        prefix, aad = (
+            (_SEAL_PREFIX, _aad(subject_id, field))
+            if category is None
+            else (_VALUE_PREFIX, _value_aad(subject_id, category, field))
+        )
+        sealed = self._cipher(subject_id).encrypt(nonce, value.encode(), aad)
+        return prefix + base64.urlsafe_b64encode(nonce + sealed).decode()
 
-    def open(self, subject_id: UUID, field: str, sealed: str) -> str:
-        if not sealed.startswith(_SEAL_PREFIX):
+    def open(
+        self, subject_id: UUID, field: str, sealed: str, *, category: str | None = None
+    ) -> str:
+        """Open a value sealed by `seal` with the same field (and category, for a value of
+        one; a value sealed before categories were named opens without)."""
+        if sealed.startswith(_VALUE_PREFIX):
+            if category is None:
+                raise SealingError(f"field {field!r} is a category's value: name the category")
+            aad = _value_aad(subject_id, category, field)
+        elif sealed.startswith(_SEAL_PREFIX):
+            aad = _aad(subject_id, field)
+        else:
             raise SealingError(f"field {field!r} is not a sealed value")
         try:
             raw = base64.urlsafe_b64decode(sealed[len(_SEAL_PREFIX) :])
@@ -177,7 +199,7 @@ class Sealer:
             raise KeyShreddedError(f"no data key for subject {subject_id}")
         cipher = self._cipher(subject_id)
         try:
-            plain = cipher.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(subject_id, field))
+            plain = cipher.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], aad)
         except InvalidTag:
             raise SealingError(f"field {field!r} does not open for this subject") from None
         return plain.decode()
@@ -211,3 +233,8 @@ class Sealer:
 
 def _aad(subject_id: UUID, field: str) -> bytes:
     return subject_id.bytes + field.encode()
+
+
+def _value_aad(subject_id: UUID, category: str, field: str) -> bytes:
+    """Neither a category id nor a field name holds a NUL, and the UUID has a fixed length."""
+    return b"pdl.value\0" + subject_id.bytes + category.encode() + b"\0" + field.encode()

@@ -19,6 +19,7 @@ from rich.progress import MofNCompleteColumn, Progress
 from rich.text import Text
 
 from ledger import events as ev
+from ledger.sealing import SEALED_PREFIXES
 from ledger.subject_state import ConsentStatus, SubjectState, minor_at
 from server.runtime import Runtime
 from server.settings import Settings
@@ -111,7 +112,7 @@ def _text(value: object, sealed: str = _SEALED) -> str:
     if isinstance(value, datetime):
         return utc(value)
     text = str(value)
-    return sealed if text.startswith("s1:") else text
+    return sealed if text.startswith(SEALED_PREFIXES) else text
 
 
 @contextmanager

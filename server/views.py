@@ -313,7 +313,9 @@ def _open(ledger: Ledger, view: SubjectViewAnswer) -> cv.Opened:
         return cv.Opened(key_shredded=True)
     try:
         values = {
-            (held.category, f.field): sealer.open(sid, f.seal_field, f.sealed)
+            (held.category, f.field): sealer.open(
+                sid, f.seal_field, f.sealed, category=held.category
+            )
             for held in view.categories
             for f in held.fields
             if not state.value_erased(held.category, f.set_at)

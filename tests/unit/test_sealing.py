@@ -183,3 +183,19 @@ def test_the_sealed_text_never_contains_the_plain_text(value: str) -> None:
     sealed = _PROPERTY_SEALER.seal(_PROPERTY_SUBJECT, "note", value)
 
     assert value not in sealed
+
+
+def test_a_value_of_a_category_opens_only_as_that_categorys_field() -> None:
+    """A collected value names its category in its associated data: it cannot stand in for
+    the same field of another category, nor for a value sealed without one."""
+    sealer = _sealer()
+    subject = _subject(sealer)
+    sealed = sealer.seal(subject, "ip", "203.0.113.7", category="network_log.ip_address")
+    assert sealed.startswith("s2:")
+    assert sealer.open(subject, "ip", sealed, category="network_log.ip_address") == "203.0.113.7"
+    for category in ("location.gps", None):
+        with pytest.raises(SealingError):
+            sealer.open(subject, "ip", sealed, category=category)
+    plain = sealer.seal(subject, "account_id", "someone")
+    assert plain.startswith("s1:")  # and it opens as before, with or without a category
+    assert sealer.open(subject, "account_id", plain) == "someone"
