@@ -15,11 +15,13 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -255,19 +257,31 @@ def check_listen(address: str, tls: TlsConfig | None) -> None:
         raise ConfigurationError(_cannot_listen(address))
 
 
-def check_tls(tls: TlsConfig) -> None:
-    """Refuse TLS files gRPC could not use, naming the file: a certificate chain, a private
-    key that matches its first certificate, and a client CA bundle, each in PEM. (gRPC itself
-    only fails to bind, which reads as a port problem.)"""
+def check_tls(tls: TlsConfig, now: datetime | None = None) -> None:
+    """Refuse TLS files gRPC could not use, naming the file: a certificate chain valid now, a
+    private key of a kind gRPC takes that matches its first certificate, and a client CA
+    bundle of CA certificates, each in PEM. (gRPC itself only fails to bind, which reads as a
+    port problem, or serves and fails every handshake.)"""
     try:
         chain = x509.load_pem_x509_certificates(_read_bytes(tls.cert_file))
     except ValueError:
         raise ConfigurationError(f"{tls.cert_file} is not a PEM certificate chain") from None
+    instant = now or datetime.now(UTC)
+    leaf = chain[0]
+    if not leaf.not_valid_before_utc <= instant <= leaf.not_valid_after_utc:
+        msg = (
+            f"the certificate in {tls.cert_file} is valid from {leaf.not_valid_before_utc:%Y-%m-%d}"
+            f" to {leaf.not_valid_after_utc:%Y-%m-%d}, not now"
+        )
+        raise ConfigurationError(msg)
     try:
         key = serialization.load_pem_private_key(_read_bytes(tls.key_file), password=None)
     except (ValueError, TypeError):
         msg = f"{tls.key_file} is not an unencrypted PEM private key"
         raise ConfigurationError(msg) from None
+    if not _usable_key(key):
+        msg = f"{tls.key_file}: gRPC takes RSA, ECDSA (P-256, P-384, P-521) or Ed25519 keys"
+        raise ConfigurationError(msg)
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     encoding = serialization.Encoding.DER
     if key.public_key().public_bytes(encoding, public) != chain[0].public_key().public_bytes(
@@ -277,10 +291,34 @@ def check_tls(tls: TlsConfig) -> None:
         raise ConfigurationError(msg)
     if tls.client_ca_file is not None:
         try:
-            x509.load_pem_x509_certificates(_read_bytes(tls.client_ca_file))
+            authorities = x509.load_pem_x509_certificates(_read_bytes(tls.client_ca_file))
         except ValueError:
             msg = f"{tls.client_ca_file} is not a PEM bundle of CA certificates"
             raise ConfigurationError(msg) from None
+        for authority in authorities:
+            if not _is_ca(authority):
+                msg = (
+                    f"{tls.client_ca_file} holds a certificate that is not a CA's"
+                    f" ({authority.subject.rfc4514_string()}): whoever holds its key could"
+                    " issue a certificate for any principal"
+                )
+                raise ConfigurationError(msg)
+
+
+def _usable_key(key: object) -> bool:
+    if isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        return True
+    return isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(
+        key.curve, ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1
+    )
+
+
+def _is_ca(certificate: x509.Certificate) -> bool:
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        return False
+    return constraints.value.ca
 
 
 def _cannot_listen(address: str) -> str:

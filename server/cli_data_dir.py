@@ -5,6 +5,7 @@ store."""
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,8 +71,9 @@ def one_server(settings: Settings) -> Iterator[None]:
     if settings.database_url is not None:
         yield
         return
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with (settings.data_dir / _SERVE_LOCK).open("a") as held:
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner-only, as it is made
+    lock = os.open(settings.data_dir / _SERVE_LOCK, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(lock, "a") as held:
         try:
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -307,6 +307,9 @@ def test_sigterm_drains_in_flight_calls_and_loses_nothing_acknowledged(
     running, data_dir, target = pdl_serve
     for secret_file in ("admin.token", "master.key"):
         assert (data_dir / secret_file).stat().st_mode & 0o777 == 0o600, secret_file
+    assert data_dir.stat().st_mode & 0o777 == 0o700  # made owner-only, whatever the umask
+    if e2e_store.backend == "sqlite":
+        assert (data_dir / "serve.lock").stat().st_mode & 0o777 == 0o600
     token = (data_dir / "admin.token").read_text().strip()
     account = secret("account")
     with LedgerClient(target, token) as client:

@@ -120,8 +120,15 @@ def _tls_config(cert: Path, key: Path, ca: Path | None = None) -> TlsConfig:
     )
 
 
-def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
+def _self_signed(
+    directory: Path,
+    name: str,
+    *,
+    ca: bool = True,
+    valid: tuple[timedelta, timedelta] = (timedelta(minutes=-5), timedelta(days=1)),
+    curve: ec.EllipticCurve | None = None,
+) -> tuple[Path, Path]:
+    key = ec.generate_private_key(curve or ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.now(UTC)
     cert = (
@@ -130,8 +137,9 @@ def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
+        .not_valid_before(now + valid[0])
+        .not_valid_after(now + valid[1])
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
@@ -159,6 +167,10 @@ def test_usable_tls_files_pass(tmp_path: Path) -> None:
         ("key", "is not an unencrypted PEM private key"),
         ("other_key", "is not the key of the certificate"),
         ("ca", "is not a PEM bundle of CA certificates"),
+        ("leaf_as_ca", "not a CA's"),
+        ("expired", "not now"),
+        ("not_yet_valid", "not now"),
+        ("key_kind", "gRPC takes RSA, ECDSA"),
     ],
 )
 def test_unusable_tls_files_are_named_not_taken_for_a_port_problem(
@@ -174,6 +186,14 @@ def test_unusable_tls_files_are_named_not_taken_for_a_port_problem(
         key = garbage
     elif broken == "other_key":
         _, key = _self_signed(tmp_path, "other")
+    elif broken == "leaf_as_ca":  # a client's own certificate pinned as the client CA
+        ca, _ = _self_signed(tmp_path, "client", ca=False)
+    elif broken == "expired":
+        cert, key = _self_signed(tmp_path, "server", valid=(-timedelta(days=9), -timedelta(days=1)))
+    elif broken == "not_yet_valid":
+        cert, key = _self_signed(tmp_path, "server", valid=(timedelta(days=1), timedelta(days=9)))
+    elif broken == "key_kind":
+        cert, key = _self_signed(tmp_path, "server", curve=ec.BrainpoolP256R1())
     else:
         ca = garbage
 
