@@ -45,6 +45,10 @@ def open_request(ctx: Context, c: cmd.OpenRightsRequest) -> Outcome:
     received = c.received_at or c.occurred_at
     if received > c.occurred_at:
         raise InvalidCommand("received_at", "a request cannot be received after it is opened")
+    if c.kind is RightKind.CORRECTION and len(c.categories) > 1:
+        # one close corrects one category: a request naming more could close fulfilled with
+        # some of them never corrected
+        raise InvalidCommand("categories", "a correction request names one category: open one each")
     refuse_if(check_after_registration(subject.state, received))
     deadline = _terms_at(ctx, received, policy)
     payload = ev.RightsRequestOpened(
@@ -201,12 +205,26 @@ def _fulfil(
     out: Outcome,
 ) -> None:
     kind = request.state.kind
-    done = subject.state.erased or subject.state.key_shredded
+    state = subject.state
+    done = state.erased or state.key_shredded
+    if c.correction is not None and kind is not RightKind.CORRECTION:
+        raise InvalidCommand("correction", "only a correction request is fulfilled with values")
+    categories = request.state.categories
     if kind is RightKind.DELETION and not done:
         ground = request.state.ground or "no_consent"
-        _erase(ctx, c, version, policy, subject, ground, (), request.id, out)
-    elif kind is RightKind.ACCOUNT_CANCELLATION and not done:
-        _cancel(ctx, c, version, policy, subject, request.id, out)
+        if ground == _CANCELLATION_GROUND and not categories:  # §6.3(5): the account goes too
+            _cancel(ctx, c, version, policy, subject, request.id, out)
+        else:  # the categories it names, or everything
+            _erase(ctx, c, version, policy, subject, ground, categories, request.id, out)
+    elif kind is RightKind.ACCOUNT_CANCELLATION and not state.cancelled:
+        if done:  # erased since the request was opened: what is left to record is the close
+            subject.record_cancelled(
+                ev.AccountCancelled(
+                    **_envelope(ctx, c, version), subject_id=subject.id, request_id=request.id
+                )
+            )
+        else:
+            _cancel(ctx, c, version, policy, subject, request.id, out)
     elif kind is RightKind.CONSENT_WITHDRAWAL and not request.state.withdrew_at_receipt:
         subject.withdraw_consent(policy, _withdrawal(ctx, c, version, subject.id, request))
     elif kind is RightKind.CORRECTION:
@@ -225,6 +243,11 @@ def _fulfil(
     else:
         return
     out.aggregates.append(subject)
+
+
+_CANCELLATION_GROUND = "account_cancelled"
+"""The deletion ground of a cancelled account (§6.3(5)): fulfilling a deletion on it cancels
+the account as well as erasing it, as cancelling does."""
 
 
 REQUEST_HANDLERS: dict[type[cmd._Command], Callable[[Context, Any], Outcome]] = {

@@ -334,10 +334,16 @@ def check_request_opened(policy: Policy, e: ev.RightsRequestOpened) -> Refusal |
     right = policy.right(e.kind)
     if right is None:
         return Refusal(R.RIGHT_NOT_DECLARED, "§6", f"right {e.kind.value!r}")
-    if e.kind is RightKind.DELETION and (
-        e.ground is None or policy.erasure_ground(e.ground) is None
-    ):
-        return Refusal(R.ERASURE_GROUND_NOT_DECLARED, right.clause, "deletion needs a ground")
+    if e.kind is RightKind.DELETION:
+        ground = None if e.ground is None else policy.erasure_ground(e.ground)
+        if ground is None:
+            return Refusal(R.ERASURE_GROUND_NOT_DECLARED, right.clause, "deletion needs a ground")
+        if not ground.clause.startswith(right.clause):  # the person's grounds are the right's
+            return Refusal(
+                R.ERASURE_GROUND_NOT_DECLARED,
+                right.clause,
+                f"ground {ground.id!r} ({ground.clause}) is not one a person asks on",
+            )
     return _check_declared(policy, e.purposes, e.categories)
 
 

@@ -14,6 +14,8 @@ from eventsourcing.domain import Aggregate, event
 
 from ledger import events as ev
 from ledger import rules
+from ledger.errors import RefusalReason as R
+from ledger.errors import Refused
 from ledger.policy import Policy
 from ledger.rules import refuse_if
 from ledger.subject_state import SubjectState
@@ -121,6 +123,15 @@ class Subject(Aggregate):
         self._cancelled(payload)
         self._erased(erased)
         self._key_shredded(shredded)
+
+    def record_cancelled(self, payload: ev.AccountCancelled) -> None:
+        """The account of a person already erased is cancelled (a cancellation request
+        fulfilled after the erasure): the cancellation alone, a closing event."""
+        state = self.state
+        if state.cancelled or not (state.erased or state.key_shredded):
+            raise Refused(R.ACCOUNT_CANCELLED, "§6.4", "only an erased, open account is closed so")
+        refuse_if(rules.check_after_registration(state, payload.occurred_at))
+        self._cancelled(payload)
 
     def _check_open_at(self, payload: ev.SubjectEnvelope) -> rules.Refusal | None:
         """The subject is open, and the event is not dated before its registration."""

@@ -275,6 +275,7 @@ def _deletion(s: _Script, policy: Policy, minor: UUID) -> None:
     )
     s.note(
         f"    closed {timing}: the minor is erased={state.erased}, "
+        f"account cancelled={state.cancelled}, "
         f"data key shredded={state.key_shredded}, sealed values {_readability(s.ledger, minor)}"
     )
     s.step(

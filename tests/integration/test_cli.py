@@ -125,7 +125,10 @@ def test_demo_shows_the_due_date_the_erasure_and_the_adults_current_state(
     out = result.stdout
 
     assert "due 2026-03-19 11:00+08:00 (15 calendar days from receipt, §6.4)" in out
-    assert "erased=True, data key shredded=True, sealed values unreadable" in out
+    assert (
+        "erased=True, account cancelled=True, data key shredded=True, sealed values unreadable"
+        in out
+    )
     assert f"Current state of subject {summary['adult']}:" in out
     held = re.findall(r"^  (?:held        |            ) (\S+) +from", out, re.MULTILINE)
     assert held == ["location.gps", "network_log.ip_address", "network_log.usage"]
@@ -202,6 +205,7 @@ def test_history_of_the_erased_minor_keeps_its_audit_trail_with_values_sealed(
         "SubjectRegistered",
         "ConsentGiven",
         "DataCollected",
+        "AccountCancelled",  # asked on the account-cancelled ground (§6.3(5))
         "DataErased",
         "KeyShredded",
     ]

@@ -479,6 +479,120 @@ def test_fulfilling_a_deletion_request_erases_the_subject_in_the_same_save__clau
             memory_ledger.reveal(payload)
 
 
+def test_a_deletion_request_naming_categories_erases_those_alone__clause_6_3(memory_ledger):
+    """The person asked for some of their data to go: the rest, and their key, stay."""
+    sid = subject(memory_ledger)
+    memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
+    usage = collection(
+        sid,
+        at=later(memory_ledger),
+        category="network_log.usage",
+        source="sdk",
+        purposes=("product_analysis",),
+        values={"page": SecretStr(secret("page"))},
+    )
+    memory_ledger.execute(PRINCIPAL, usage)
+    rid = _request(
+        memory_ledger,
+        sid,
+        RightKind.DELETION,
+        ground="no_consent",
+        categories=("network_log.ip_address",),
+    )
+
+    memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
+
+    state = memory_ledger.subject(sid).state
+    assert (state.erased, state.key_shredded) == (False, False)
+    assert set(state.held) == {"network_log.usage"}
+    erased = memory_ledger.history(sid)[-1]
+    assert type(erased).__name__ == "DataErased"
+    assert (erased.categories, erased.request_id) == (("network_log.ip_address",), rid)
+
+
+def test_a_deletion_request_on_the_account_cancelled_ground_cancels_the_account__clause_6_3_5(
+    memory_ledger,
+):
+    sid = subject(memory_ledger)
+    rid = _request(memory_ledger, sid, RightKind.DELETION, ground="account_cancelled")
+
+    memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
+
+    state = memory_ledger.subject(sid).state
+    assert (state.cancelled, state.erased, state.key_shredded) == (True, True, True)
+
+
+def test_a_person_asks_for_deletion_only_on_the_grounds_of_clause_6_3(memory_ledger):
+    """`retention_expired` is the service's own rule (§7), not a ground a person asks on."""
+    sid = subject(memory_ledger)
+
+    refusal = refused(
+        memory_ledger,
+        _open(sid, later(memory_ledger), RightKind.DELETION, ground="retention_expired"),
+    )
+
+    assert (refusal.reason, refusal.clause) == (R.ERASURE_GROUND_NOT_DECLARED, "§6.3")
+
+
+def test_a_cancellation_request_fulfilled_after_an_erasure_still_cancels_the_account__clause_6_4(
+    memory_ledger,
+):
+    sid = subject(memory_ledger)
+    rid = _request(memory_ledger, sid, RightKind.ACCOUNT_CANCELLATION)
+    memory_ledger.execute(
+        PRINCIPAL,
+        c.EraseSubject(
+            idempotency_key=key("era"),
+            occurred_at=later(memory_ledger),
+            subject=c.SubjectRef(subject_id=sid),
+            ground="no_consent",
+        ),
+    )
+
+    memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))
+
+    state = memory_ledger.subject(sid).state
+    assert (state.cancelled, state.erased) == (True, True)
+    cancelled = memory_ledger.history(sid)[-1]
+    assert (type(cancelled).__name__, cancelled.request_id) == ("AccountCancelled", rid)
+
+
+def test_a_correction_request_names_one_category__clause_6_2(memory_ledger):
+    """One close corrects one category: a request naming two could close fulfilled with the
+    second never corrected."""
+    sid = subject(memory_ledger)
+    before = written(memory_ledger)
+
+    with pytest.raises(InvalidCommand) as caught:
+        memory_ledger.execute(
+            PRINCIPAL,
+            _open(
+                sid,
+                later(memory_ledger),
+                RightKind.CORRECTION,
+                categories=("network_log.ip_address", "network_log.usage"),
+            ),
+        )
+
+    assert caught.value.field == "categories"
+    assert written(memory_ledger) == before
+
+
+def test_a_request_of_another_kind_closed_with_corrections_is_invalid__clause_6_2(memory_ledger):
+    sid = subject(memory_ledger)
+    memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
+    rid = _request(memory_ledger, sid, RightKind.ACCESS)
+    correction = c.Correction(
+        category="network_log.ip_address", values={"ip": SecretStr(secret("ip"))}
+    )
+
+    with pytest.raises(InvalidCommand) as caught:
+        memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger), correction=correction))
+
+    assert caught.value.field == "correction"
+    assert memory_ledger.rights_request(rid).status is RequestStatus.OPEN
+
+
 def test_fulfilling_an_account_cancellation_request_cancels_and_erases__clause_6_4(
     memory_ledger,
 ):
