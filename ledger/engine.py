@@ -41,6 +41,7 @@ from ledger.rights import RightsRequest
 from ledger.rights_handlers import REQUEST_HANDLERS
 from ledger.rules import check_occurred_at, refuse_if
 from ledger.subject import Subject
+from ledger.subject_state import SubjectState
 
 if TYPE_CHECKING:
     from ledger.application import Ledger
@@ -188,7 +189,7 @@ class Engine:
             answer = out.answer
             receipt = Receipt(
                 receipt_id(principal, c.idempotency_key),
-                digests[i],
+                FORGOTTEN if out.forget_digest else digests[i],
                 answer.id,
                 answer.version,
                 out.subject_id,
@@ -411,6 +412,9 @@ class Work:
         if not isinstance(found, Subject):
             raise SubjectNotFound
         return found
+
+    def fresh_state(self, ref: cmd.SubjectRef) -> SubjectState:
+        return self.app._subject(self.app.resolve(ref), copy=True).state
 
     def new_subject_id(self, namespace: str, account_id: str) -> UUID:
         sealer = self.sealer

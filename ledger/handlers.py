@@ -28,7 +28,7 @@ from ledger.rights import RightsRequest
 from ledger.rules import Agreed, check_registration, guardian_not_registered, refuse_if
 from ledger.sealing import Sealer
 from ledger.subject import Subject
-from ledger.subject_state import minor_at
+from ledger.subject_state import SubjectState, minor_at
 
 _NOT_REACHED = (
     "Exports and reports delivered before the erasure, copies held by recipients of earlier "
@@ -47,6 +47,9 @@ class Outcome:
     answer: Aggregate
     subject_id: UUID | None
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    forget_digest: bool = False
+    """The person's key is gone: the receipt keeps no digest of the command, whose free text
+    (a request's reason) a retry could otherwise check a guess against."""
 
 
 class Context(Protocol):
@@ -59,6 +62,11 @@ class Context(Protocol):
     def policy_at(self, instant: datetime) -> tuple[str, Policy]: ...
 
     def subject(self, ref: cmd.SubjectRef) -> Subject: ...
+
+    def fresh_state(self, ref: cmd.SubjectRef) -> SubjectState:
+        """A person's state as the store has it now (another writer may have moved on since
+        this process cached it), for a decision on a person this command does not change."""
+        ...
 
     def new_subject_id(self, namespace: str, account_id: str) -> UUID: ...
 
@@ -84,7 +92,7 @@ def register(ctx: Context, c: cmd.RegisterSubject) -> Outcome:
     guardian = None
     if c.guardian_subject_id is not None:
         try:
-            guardian = ctx.subject(cmd.SubjectRef(subject_id=c.guardian_subject_id)).state
+            guardian = ctx.fresh_state(cmd.SubjectRef(subject_id=c.guardian_subject_id))
         except SubjectNotFound:
             refuse_if(guardian_not_registered(policy))
     refusal = check_registration(

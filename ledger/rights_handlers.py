@@ -40,8 +40,7 @@ def open_request(ctx: Context, c: cmd.OpenRightsRequest) -> Outcome:
     person may give it again)."""
     version, policy = ctx.policy_at(c.occurred_at)
     subject = ctx.subject(c.subject)
-    refusal = check_open(subject.state)
-    refuse_if(refusal)
+    refuse_if(check_open(subject.state) or check_open(ctx.fresh_state(c.subject)))
     received = c.received_at or c.occurred_at
     if received > c.occurred_at:
         raise InvalidCommand("received_at", "a request cannot be received after it is opened")
@@ -111,6 +110,7 @@ def extend_request(ctx: Context, c: cmd.ExtendRightsRequest) -> Outcome:
     request = ctx.request(c.request_id)
     s = request.state
     deadline, latest = _terms(ctx, s)
+    out = Outcome([request], request, s.subject_id)
     request.extend(
         deadline,
         ev.RightsRequestExtended(
@@ -118,28 +118,29 @@ def extend_request(ctx: Context, c: cmd.ExtendRightsRequest) -> Outcome:
             subject_id=s.subject_id,
             request_id=request.id,
             days=c.days,
-            sealed_reason=_sealed_reason(ctx, s.subject_id, c.reason),
+            sealed_reason=_sealed_reason(ctx, s.subject_id, c.reason, out),
             due_at=deadlines.extend(s.due_at, c.days, deadline),
         ),
         latest,
         acted_at(ctx, c),
     )
-    return Outcome([request], request, s.subject_id)
+    return out
 
 
 def pause_request(ctx: Context, c: cmd.PauseRightsRequest) -> Outcome:
     version, _ = ctx.policy_at(c.occurred_at)
     request = ctx.request(c.request_id)
+    out = Outcome([request], request, request.state.subject_id)
     request.pause(
         ev.RightsRequestPaused(
             **_envelope(ctx, c, version),
             subject_id=request.state.subject_id,
             request_id=request.id,
-            sealed_reason=_sealed_reason(ctx, request.state.subject_id, c.reason),
+            sealed_reason=_sealed_reason(ctx, request.state.subject_id, c.reason, out),
         ),
         acted_at(ctx, c),
     )
-    return Outcome([request], request, request.state.subject_id)
+    return out
 
 
 def resume_request(ctx: Context, c: cmd.ResumeRightsRequest) -> Outcome:
@@ -179,19 +180,27 @@ def close_request(ctx: Context, c: cmd.CloseRightsRequest) -> Outcome:
             subject_id=s.subject_id,
             request_id=request.id,
             outcome=c.outcome,
-            sealed_reason=_sealed_reason(ctx, s.subject_id, c.reason),
+            sealed_reason=_sealed_reason(ctx, s.subject_id, c.reason, out),
             late=acted_at(ctx, c) > s.due_at,
         )
     )
     return out
 
 
-def _sealed_reason(ctx: Context, subject_id: UUID, reason: str) -> str | None:
+def _sealed_reason(ctx: Context, subject_id: UUID, reason: str, out: Outcome) -> str | None:
     """A staff member's reason, sealed with the person's data key; None once that key is
-    shredded (a request of an erased person is still closed, without its free text)."""
+    shredded (a request of an erased person is still closed, without its free text), and then
+    the receipt keeps no digest of it either. The key store is asked, not this process's
+    cache: another writer may have shredded the key."""
+    sealer = ctx.sealer
+    if sealer.store.wrapped_key(subject_id) is None:
+        sealer.forget(subject_id)
+        out.forget_digest = True
+        return None
     try:
-        return ctx.sealer.seal(subject_id, "reason", reason)
+        return sealer.seal(subject_id, "reason", reason)
     except KeyShreddedError:
+        out.forget_digest = True
         return None
 
 

@@ -15,14 +15,16 @@ from uuid import UUID
 
 import pytest
 from pydantic import SecretStr, ValidationError
-from scenario import PRINCIPAL, collection, key, later, ref, register, secret
+from scenario import PRINCIPAL, collection, key, later, ref, register, secret, sqlite_ledger
 
 from ledger import commands as c
 from ledger import events as ev
 from ledger.application import Ledger
-from ledger.errors import IdempotencyConflict, KeyShreddedError
+from ledger.errors import IdempotencyConflict, KeyShreddedError, Refused
+from ledger.errors import RefusalReason as R
 from ledger.receipts import FORGOTTEN, receipt_id
 from ledger.recorders import KeepsReceipts
+from ledger.sealing import MasterKey
 from projections import ProjectionRunner, ViewStore, views
 from projections import queries as q
 from server.keystore import SqlKeyStore
@@ -113,6 +115,82 @@ def test_after_erasure_a_retry_of_a_rights_request_command_checks_no_guess__clau
     assert stored.digest == FORGOTTEN
     answers = [ledger.execute(PRINCIPAL, attempt) for attempt in (extension, guess)]
     assert [a.replayed for a in answers] == [True, True]
+
+
+def test_two_writers_a_reason_after_the_other_ones_erasure_is_neither_sealed_nor_digested(
+    tmp_path: Path,
+) -> None:
+    """Two writers on one store (two servers on PostgreSQL): one erases the person, the other,
+    with the person's key still cached, extends their request. The reason is not sealed under
+    the destroyed key, and its receipt keeps no digest to check a guess against."""
+    master = MasterKey.generate()
+    here, there = sqlite_ledger(tmp_path, master), sqlite_ledger(tmp_path, master)
+    try:
+        sid = register(here).subject_id
+        assert sid is not None
+        opened = here.execute(
+            PRINCIPAL,
+            c.OpenRightsRequest(
+                idempotency_key=key("req"), occurred_at=later(here), subject=ref(sid), kind="access"
+            ),
+        )
+        here.execute(PRINCIPAL, collection(sid, at=later(here)))  # the key is cached here
+        _erase(there, sid)
+        extension = c.ExtendRightsRequest(
+            idempotency_key=key("ext"),
+            occurred_at=later(here),
+            request_id=opened.aggregate_id,
+            days=5,
+            reason=secret("reason"),
+        )
+
+        here.execute(PRINCIPAL, extension)
+
+        (extended,) = [
+            p
+            for e in here.events.get(opened.aggregate_id)
+            if isinstance(p := getattr(e, "payload", None), ev.RightsRequestExtended)
+        ]
+        assert extended.sealed_reason is None
+        stored = _receipts(here).receipt(receipt_id(PRINCIPAL, extension.idempotency_key))
+        assert stored is not None
+        assert stored.digest == FORGOTTEN
+    finally:
+        for app in (here, there):
+            app.close()
+            app.sealer.store.close()
+
+
+def test_two_writers_a_guardian_erased_by_the_other_is_no_guardian__clause_5(
+    tmp_path: Path,
+) -> None:
+    """The guardian's state is read as the store has it, not as this writer cached it."""
+    master = MasterKey.generate()
+    here, there = sqlite_ledger(tmp_path, master), sqlite_ledger(tmp_path, master)
+    try:
+        guardian = register(here).subject_id
+        assert guardian is not None
+        here.subject(guardian)  # cached here
+        _erase(there, guardian)
+
+        with pytest.raises(Refused) as refusal:
+            register(here, birth_year=2015, guardian_subject_id=guardian)
+        assert refusal.value.reason is R.GUARDIAN_NOT_REGISTERED
+        with pytest.raises(Refused) as closed:
+            here.execute(
+                PRINCIPAL,
+                c.OpenRightsRequest(
+                    idempotency_key=key("req"),
+                    occurred_at=later(here),
+                    subject=ref(guardian),
+                    kind="access",
+                ),
+            )
+        assert closed.value.reason is R.SUBJECT_ERASED
+    finally:
+        for app in (here, there):
+            app.close()
+            app.sealer.store.close()
 
 
 def test_a_view_behind_a_partial_erasure_does_not_open_the_erased_values__clause_6_3(
