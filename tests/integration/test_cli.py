@@ -700,7 +700,9 @@ def test_a_database_url_the_server_cannot_honour_is_refused(
 ) -> None:
     monkeypatch.setenv("PDL_DATABASE_URL", url)
 
-    line = assert_one_error_line(pdl("serve", "--data-dir", tmp_path / "d"))
+    line = assert_one_error_line(
+        pdl("serve", "--data-dir", tmp_path / "d", "--listen", "127.0.0.1:0")
+    )  # a port of its own: the default may be taken on this machine
 
     assert expected in line
     assert not (tmp_path / "d" / "admin.token").exists()
