@@ -16,6 +16,9 @@ from ledger.policy import Policy, parse_policy
 
 POLICY_BOOK_ID = uuid5(UUID("0b7e8a52-7a8c-5d7e-8f0e-2a4b6c8d0e1f"), "policy-book")
 _RETROACTIVE_TOLERANCE = timedelta(minutes=5)
+TAKES_EFFECT_AFTER = timedelta(seconds=3)
+"""The soonest a new version takes effect after it is recorded: longer than any writer's
+interval between two reads of the policy book (`ledger.application`, 1 s), with margin."""
 
 
 class PublishedVersion(BaseModel):
@@ -58,11 +61,14 @@ class PolicyBook(Aggregate):
 
     def effective_instant(self, requested: datetime, now: datetime) -> datetime:
         """When a version asked to take effect at `requested` takes effect: an instant within
-        the clocks' skew before now is taken as now, so no version ever reaches back over
-        events already recorded under the one before (the first version may reach into the
-        past: it is the policy already in use)."""
-        if self.versions and now - _RETROACTIVE_TOLERANCE <= requested < now:
-            return now
+        the clocks' skew before now, or sooner than `TAKES_EFFECT_AFTER` from now, is taken as
+        that much after now, so no version ever reaches back over events already recorded
+        under the one before, and every writer on the store (each re-reads the book every
+        second) knows of it before it is in force (the first version may reach into the past:
+        it is the policy already in use)."""
+        soonest = now + TAKES_EFFECT_AFTER
+        if self.versions and now - _RETROACTIVE_TOLERANCE <= requested < soonest:
+            return soonest
         return requested
 
     def publish(self, payload: ev.PolicyPublished, now: datetime) -> None:

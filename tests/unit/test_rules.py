@@ -35,6 +35,7 @@ from ledger.application import Ledger
 from ledger.errors import RefusalReason as R
 from ledger.events import CollectionMode, ConsentGiver
 from ledger.policy import SEED_EFFECTIVE_AT, load_seed_policy
+from ledger.policy_book import TAKES_EFFECT_AFTER
 
 # --- helpers ------------------------------------------------------------------------------
 
@@ -771,14 +772,19 @@ def test_a_document_of_another_policy_is_not_a_version_of_this_one__clause_8(mem
     assert (refusal.reason, refusal.clause) == (R.POLICY_ID_CHANGED, "§8")
 
 
-def test_a_version_due_within_the_clock_skew_before_now_takes_effect_now__clause_8(memory_ledger):
-    """Events recorded under version 1 up to now stay under it: no version reaches back."""
+@pytest.mark.parametrize("asked", [timedelta(minutes=-4), timedelta(0), timedelta(seconds=1)])
+def test_a_version_due_before_now_or_at_once_takes_effect_just_after_now__clause_8(
+    memory_ledger, asked
+):
+    """Events recorded under version 1 up to now stay under it: no version reaches back; and
+    it takes effect a few seconds on, once every writer on the store has read it."""
     now = memory_ledger.clock.now()
-    memory_ledger.execute(PRINCIPAL, _publish(memory_ledger, "2", now - timedelta(minutes=4)))
+    memory_ledger.execute(PRINCIPAL, _publish(memory_ledger, "2", now + asked))
 
-    assert memory_ledger.policy_in_force(now - timedelta(seconds=1))[0].version == "1"
-    assert memory_ledger.policy_in_force(now)[0].version == "2"
-    assert [v.effective_at for v in memory_ledger.policy_versions()][-1] == now
+    soonest = now + TAKES_EFFECT_AFTER
+    assert memory_ledger.policy_in_force(soonest - timedelta(microseconds=1))[0].version == "1"
+    assert memory_ledger.policy_in_force(soonest)[0].version == "2"
+    assert [v.effective_at for v in memory_ledger.policy_versions()][-1] == soonest
 
 
 def test_events_record_the_policy_version_in_force_at_their_occurred_at__clause_8(memory_ledger):

@@ -33,6 +33,7 @@ from ledger.errors import KeyShreddedError
 from ledger.errors import RefusalReason as R
 from ledger.events import ConsentGiver
 from ledger.policy import load_seed_policy, parse_policy
+from ledger.policy_book import TAKES_EFFECT_AFTER
 from ledger.subject_state import HeldCategory
 
 _DAY = 24 * 3600
@@ -372,6 +373,7 @@ def _publish_credit_scoring(ledger: Ledger) -> None:
             effective_at=effective,
         ),
     )
+    later(ledger, TAKES_EFFECT_AFTER.total_seconds())  # in force from here on
 
 
 def test_a_purpose_added_after_registration_needs_fresh_consent__clause_8(memory_ledger):
