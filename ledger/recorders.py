@@ -54,8 +54,8 @@ batch or a checkpoint held back by a long read would leave hundreds of MB)."""
 
 PG_CONNECT_TIMEOUT_SECONDS = 2
 """How long a new PostgreSQL connection, or a wait for one from a pool, may take (libpq's
-least). The library tries a failed call again up to ten times, each after such a wait, so a
-write finds a database that is gone in about ten seconds."""
+least). The library tries a failed read and a failed write again up to ten times each, each
+try after such a wait, so a write finds a database that is gone in about 20 seconds."""
 PG_CONNECTION_PARAMETERS: dict[str, int] = {
     "connect_timeout": PG_CONNECT_TIMEOUT_SECONDS,
     "keepalives": 1,
