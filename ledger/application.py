@@ -424,9 +424,14 @@ class Ledger(Application[UUID]):
         """The policy book, re-read from the store at most every second (other processes may
         publish) and at once after a publication here."""
         now = time.monotonic()
-        if now - self._book_checked <= _BOOK_REFRESH_SECONDS and self._book_cache is not None:
-            return self._book_cache
+        cached = self._book_cache
+        if now - self._book_checked <= _BOOK_REFRESH_SECONDS and cached is not None:
+            return cached
         self._book_checked = now
+        if cached is not None:  # read again only if another process published since
+            latest = self.recorder.select_events(POLICY_BOOK_ID, desc=True, limit=1)
+            if latest and latest[0].originator_version == cached.version:
+                return cached
         self._evict(POLICY_BOOK_ID)
         book: Aggregate | None
         try:

@@ -290,6 +290,12 @@ class CloseRightsRequest(_Command):
     correction: Correction | None = Field(default=None, description="For a correction request.")
 
 
+POLICY_DOCUMENT_MAX_CHARS = 1 << 20
+"""The largest policy document a version may hold, as JSON (the seed policy is about 26 KB)."""
+CHANGES_MAX_LINES = 500
+"""The most lines of changes a publisher may describe a version with."""
+
+
 class PublishPolicy(_Command):
     """Publish a policy version."""
 
@@ -302,8 +308,19 @@ class PublishPolicy(_Command):
         "even when the computed changes are minor. A computed major change is never downgraded.",
     )
     changes: tuple[Text, ...] = Field(
-        default=(), description="What changed, in the publisher's words; the ledger adds its own."
+        default=(),
+        max_length=CHANGES_MAX_LINES,
+        description="What changed, in the publisher's words; the ledger adds its own.",
     )
+
+    @model_validator(mode="after")
+    def _bounded_document(self) -> Self:
+        """A version is read by every process every second and sent whole by GetPolicy and
+        the audit stream: it must stay well inside one message."""
+        if len(self.policy.model_dump_json()) > POLICY_DOCUMENT_MAX_CHARS:
+            msg = f"a policy document is at most {POLICY_DOCUMENT_MAX_CHARS} characters of JSON"
+            raise ValueError(msg)
+        return self
 
 
 class NotifyPolicy(_Command):

@@ -312,6 +312,10 @@ def publish_policy(req: ppb.PublishPolicyRequest, now: datetime) -> cmd.PublishP
     """PublishPolicy: `document_json` is parsed and validated as a policy; an unset
     `effective_at` is reported as required, not defaulted."""
     d = Draft(req.meta, now, {"policy": "document_json"})
+    if len(req.document_json) > cmd.POLICY_DOCUMENT_MAX_CHARS:
+        d.bad("document_json", f"at most {cmd.POLICY_DOCUMENT_MAX_CHARS} characters")
+        d.time("effective_at", req, "effective_at", "effective_at")
+        return d.build(cmd.PublishPolicy)
     try:
         document = json.loads(req.document_json) if req.document_json else None
     except json.JSONDecodeError as exc:

@@ -93,6 +93,16 @@ class WriterFailed(LedgerError):
         return self._kind
 
 
+class TooManyFollowers(LedgerError):
+    """The server already tails the log for as many followed audit streams as it takes."""
+
+    def __init__(self, most: int) -> None:
+        super().__init__(
+            f"this server follows at most {most} audit streams at once; retry later,"
+            " or read without follow"
+        )
+
+
 class StorageFull(LedgerError):
     """A write found no room left in storage (the disk, a quota, the database's own limit);
     it was rolled back."""
@@ -283,6 +293,7 @@ def status_of(error: BaseException) -> StatusParts:
         (KeyShreddedError, grpc.StatusCode.FAILED_PRECONDITION, "KEY_SHREDDED"),
         (BatchAborted, grpc.StatusCode.ABORTED, "BATCH_ABORTED"),
         (WriterUnavailable, grpc.StatusCode.UNAVAILABLE, "WRITER_UNAVAILABLE"),
+        (TooManyFollowers, grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_FOLLOWERS"),
         (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
         (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
         (SealingError, grpc.StatusCode.DATA_LOSS, "SEALED_VALUE_UNREADABLE"),

@@ -11,14 +11,17 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from conftest import e2e_settings, start_server, stop_server
 from google.protobuf import timestamp_pb2
 from outcomes import assert_refused, bad_fields, log_end, nothing_written, reason_of
 from scenario import secret
 
+from server import queries
 from server._pb.pdl.v1 import common_pb2 as cpb
 from server._pb.pdl.v1 import ledger_service_pb2 as lpb
 from server._pb.pdl.v1 import policy_service_pb2 as ppb
@@ -802,6 +805,49 @@ def test_the_audit_stream_needs_the_audit_scope(served: Served) -> None:
             audit_pages(other)
         assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED, who
         assert reason_of(denied.value) == "PERMISSION_DENIED"
+
+
+def test_followed_audit_streams_beyond_the_servers_most_are_resource_exhausted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each follower polls the store on the threads every read shares: a server tails a
+    bounded number at once, and a stream read without follow is never turned away."""
+    monkeypatch.setattr(queries, "MOST_FOLLOWERS", 2)
+    served = start_server(e2e_settings(tmp_path, "sqlite"))
+    try:
+        with served.client("auditor") as auditor:
+
+            def follow() -> Any:
+                return auditor.query.StreamAuditLog(
+                    qpb.StreamAuditLogRequest(follow=True),
+                    metadata=auditor.options["metadata"],
+                    timeout=30,
+                )
+
+            held = [follow(), follow()]
+            for call in held:
+                next(iter(call))  # each is tailing the log now
+            with pytest.raises(grpc.RpcError) as third:
+                next(iter(follow()))
+            assert third.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert reason_of(third.value) == "TOO_MANY_FOLLOWERS"
+            assert audit_pages(auditor)  # without follow: served
+            held[0].cancel()
+            deadline = time.monotonic() + 10
+            while True:  # the cancelled one's place is free once the server has seen it go
+                try:
+                    again = follow()
+                    next(iter(again))
+                    break
+                except grpc.RpcError as error:
+                    if error.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        raise
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+            for call in (held[1], again):
+                call.cancel()
+    finally:
+        stop_server(served)
 
 
 def test_a_followed_audit_stream_delivers_new_events_until_cancelled(

@@ -790,6 +790,37 @@ def test_a_policy_with_an_unknown_category_in_a_recipient_class_names_the_policy
     assert "no_such.category" in description  # a policy id, not a personal value
 
 
+def test_a_policy_too_large_for_every_reader_is_refused_and_names_its_field() -> None:
+    """A version is re-read by every process and sent whole by GetPolicy and the audit
+    stream; a document or a list of changes past the bounds would not fit one message."""
+    document = _seed_document()
+    first = document["categories"][0]
+    document["categories"].extend(  # valid categories, each a few hundred characters
+        {**first, "id": f"{first['group']}.padding{n:05d}", "name": "x" * 200} for n in range(5000)
+    )
+    assert convert.publish_policy(  # under the bound, the same categories are a policy
+        ppb.PublishPolicyRequest(
+            meta=_meta(),
+            document_json=json.dumps({**document, "categories": document["categories"][:50]}),
+            effective_at=_ts(NOW),
+        ),
+        NOW,
+    )
+    huge = ppb.PublishPolicyRequest(
+        meta=_meta(), document_json=json.dumps(document), effective_at=_ts(NOW)
+    )
+    wordy = ppb.PublishPolicyRequest(
+        meta=_meta(),
+        document_json=json.dumps(_seed_document()),
+        effective_at=_ts(NOW),
+        changes=["a change"] * (c.CHANGES_MAX_LINES + 1),
+    )
+    for request, field in ((huge, "document_json"), (wordy, "changes")):
+        with pytest.raises(InvalidRequest) as exc:
+            convert.publish_policy(request, NOW)
+        assert set(_fields(exc)) == {field}
+
+
 def test_a_policy_without_effective_at_is_named() -> None:
     request = ppb.PublishPolicyRequest(meta=_meta(), document_json=json.dumps(_seed_document()))
     with pytest.raises(InvalidRequest) as exc:

@@ -30,6 +30,7 @@ from server.errors import (
     PositionNotWritten,
     StorageFull,
     StorageUnavailable,
+    TooManyFollowers,
     Unauthenticated,
     ViewBehind,
     WriterFailed,
@@ -66,6 +67,7 @@ EXAMPLES: list[tuple[LedgerError, dict[str, object]]] = [
     (PositionNotWritten(10, 7), {"position": 10, "written": 7}),
     (StorageFull(), {}),
     (StorageUnavailable(), {}),
+    (TooManyFollowers(64), {}),
     (WriterUnavailable(), {}),
     (WriterFailed("OperationalError"), {"kind": "OperationalError"}),
 ]
