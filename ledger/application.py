@@ -214,9 +214,7 @@ class Ledger(Application[UUID]):
             for e in self.events.get(subject_id)
             if isinstance(p := getattr(e, "payload", None), ev.Envelope)
         }
-        receipts = cast("KeepsReceipts", self.recorder)
-        receipts.forget_digests(sorted(ids))
-        receipts.forget_request_digests(subject_id)
+        cast("KeepsReceipts", self.recorder).forget_digests(subject_id, sorted(ids))
 
     # --- queries -----------------------------------------------------------------------------
 

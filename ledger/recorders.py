@@ -9,7 +9,6 @@ to follow the log by polling: `eventsourcing` 9.5.6 gives SQLite no subscription
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -20,7 +19,6 @@ from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
     IntegrityError,
-    InterfaceError,
     ListenNotifySubscription,
     StoredEvent,
     Subscription,
@@ -28,11 +26,9 @@ from eventsourcing.persistence import (
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from eventsourcing.sqlite import (
-    SQLITE3_DEFAULT_LOCK_TIMEOUT,
     SQLiteAggregateRecorder,
     SQLiteApplicationRecorder,
     SQLiteConnection,
-    SQLiteConnectionPool,
     SQLiteCursor,
     SQLiteTransaction,
 )
@@ -40,6 +36,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
 
+from ledger.connections import PG_CONNECTION_PARAMETERS, connect_sqlite
 from ledger.deferred_commits import DeferredCommits
 from ledger.receipts import FORGOTTEN, Receipt
 from ledger.sqlite_wal import WalCheckpoints
@@ -52,29 +49,9 @@ _WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 back to it (SQLite otherwise keeps the longest the log has been, on disk for good: a large
 batch or a checkpoint held back by a long read would leave hundreds of MB)."""
 
-PG_CONNECT_TIMEOUT_SECONDS = 2
-"""How long a new PostgreSQL connection, or a wait for one from a pool, may take (libpq's
-least). The library tries a failed read and a failed write again up to ten times each, each
-try after such a wait, so a write finds a database that is gone in about 20 seconds."""
-PG_CONNECTION_PARAMETERS: dict[str, int] = {
-    "connect_timeout": PG_CONNECT_TIMEOUT_SECONDS,
-    "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 10_000,
-}
-"""libpq parameters of every connection to PostgreSQL: a server that does not answer, or a
-network that drops everything, fails a call within seconds instead of holding it (and every
-write queued behind it) for as long as the outage lasts. `tcp_user_timeout` (milliseconds)
-bounds data sent and never acknowledged; the keepalives find an idle connection gone."""
-
 _ANSWERED_BY_ANOTHER = "aggregate_id <> subject_id"
 """Receipts about a person answered by another aggregate than theirs: their rights requests'
 (a partial index keeps them, so an erasure finds them without reading every receipt)."""
-
-_STATEMENTS_CACHED = 64
-"""Prepared statements kept per event-store connection (a write uses about six)."""
 
 _CHECKPOINT_EVERY_ROWS = 4_000
 """Rows (events and receipts) written between the event store's checkpoints: about 5,000
@@ -108,32 +85,6 @@ SNAPSHOTS = "snapshots"
 (`SnapshotRows`), to be stored in the same transaction as its events."""
 
 
-def _connect(pool: SQLiteConnectionPool) -> SQLiteConnection:
-    """A new connection of the pool to a file database, as the library's pool makes one, but
-    with a statement cache of `_STATEMENTS_CACHED`.
-
-    `eventsourcing` 9.5.6 opens its SQLite connections with ``cached_statements=True``, which
-    `sqlite3` takes as a cache of one statement: every transaction's BEGIN, inserts and COMMIT
-    then prepared their SQL again. The cache can only be sized when the connection is made.
-    """
-    try:
-        raw = sqlite3.connect(
-            database=pool.db_name,
-            uri=True,
-            check_same_thread=False,
-            isolation_level=None,  # the library's transactions say BEGIN and COMMIT
-            cached_statements=_STATEMENTS_CACHED,
-            timeout=pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT,
-        )
-    except (sqlite3.Error, TypeError) as error:
-        raise InterfaceError(error) from error
-    if str(raw.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-        raw.execute("PRAGMA journal_mode=WAL")
-    pool.is_journal_mode_wal = True
-    raw.row_factory = sqlite3.Row
-    return SQLiteConnection(sqlite_conn=raw, max_age=pool.max_age)
-
-
 class SnapshotRows(NamedTuple):
     """Snapshots of aggregates as a write leaves them, already encoded, and the snapshot
     store's recorder, whose table they go into (in the same database as the events)."""
@@ -147,14 +98,11 @@ class KeepsReceipts(Protocol):
 
     def receipt(self, receipt_id: str) -> Receipt | None: ...
 
-    def forget_digests(self, receipt_ids: Sequence[str]) -> None:
-        """Blank the digests of these receipts (`receipts.FORGOTTEN`): the person they are
-        about was erased, and a digest of their values must not outlive their key."""
-
-    def forget_request_digests(self, subject_id: UUID) -> None:
-        """Blank the digests of the receipts about this person answered by another aggregate
-        than theirs (their rights requests' commands), once they are erased. Such receipts
-        are few, and an index of their own finds them."""
+    def forget_digests(self, subject_id: UUID, receipt_ids: Sequence[str]) -> None:
+        """Blank, in one transaction, the digests (`receipts.FORGOTTEN`) of these receipts and
+        of every receipt about the person answered by another aggregate than theirs (their
+        rights requests' commands: few, and an index of their own finds them). The person
+        was erased, and a digest of their values must not outlive their key."""
 
 
 def _positioned(
@@ -241,17 +189,11 @@ class LedgerPOPORecorder(POPOApplicationRecorder):
         with self._database_lock:
             return self._receipts.get(receipt_id)
 
-    def forget_digests(self, receipt_ids: Sequence[str]) -> None:
+    def forget_digests(self, subject_id: UUID, receipt_ids: Sequence[str]) -> None:
+        ids = set(receipt_ids)
         with self._database_lock:
-            for i in receipt_ids:
-                kept = self._receipts.get(i)
-                if kept is not None:
-                    kept.digest = FORGOTTEN
-
-    def forget_request_digests(self, subject_id: UUID) -> None:
-        with self._database_lock:
-            for kept in self._receipts.values():
-                if kept.subject_id == subject_id and kept.aggregate_id != subject_id:
+            for i, kept in self._receipts.items():
+                if i in ids or (kept.subject_id == subject_id and kept.aggregate_id != subject_id):
                     kept.digest = FORGOTTEN
 
 
@@ -287,7 +229,7 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
 
             def configured() -> SQLiteConnection:
                 """A new connection of the pool, set up for this store."""
-                conn = _connect(pool)
+                conn = connect_sqlite(pool)
                 raw = conn._sqlite_conn
                 raw.execute("PRAGMA wal_autocheckpoint = 0")  # `WalCheckpoints` does them
                 raw.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
@@ -415,24 +357,17 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             row = c.fetchone()
         return None if row is None else _from_row(tuple(row))
 
-    def forget_digests(self, receipt_ids: Sequence[str]) -> None:
-        if not receipt_ids:
-            return
+    def forget_digests(self, subject_id: UUID, receipt_ids: Sequence[str]) -> None:
         if self.deferred is not None:
             self.deferred.wait()
+        table = self.receipts_table_name
         with self.datastore.transaction(commit=True) as c:
             c.executemany(
-                f"UPDATE {self.receipts_table_name} SET digest=? WHERE receipt_id=?",  # noqa: S608
+                f"UPDATE {table} SET digest=? WHERE receipt_id=?",  # noqa: S608
                 [(FORGOTTEN, i) for i in receipt_ids],
             )
-
-    def forget_request_digests(self, subject_id: UUID) -> None:
-        if self.deferred is not None:
-            self.deferred.wait()
-        with self.datastore.transaction(commit=True) as c:
             c.execute(
-                f"UPDATE {self.receipts_table_name} SET digest=? "  # noqa: S608
-                f"WHERE subject_id=? AND {_ANSWERED_BY_ANOTHER}",
+                f"UPDATE {table} SET digest=? WHERE subject_id=? AND {_ANSWERED_BY_ANOTHER}",  # noqa: S608
                 (FORGOTTEN, subject_id.hex),
             )
 
@@ -535,14 +470,10 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 pipeline.sync()
         return ids
 
-    def forget_digests(self, receipt_ids: Sequence[str]) -> None:
-        if not receipt_ids:
-            return
+    def forget_digests(self, subject_id: UUID, receipt_ids: Sequence[str]) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            curs.executemany(self._forget_digest, [(FORGOTTEN, i) for i in receipt_ids])
-
-    def forget_request_digests(self, subject_id: UUID) -> None:
-        with self.datastore.transaction(commit=True) as curs:
+            if receipt_ids:
+                curs.executemany(self._forget_digest, [(FORGOTTEN, i) for i in receipt_ids])
             curs.execute(self._forget_request_digests, (FORGOTTEN, subject_id))
 
     def receipt(self, receipt_id: str) -> Receipt | None:

@@ -103,12 +103,7 @@ def guardian_not_registered(policy: Policy) -> Refusal:
 
 
 def _check_guardian(policy: Policy, guardian: SubjectState, at: datetime) -> Refusal | None:
-    if (
-        guardian.erased
-        or guardian.key_shredded
-        or guardian.cancelled
-        or at < guardian.registered_at
-    ):
+    if check_open(guardian) is not None or at < guardian.registered_at:
         return guardian_not_registered(policy)
     if minor_at(guardian.birth_year, guardian.minor, at, policy.minors.age_of_majority):
         return Refusal(

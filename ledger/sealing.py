@@ -192,17 +192,21 @@ class Sealer:
             raise SealingError(f"field {field!r} is not valid base64") from None
         if len(raw) < _NONCE_BYTES + 16:
             raise SealingError(f"field {field!r} is too short to be a sealed value")
-        if self._store.wrapped_key(subject_id) is None:
-            # shredded, maybe by another process (the server's writer): the key cached here
-            # must not open what the store no longer can
-            self.forget(subject_id)
-            raise KeyShreddedError(f"no data key for subject {subject_id}")
+        self.check_held(subject_id)
         cipher = self._cipher(subject_id)
         try:
             plain = cipher.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], aad)
         except InvalidTag:
             raise SealingError(f"field {field!r} does not open for this subject") from None
         return plain.decode()
+
+    def check_held(self, subject_id: UUID) -> None:
+        """Raise `KeyShreddedError` when the store no longer holds the person's key: another
+        process (the server's writer, another server) may have shredded it, and the key
+        cached here must not serve what the store no longer can."""
+        if self._store.wrapped_key(subject_id) is None:
+            self.forget(subject_id)
+            raise KeyShreddedError(f"no data key for subject {subject_id}")
 
     def forget(self, subject_id: UUID) -> None:
         """Drop a cached key (after shredding)."""

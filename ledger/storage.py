@@ -11,12 +11,8 @@ from typing import Literal
 from eventsourcing.utils import get_topic
 from pydantic import BaseModel, ConfigDict, Field
 
-from ledger.recorders import (
-    PG_CONNECT_TIMEOUT_SECONDS,
-    LedgerPOPOFactory,
-    LedgerPostgresRecorder,
-    LedgerSQLiteRecorder,
-)
+from ledger.connections import PG_CONNECT_TIMEOUT_SECONDS
+from ledger.recorders import LedgerPOPOFactory, LedgerPostgresRecorder, LedgerSQLiteRecorder
 
 
 class PostgresConfig(BaseModel):

@@ -26,8 +26,8 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
 
+from ledger.connections import PG_CONNECT_TIMEOUT_SECONDS, PG_CONNECTION_PARAMETERS
 from ledger.errors import ConfigurationError
-from ledger.recorders import PG_CONNECT_TIMEOUT_SECONDS, PG_CONNECTION_PARAMETERS
 from ledger.sqlite_wal import WalCheckpoints
 from projections.batch import ManyRows, guard_pipelines, sync
 

@@ -30,8 +30,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from ledger.clock import Clock, SystemClock
+from ledger.connections import PG_CONNECT_TIMEOUT_SECONDS, PG_CONNECTION_PARAMETERS
 from ledger.errors import ConfigurationError
-from ledger.recorders import PG_CONNECT_TIMEOUT_SECONDS, PG_CONNECTION_PARAMETERS
 from ledger.sealing import MasterKey
 
 __all__ = ["SqlKeyStore", "load_or_create_master_key", "master_key_from_text"]
