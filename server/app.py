@@ -257,7 +257,7 @@ def check_listen(address: str, tls: TlsConfig | None) -> None:
         raise ConfigurationError(_cannot_listen(address))
 
 
-def check_tls(tls: TlsConfig, now: datetime | None = None) -> None:
+def check_tls(tls: TlsConfig) -> None:
     """Refuse TLS files gRPC could not use, naming the file: a certificate chain valid now, a
     private key of a kind gRPC takes that matches its first certificate, and a client CA
     bundle of CA certificates, each in PEM. (gRPC itself only fails to bind, which reads as a
@@ -266,7 +266,7 @@ def check_tls(tls: TlsConfig, now: datetime | None = None) -> None:
         chain = x509.load_pem_x509_certificates(_read_bytes(tls.cert_file))
     except ValueError:
         raise ConfigurationError(f"{tls.cert_file} is not a PEM certificate chain") from None
-    instant = now or datetime.now(UTC)
+    instant = datetime.now(UTC)
     leaf = chain[0]
     if not leaf.not_valid_before_utc <= instant <= leaf.not_valid_after_utc:
         msg = (

@@ -86,10 +86,10 @@ requests are their own aggregates: the audit stream and the deadlines show them)
 class QueryServicer(qgrpc.QueryServiceServicer):
     """Reads of the log."""
 
-    def __init__(self, ledger: Ledger, clock: Clock, most_followers: int | None = None) -> None:
+    def __init__(self, ledger: Ledger, clock: Clock) -> None:
         self._ledger = ledger
         self._clock = clock
-        self._most_followers = MOST_FOLLOWERS if most_followers is None else most_followers
+        self._most_followers = MOST_FOLLOWERS
         self._followers = 0
 
     async def GetSubjectState(

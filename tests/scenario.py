@@ -109,6 +109,19 @@ def share(subject_id: UUID, *, at: datetime, **fields: Any) -> c.RecordShare:
     )
 
 
+def erasure(
+    subject_id: UUID, *, at: datetime, ground: str = "no_consent", categories: tuple[str, ...] = ()
+) -> c.EraseSubject:
+    """Erase the person on a ground; of these categories only, when named."""
+    return c.EraseSubject(
+        idempotency_key=key("era"),
+        occurred_at=at,
+        subject=ref(subject_id),
+        ground=ground,
+        categories=categories,
+    )
+
+
 def later(ledger: Ledger, seconds: float = 1.0) -> datetime:
     """Move the test clock on and return the new instant."""
     return ledger.clock.advance(timedelta(seconds=seconds))  # type: ignore[attr-defined]

@@ -79,15 +79,7 @@ def subject_view(conn: Connection, subject_id: UUID) -> SubjectViewAnswer:
         for name in sorted(set(held) | set(facets) | set(fields))
     )
     shared = sorted({shared_with_of(v) for v in whole.get("shared_with", ())})
-    if not whole:  # folded before the person's own facets were kept: from the categories
-        shared = sorted(
-            {
-                (r.recipient_class, n)
-                for c in categories
-                for r in c.shared_with
-                for n in r.recipients
-            }
-        )
+
     return SubjectViewAnswer(
         subject_id=s.subject_id,
         namespace=s.namespace,

@@ -32,8 +32,8 @@ pytestmark = pytest.mark.postgres
 _IP = "network_log.ip_address"
 _STATUS = health_pb2.HealthCheckResponse
 _OUTAGE_ANSWER_SECONDS = 30
-"""The bound on a write's answer during the outage (the call's deadline): without connection
-timeouts it waited for the whole outage."""
+"""The call's deadline during the outage: without connection timeouts the write waited for the
+whole outage, and answered DEADLINE_EXCEEDED instead of UNAVAILABLE."""
 
 
 class Relay:
@@ -136,15 +136,12 @@ def test_a_write_without_its_database_is_unavailable_at_once_and_recorded_once_w
             values={"ip": secret("ip")},
         )
         relay.cut()
-        started = time.monotonic()
         with pytest.raises(grpc.RpcError) as failed:
             client.ledger.RecordCollection(
                 request, metadata=client.options["metadata"], timeout=_OUTAGE_ANSWER_SECONDS
             )
-        took = time.monotonic() - started
         assert failed.value.code() is grpc.StatusCode.UNAVAILABLE, failed.value.details()
         assert reason_of(failed.value) == "STORAGE_UNAVAILABLE"
-        assert took < _OUTAGE_ANSWER_SECONDS
         assert _health(served) == {
             "": _STATUS.NOT_SERVING,
             "pdl.v1.LedgerService": _STATUS.NOT_SERVING,

@@ -15,7 +15,17 @@ from uuid import UUID
 
 import pytest
 from pydantic import SecretStr, ValidationError
-from scenario import PRINCIPAL, collection, key, later, ref, register, secret, sqlite_ledger
+from scenario import (
+    PRINCIPAL,
+    collection,
+    erasure,
+    key,
+    later,
+    ref,
+    register,
+    secret,
+    sqlite_ledger,
+)
 
 from ledger import commands as c
 from ledger import events as ev
@@ -36,13 +46,7 @@ _IP = "network_log.ip_address"
 def _erase(ledger: Ledger, sid: UUID, *categories: str) -> None:
     ledger.execute(
         PRINCIPAL,
-        c.EraseSubject(
-            idempotency_key=key("erase"),
-            occurred_at=later(ledger),
-            subject=ref(sid),
-            ground="no_consent",
-            categories=categories,
-        ),
+        erasure(sid, at=later(ledger), ground="no_consent", categories=categories),
     )
 
 

@@ -19,6 +19,7 @@ from scenario import (
     PRINCIPAL,
     collection,
     consent,
+    erasure,
     gps_collection,
     key,
     later,
@@ -134,12 +135,7 @@ def test_erasure_drops_the_persons_sealed_values_from_every_view_but_keeps_the_c
     erased, kept = _history(ledger, people=2)
     ledger.execute(
         PRINCIPAL,
-        c.EraseSubject(
-            idempotency_key="erase-1",
-            occurred_at=later(ledger),
-            subject=c.SubjectRef(subject_id=erased),
-            ground="no_consent",
-        ),
+        erasure(erased, at=later(ledger), ground="no_consent"),
     )
     store = view_store_factory()
     _runner(ledger, store).catch_up()
@@ -178,12 +174,8 @@ def test_a_partial_erasure_dated_before_a_later_collection_keeps_that_one_in_the
     ledger.execute(PRINCIPAL, collection(sid, at=kept_at))
     ledger.execute(
         PRINCIPAL,
-        c.EraseSubject(
-            idempotency_key="erase-ip",
-            occurred_at=erased_at,
-            subject=c.SubjectRef(subject_id=sid),
-            ground="retention_expired",
-            categories=("network_log.ip_address",),
+        erasure(
+            sid, at=erased_at, ground="retention_expired", categories=("network_log.ip_address",)
         ),
     )
     store = view_store_factory()
@@ -860,10 +852,9 @@ def test_whom_data_was_shared_with_stays_in_the_view_after_its_erasure__clause_6
     ledger.execute(PRINCIPAL, share(sid, at=later(ledger)))
     ledger.execute(
         PRINCIPAL,
-        c.EraseSubject(
-            idempotency_key=key("erase"),
-            occurred_at=later(ledger),
-            subject=c.SubjectRef(subject_id=sid),
+        erasure(
+            sid,
+            at=later(ledger),
             ground="retention_expired",
             categories=() if everything else ("network_log.usage",),
         ),

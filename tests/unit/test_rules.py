@@ -17,6 +17,7 @@ from scenario import (
     PRINCIPAL,
     collection,
     consent,
+    erasure,
     gps_collection,
     key,
     later,
@@ -521,12 +522,7 @@ def test_a_minors_guardian_named_by_pseudonym_is_a_registered_person_of_age__cla
     erased = subject(memory_ledger)
     memory_ledger.execute(
         PRINCIPAL,
-        c.EraseSubject(
-            idempotency_key=key("era"),
-            occurred_at=later(memory_ledger),
-            subject=c.SubjectRef(subject_id=erased),
-            ground="retention_expired",
-        ),
+        erasure(erased, at=later(memory_ledger), ground="retention_expired"),
     )
     for guardian, reason in (
         (UUID(int=7), R.GUARDIAN_NOT_REGISTERED),  # no such person

@@ -16,6 +16,7 @@ from scenario import (
     PRINCIPAL,
     collection,
     consent,
+    erasure,
     gps_collection,
     key,
     later,
@@ -421,12 +422,7 @@ def test_staff_reasons_are_sealed_with_the_persons_key_and_go_with_it__clause_6_
 
     memory_ledger.execute(
         PRINCIPAL,
-        c.EraseSubject(
-            idempotency_key=key("era"),
-            occurred_at=later(memory_ledger),
-            subject=c.SubjectRef(subject_id=sid),
-            ground="no_consent",
-        ),
+        erasure(sid, at=later(memory_ledger), ground="no_consent"),
     )
     with pytest.raises(KeyShreddedError):
         memory_ledger.sealer.open(sid, "reason", written[0].sealed_reason)
@@ -541,12 +537,7 @@ def test_a_cancellation_request_fulfilled_after_an_erasure_still_cancels_the_acc
     rid = _request(memory_ledger, sid, RightKind.ACCOUNT_CANCELLATION)
     memory_ledger.execute(
         PRINCIPAL,
-        c.EraseSubject(
-            idempotency_key=key("era"),
-            occurred_at=later(memory_ledger),
-            subject=c.SubjectRef(subject_id=sid),
-            ground="no_consent",
-        ),
+        erasure(sid, at=later(memory_ledger), ground="no_consent"),
     )
 
     memory_ledger.execute(PRINCIPAL, _close(rid, later(memory_ledger)))

@@ -16,6 +16,7 @@ from scenario import (
     PRINCIPAL,
     collection,
     consent,
+    erasure,
     key,
     later,
     ref,
@@ -245,12 +246,8 @@ def test_a_partial_erasure_dated_before_a_later_collection_keeps_that_one_held__
     memory_ledger.execute(PRINCIPAL, collection(sid, at=kept_at))
     memory_ledger.execute(
         PRINCIPAL,
-        c.EraseSubject(
-            idempotency_key=key("era"),
-            occurred_at=erased_at,
-            subject=ref(sid),
-            ground="retention_expired",
-            categories=("network_log.ip_address",),
+        erasure(
+            sid, at=erased_at, ground="retention_expired", categories=("network_log.ip_address",)
         ),
     )
     held = memory_ledger.subject(sid).state.held["network_log.ip_address"]
@@ -280,10 +277,9 @@ def test_values_of_an_erased_category_are_not_revealed_but_later_ones_are__claus
     sid = _ip_collected(memory_ledger)
     memory_ledger.execute(
         PRINCIPAL,
-        c.EraseSubject(
-            idempotency_key=key("era"),
-            occurred_at=later(memory_ledger),
-            subject=ref(sid),
+        erasure(
+            sid,
+            at=later(memory_ledger),
             ground="retention_expired",
             categories=("network_log.ip_address",),
         ),
@@ -302,10 +298,9 @@ def test_values_of_an_erased_category_are_not_revealed_but_later_ones_are__claus
 def _erase_ip(ledger: Ledger, sid: UUID) -> None:
     ledger.execute(
         PRINCIPAL,
-        c.EraseSubject(
-            idempotency_key=key("era"),
-            occurred_at=later(ledger),
-            subject=ref(sid),
+        erasure(
+            sid,
+            at=later(ledger),
             ground="retention_expired",
             categories=("network_log.ip_address",),
         ),
