@@ -61,6 +61,18 @@ def collection(subject_id: UUID, *, at: datetime, **fields: Any) -> c.RecordColl
     )
 
 
+def usage_collection(subject_id: UUID, *, at: datetime, purpose: str) -> c.RecordCollection:
+    """A collection of the person's usage log (non-sensitive) from the SDK, for one purpose."""
+    return collection(
+        subject_id,
+        at=at,
+        category="network_log.usage",
+        source="sdk",
+        purposes=(purpose,),
+        values={"page": SecretStr(secret("page"))},
+    )
+
+
 def gps_collection(subject_id: UUID, *, at: datetime, **fields: Any) -> c.RecordCollection:
     fields.setdefault("values", {"fix": SecretStr(secret("gps"))})
     return collection(

@@ -1431,22 +1431,16 @@ def test_many_violations_still_answer_invalid_argument_to_a_default_client(
     _expect(rig, name, request, grpc.StatusCode.INVALID_ARGUMENT)
 
 
-def test_a_history_of_big_events_is_read_by_a_default_client_at_the_default_page_size(
-    tmp_path: Path,
-) -> None:
-    """A history page stops before 4 MiB (gRPC's default receive limit), whatever page_size
-    allows: 20 collections of 64 values of 4 KiB are about 7 MB in all."""
-    served = start_server(e2e_settings(tmp_path, "sqlite", max_batch_items=MAX_BATCH))
-    channel = grpc.insecure_channel(served.target)  # gRPC's default limits
-    try:
-        own = _rig_for(served, channel)
-        subject = own.ok(
-            "RegisterSubject",
-            lpb.RegisterSubjectRequest(
-                meta=_meta(), account=cpb.AccountRef(namespace="app", account_id=_pii("a"))
-            ),
-        ).recorded.subject_id
-        values = {f"f{i}": "v" * 4096 for i in range(64)}
+def _person_with_big_collections(own: Rig, per_batch: int, batches: int = 1) -> str:
+    """A person registered, with batches of collections of 64 values of 4 KiB each."""
+    subject = own.ok(
+        "RegisterSubject",
+        lpb.RegisterSubjectRequest(
+            meta=_meta(), account=cpb.AccountRef(namespace="app", account_id=_pii("a"))
+        ),
+    ).recorded.subject_id
+    values = {f"f{i}": "v" * 4096 for i in range(64)}
+    for _ in range(batches):
         items = [
             lpb.BatchItem(
                 collection=lpb.RecordCollectionRequest(
@@ -1458,9 +1452,23 @@ def test_a_history_of_big_events_is_read_by_a_default_client_at_the_default_page
                     values=values,
                 )
             )
-            for _ in range(20)
+            for _ in range(per_batch)
         ]
-        assert own.ok("RecordBatch", lpb.RecordBatchRequest(items=items)).recorded_count == 20
+        recorded = own.ok("RecordBatch", lpb.RecordBatchRequest(items=items)).recorded_count
+        assert recorded == per_batch
+    return subject
+
+
+def test_a_history_of_big_events_is_read_by_a_default_client_at_the_default_page_size(
+    tmp_path: Path,
+) -> None:
+    """A history page stops before 4 MiB (gRPC's default receive limit), whatever page_size
+    allows: 20 collections of 64 values of 4 KiB are about 7 MB in all."""
+    served = start_server(e2e_settings(tmp_path, "sqlite", max_batch_items=MAX_BATCH))
+    channel = grpc.insecure_channel(served.target)  # gRPC's default limits
+    try:
+        own = _rig_for(served, channel)
+        subject = _person_with_big_collections(own, 20)
         versions: list[int] = []
         sizes: list[int] = []
         token = ""
@@ -1489,28 +1497,7 @@ def test_the_audit_stream_delivers_big_events_at_the_default_page_size(tmp_path:
     )
     try:
         own = _rig_for(served, channel)
-        subject = own.ok(
-            "RegisterSubject",
-            lpb.RegisterSubjectRequest(
-                meta=_meta(), account=cpb.AccountRef(namespace="app", account_id=_pii("a"))
-            ),
-        ).recorded.subject_id
-        values = {f"f{i}": "v" * 4096 for i in range(64)}
-        for _ in range(2):
-            items = [
-                lpb.BatchItem(
-                    collection=lpb.RecordCollectionRequest(
-                        meta=_meta(),
-                        subject=_by_id(subject),
-                        category="network_log.ip_address",
-                        source="server_logs",
-                        purposes=["security_detection"],
-                        values=values,
-                    )
-                )
-                for _ in range(MAX_BATCH)
-            ]
-            assert own.ok("RecordBatch", lpb.RecordBatchRequest(items=items)).recorded_count == 50
+        _person_with_big_collections(own, MAX_BATCH, batches=2)
         assert exercise(own, BY_NAME["StreamAuditLog"], qpb.StreamAuditLogRequest()) is (
             grpc.StatusCode.OK
         )

@@ -8,7 +8,8 @@ destroyed key in the key store's write-ahead log.
 from __future__ import annotations
 
 import sqlite3
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -87,6 +88,35 @@ def test_after_erasure_a_retry_answers_the_same_whatever_value_it_guesses__claus
     assert again.recorded.replayed
 
 
+def _access_request(sid: UUID, at: datetime) -> c.OpenRightsRequest:
+    return c.OpenRightsRequest(
+        idempotency_key=key("req"), occurred_at=at, subject=ref(sid), kind="access"
+    )
+
+
+def _extension(request_id: UUID, at: datetime) -> c.ExtendRightsRequest:
+    return c.ExtendRightsRequest(
+        idempotency_key=key("ext"),
+        occurred_at=at,
+        request_id=request_id,
+        days=5,
+        reason=secret("reason"),
+    )
+
+
+@pytest.fixture
+def two_writers(tmp_path: Path) -> Iterator[tuple[Ledger, Ledger]]:
+    """Two ledgers writing one SQLite store, as two servers write one PostgreSQL schema."""
+    master = MasterKey.generate()
+    apps = sqlite_ledger(tmp_path, master), sqlite_ledger(tmp_path, master)
+    try:
+        yield apps
+    finally:
+        for app in apps:
+            app.close()
+            app.sealer.store.close()
+
+
 def test_after_erasure_a_retry_of_a_rights_request_command_checks_no_guess__clause_6_3(
     ledger: Ledger,
 ) -> None:
@@ -94,19 +124,8 @@ def test_after_erasure_a_retry_of_a_rights_request_command_checks_no_guess__clau
     request's, not in the person's own stream, and is forgotten with theirs."""
     sid = register(ledger).subject_id
     assert sid is not None
-    opened = ledger.execute(
-        PRINCIPAL,
-        c.OpenRightsRequest(
-            idempotency_key=key("req"), occurred_at=later(ledger), subject=ref(sid), kind="access"
-        ),
-    )
-    extension = c.ExtendRightsRequest(
-        idempotency_key=key("ext"),
-        occurred_at=later(ledger),
-        request_id=opened.aggregate_id,
-        days=5,
-        reason=secret("reason"),
-    )
+    opened = ledger.execute(PRINCIPAL, _access_request(sid, later(ledger)))
+    extension = _extension(opened.aggregate_id, later(ledger))
     ledger.execute(PRINCIPAL, extension)
     guess = extension.model_copy(update={"reason": secret("guess")})
     with pytest.raises(IdempotencyConflict):
@@ -122,79 +141,48 @@ def test_after_erasure_a_retry_of_a_rights_request_command_checks_no_guess__clau
 
 
 def test_two_writers_a_reason_after_the_other_ones_erasure_is_neither_sealed_nor_digested(
-    tmp_path: Path,
+    two_writers: tuple[Ledger, Ledger],
 ) -> None:
     """Two writers on one store (two servers on PostgreSQL): one erases the person, the other,
     with the person's key still cached, extends their request. The reason is not sealed under
     the destroyed key, and its receipt keeps no digest to check a guess against."""
-    master = MasterKey.generate()
-    here, there = sqlite_ledger(tmp_path, master), sqlite_ledger(tmp_path, master)
-    try:
-        sid = register(here).subject_id
-        assert sid is not None
-        opened = here.execute(
-            PRINCIPAL,
-            c.OpenRightsRequest(
-                idempotency_key=key("req"), occurred_at=later(here), subject=ref(sid), kind="access"
-            ),
-        )
-        here.execute(PRINCIPAL, collection(sid, at=later(here)))  # the key is cached here
-        _erase(there, sid)
-        extension = c.ExtendRightsRequest(
-            idempotency_key=key("ext"),
-            occurred_at=later(here),
-            request_id=opened.aggregate_id,
-            days=5,
-            reason=secret("reason"),
-        )
+    here, there = two_writers
+    sid = register(here).subject_id
+    assert sid is not None
+    opened = here.execute(PRINCIPAL, _access_request(sid, later(here)))
+    here.execute(PRINCIPAL, collection(sid, at=later(here)))  # the key is cached here
+    _erase(there, sid)
+    extension = _extension(opened.aggregate_id, later(here))
 
-        here.execute(PRINCIPAL, extension)
+    here.execute(PRINCIPAL, extension)
 
-        (extended,) = [
-            p
-            for e in here.events.get(opened.aggregate_id)
-            if isinstance(p := getattr(e, "payload", None), ev.RightsRequestExtended)
-        ]
-        assert extended.sealed_reason is None
-        stored = _receipts(here).receipt(receipt_id(PRINCIPAL, extension.idempotency_key))
-        assert stored is not None
-        assert stored.digest == FORGOTTEN
-    finally:
-        for app in (here, there):
-            app.close()
-            app.sealer.store.close()
+    (extended,) = [
+        p
+        for e in here.events.get(opened.aggregate_id)
+        if isinstance(p := getattr(e, "payload", None), ev.RightsRequestExtended)
+    ]
+    assert extended.sealed_reason is None
+    stored = _receipts(here).receipt(receipt_id(PRINCIPAL, extension.idempotency_key))
+    assert stored is not None
+    assert stored.digest == FORGOTTEN
 
 
 def test_two_writers_a_guardian_erased_by_the_other_is_no_guardian__clause_5(
-    tmp_path: Path,
+    two_writers: tuple[Ledger, Ledger],
 ) -> None:
     """The guardian's state is read as the store has it, not as this writer cached it."""
-    master = MasterKey.generate()
-    here, there = sqlite_ledger(tmp_path, master), sqlite_ledger(tmp_path, master)
-    try:
-        guardian = register(here).subject_id
-        assert guardian is not None
-        here.subject(guardian)  # cached here
-        _erase(there, guardian)
+    here, there = two_writers
+    guardian = register(here).subject_id
+    assert guardian is not None
+    here.subject(guardian)  # cached here
+    _erase(there, guardian)
 
-        with pytest.raises(Refused) as refusal:
-            register(here, birth_year=2015, guardian_subject_id=guardian)
-        assert refusal.value.reason is R.GUARDIAN_NOT_REGISTERED
-        with pytest.raises(Refused) as closed:
-            here.execute(
-                PRINCIPAL,
-                c.OpenRightsRequest(
-                    idempotency_key=key("req"),
-                    occurred_at=later(here),
-                    subject=ref(guardian),
-                    kind="access",
-                ),
-            )
-        assert closed.value.reason is R.SUBJECT_ERASED
-    finally:
-        for app in (here, there):
-            app.close()
-            app.sealer.store.close()
+    with pytest.raises(Refused) as refusal:
+        register(here, birth_year=2015, guardian_subject_id=guardian)
+    assert refusal.value.reason is R.GUARDIAN_NOT_REGISTERED
+    with pytest.raises(Refused) as closed:
+        here.execute(PRINCIPAL, _access_request(guardian, later(here)))
+    assert closed.value.reason is R.SUBJECT_ERASED
 
 
 def test_a_view_behind_a_partial_erasure_does_not_open_the_erased_values__clause_6_3(

@@ -27,6 +27,7 @@ from scenario import (
     secret,
     share,
     subject,
+    usage_collection,
     use,
 )
 from sqlalchemy.engine import Connection
@@ -840,14 +841,7 @@ def test_whom_data_was_shared_with_stays_in_the_view_after_its_erasure__clause_6
     """The trail stays in clear after erasure (the ledger's own state keeps it): only the
     erased values and what is held go."""
     sid = subject(ledger)
-    usage = collection(
-        sid,
-        at=later(ledger),
-        category="network_log.usage",
-        source="sdk",
-        purposes=("advertising",),
-        values={"page": SecretStr(secret("page"))},
-    )
+    usage = usage_collection(sid, at=later(ledger), purpose="advertising")
     ledger.execute(PRINCIPAL, usage)
     ledger.execute(PRINCIPAL, share(sid, at=later(ledger)))
     ledger.execute(
@@ -876,14 +870,7 @@ def test_a_share_with_the_longest_recipient_a_command_takes_is_folded(ledger, vi
     # A recipient is free text; the views must hold the longest a command takes whole.
     recipient = "Example Ads Ltd, " + "x" * (TEXT_MAX_LENGTH - len("Example Ads Ltd, "))
     sid = subject(ledger)
-    usage = collection(
-        sid,
-        at=later(ledger),
-        category="network_log.usage",
-        source="sdk",
-        purposes=("advertising",),
-        values={"page": SecretStr(secret("page"))},
-    )
+    usage = usage_collection(sid, at=later(ledger), purpose="advertising")
     ledger.execute(PRINCIPAL, usage)
     shared = ledger.execute(PRINCIPAL, share(sid, at=later(ledger), recipient=recipient))
     store = view_store_factory()

@@ -26,6 +26,7 @@ from scenario import (
     secret,
     share,
     subject,
+    usage_collection,
     use,
     withdrawal,
     written,
@@ -46,17 +47,6 @@ def _registration(ledger: Ledger, **fields: Any) -> c.RegisterSubject:
     fields.setdefault("account_id", SecretStr(secret("account")))
     fields.setdefault("occurred_at", ledger.clock.now())
     return c.RegisterSubject(idempotency_key=key("reg"), **fields)
-
-
-def _usage_collection(sid: UUID, *, at: datetime, purpose: str) -> c.RecordCollection:
-    return collection(
-        sid,
-        at=at,
-        category="network_log.usage",
-        source="sdk",
-        purposes=(purpose,),
-        values={"page": SecretStr(secret("page"))},
-    )
 
 
 def _publish(ledger: Ledger, version: str, effective_at: datetime) -> c.PublishPolicy:
@@ -276,7 +266,7 @@ def test_share_outside_the_recipient_class_is_refused__clause_4(
 ):
     sid = subject(memory_ledger)
     memory_ledger.execute(
-        PRINCIPAL, _usage_collection(sid, at=later(memory_ledger), purpose="advertising")
+        PRINCIPAL, usage_collection(sid, at=later(memory_ledger), purpose="advertising")
     )
 
     refusal = refused(memory_ledger, share(sid, at=later(memory_ledger), **fields))
@@ -302,7 +292,7 @@ def test_advertising_partner_receiving_usage_for_advertising_on_consent_is_accep
 ):
     sid = subject(memory_ledger)
     memory_ledger.execute(
-        PRINCIPAL, _usage_collection(sid, at=later(memory_ledger), purpose="advertising")
+        PRINCIPAL, usage_collection(sid, at=later(memory_ledger), purpose="advertising")
     )
 
     recorded = memory_ledger.execute(PRINCIPAL, share(sid, at=later(memory_ledger)))
@@ -325,7 +315,7 @@ def test_share_on_a_basis_the_purpose_does_not_allow_is_refused__clauses_3_2_4_2
     """§3.2/§4.2: advertising rests on consent only; 'contract' must not carry it to partners."""
     sid = subject(memory_ledger)
     memory_ledger.execute(
-        PRINCIPAL, _usage_collection(sid, at=later(memory_ledger), purpose="advertising")
+        PRINCIPAL, usage_collection(sid, at=later(memory_ledger), purpose="advertising")
     )
 
     refusal = refused(memory_ledger, share(sid, at=later(memory_ledger), legal_basis="contract"))
@@ -346,7 +336,7 @@ def test_sale_is_refused_even_with_consent__clause_4(memory_ledger):
         ),
     )
     memory_ledger.execute(
-        PRINCIPAL, _usage_collection(sid, at=later(memory_ledger), purpose="advertising")
+        PRINCIPAL, usage_collection(sid, at=later(memory_ledger), purpose="advertising")
     )
 
     refusal = refused(memory_ledger, share(sid, at=later(memory_ledger), sale=True))
@@ -360,7 +350,7 @@ def test_aggregate_recipients_receive_only_anonymised_data__clause_4_5(
 ):
     sid = subject(memory_ledger)
     memory_ledger.execute(
-        PRINCIPAL, _usage_collection(sid, at=later(memory_ledger), purpose="product_analysis")
+        PRINCIPAL, usage_collection(sid, at=later(memory_ledger), purpose="product_analysis")
     )
     aggregate = share(
         sid,
@@ -611,7 +601,7 @@ def test_data_leaves_cn_mainland_only_on_the_persons_consent_beside_its_basis__c
     use does not give it, and a withdrawal takes it back."""
     sid = subject(memory_ledger)
     memory_ledger.execute(
-        PRINCIPAL, _usage_collection(sid, at=later(memory_ledger), purpose="advertising")
+        PRINCIPAL, usage_collection(sid, at=later(memory_ledger), purpose="advertising")
     )
     stored_abroad = collection(
         sid, at=later(memory_ledger), storage_region="us-east", cross_border_basis=basis
@@ -644,7 +634,7 @@ def test_share_to_a_destination_outside_cn_mainland_needs_a_cross_border_basis__
 ):
     sid = subject(memory_ledger)
     memory_ledger.execute(
-        PRINCIPAL, _usage_collection(sid, at=later(memory_ledger), purpose="advertising")
+        PRINCIPAL, usage_collection(sid, at=later(memory_ledger), purpose="advertising")
     )
     _consent_to_leave(memory_ledger, sid, "advertising", "network_log.usage")
     abroad = share(

@@ -23,6 +23,7 @@ from scenario import (
     refused,
     secret,
     subject,
+    usage_collection,
     written,
 )
 
@@ -479,14 +480,7 @@ def test_a_deletion_request_naming_categories_erases_those_alone__clause_6_3(mem
     """The person asked for some of their data to go: the rest, and their key, stay."""
     sid = subject(memory_ledger)
     memory_ledger.execute(PRINCIPAL, collection(sid, at=later(memory_ledger)))
-    usage = collection(
-        sid,
-        at=later(memory_ledger),
-        category="network_log.usage",
-        source="sdk",
-        purposes=("product_analysis",),
-        values={"page": SecretStr(secret("page"))},
-    )
+    usage = usage_collection(sid, at=later(memory_ledger), purpose="product_analysis")
     memory_ledger.execute(PRINCIPAL, usage)
     rid = _request(
         memory_ledger,
